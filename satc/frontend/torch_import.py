@@ -1,0 +1,400 @@
+"""PyTorch frontend: ``torch.export`` (ATen training IR) to a satc forward graph.
+
+The module is exported in train mode (BN uses batch statistics and updates
+its running stats); its parameters become graph params and its buffers
+graph buffers, keyed by their ``state_dict`` names (``num_batches_tracked``
+is dropped: satc's BN uses a fixed momentum). ATen ops are translated by
+the table ``ATEN_HANDLERS``; every op missing from it is reported at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from satc.errors import FrontendError, UnsupportedOpError
+from satc.ir.graph import Graph, Value
+from satc.ir.types import TensorType
+from satc.ir.verifier import verify
+from satc.frontend.emitter import GraphEmitter
+
+aten = torch.ops.aten
+Handler = Callable[["_Importer", Sequence[Any], dict], Any]
+
+
+def _pair(v: Any) -> list[int]:
+    if isinstance(v, int):
+        return [v, v]
+    v = list(v)
+    return v * 2 if len(v) == 1 else v
+
+
+class _Importer:
+    """Walks an exported FX graph, emitting IR through a GraphEmitter."""
+
+    def __init__(self, ep: torch.export.ExportedProgram, name: str):
+        self.ep = ep
+        self.em = GraphEmitter(Graph(name))
+        self.layer = ""
+
+    # -------------------------------------------------------------- helpers
+    @property
+    def g(self) -> Graph:
+        return self.em.graph
+
+    def emit(self, op: str, inputs: Sequence[Value], attrs: dict | None = None) -> Value:
+        return self.g.add1(op, inputs, attrs, layer=self.layer)
+
+
+def _fx_layer(node: torch.fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else ""
+
+
+# ------------------------------------------------------------------ handlers
+def _conv2d(im, a, kw):
+    x, w = a[0], a[1]
+    b = a[2] if len(a) > 2 else kw.get("bias")
+    stride = _pair(a[3] if len(a) > 3 else kw.get("stride", 1))
+    pad = a[4] if len(a) > 4 else kw.get("padding", 0)
+    if isinstance(pad, str):
+        raise UnsupportedOpError(f"conv2d padding={pad!r} is not supported; give explicit padding")
+    ph, pw = _pair(pad)
+    dil = _pair(a[5] if len(a) > 5 else kw.get("dilation", 1))
+    groups = a[6] if len(a) > 6 else kw.get("groups", 1)
+    y = im.emit("conv2d", [x, w], {"stride": stride, "padding": [ph, pw, ph, pw],
+                                   "dilation": dil, "groups": groups})
+    return im.emit("bias_add", [y, b], {"axis": 1}) if b is not None else y
+
+
+def _convolution(im, a, kw):
+    if a[6]:
+        raise UnsupportedOpError("transposed convolution is not supported")
+    return _conv2d(im, [a[0], a[1], a[2], a[3], a[4], a[5], a[8]], {})
+
+
+def _linear(im, a, kw):
+    return im.em.linear(a[0], a[1], a[2] if len(a) > 2 else kw.get("bias"), im.layer)
+
+
+def _batch_norm(im, a, kw):
+    x, w, b, rm, rv, training, momentum, eps = a[:8]
+    if rm is None or rv is None:
+        raise UnsupportedOpError("batch_norm without running stats (track_running_stats=False)")
+    if momentum is None:
+        raise UnsupportedOpError("batch_norm with momentum=None (cumulative average)")
+    return im.em.batchnorm(x, w, b, rm, rv, bool(training), float(momentum), float(eps), im.layer)
+
+
+def _layer_norm(im, a, kw):
+    x, shape = a[0], list(a[1])
+    w = a[2] if len(a) > 2 else None
+    b = a[3] if len(a) > 3 else None
+    eps = a[4] if len(a) > 4 else 1e-5
+    return im.em.layernorm(x, w, b, len(shape), float(eps), im.layer)
+
+
+def _pool_args(a):
+    k = _pair(a[1])
+    s = a[2] if len(a) > 2 and a[2] else k
+    s = _pair(s)
+    ph, pw = _pair(a[3] if len(a) > 3 else 0)
+    return k, s, [ph, pw, ph, pw]
+
+
+def _max_pool2d(im, a, kw):
+    k, s, p = _pool_args(a)
+    dil = _pair(a[4] if len(a) > 4 else 1)
+    ceil = bool(a[5]) if len(a) > 5 else False
+    return im.emit("maxpool2d", [a[0]], {"kernel": k, "stride": s, "padding": p,
+                                         "dilation": dil, "ceil_mode": ceil})
+
+
+def _avg_pool2d(im, a, kw):
+    k, s, p = _pool_args(a)
+    ceil = bool(a[4]) if len(a) > 4 else False
+    include = bool(a[5]) if len(a) > 5 else True
+    if len(a) > 6 and a[6] is not None:
+        raise UnsupportedOpError("avg_pool2d divisor_override is not supported")
+    return im.emit("avgpool2d", [a[0]], {"kernel": k, "stride": s, "padding": p,
+                                         "ceil_mode": ceil, "count_include_pad": include})
+
+
+def _adaptive_avg_pool2d(im, a, kw):
+    x, (oh, ow) = a[0], _pair(a[1])
+    if (oh, ow) == (1, 1):
+        return im.emit("global_avgpool", [x])
+    h, w = x.shape[2], x.shape[3]
+    if h % oh or w % ow:
+        raise UnsupportedOpError(f"adaptive_avg_pool2d from {h}x{w} to {oh}x{ow} (not an even split)")
+    k = [h // oh, w // ow]
+    return im.emit("avgpool2d", [x], {"kernel": k, "stride": k, "padding": [0, 0, 0, 0]})
+
+
+def _resolve_shape(numel: int, shape: Sequence[int]) -> list[int]:
+    shape = [int(s) for s in shape]
+    if -1 in shape:
+        known = int(np.prod([s for s in shape if s != -1]))
+        shape[shape.index(-1)] = numel // max(known, 1)
+    return shape
+
+
+def _reshape(im, a, kw):
+    return im.emit("reshape", [a[0]], {"shape": _resolve_shape(a[0].type.numel, a[1])})
+
+
+def _flatten(im, a, kw):
+    x = a[0]
+    r = x.type.rank
+    start = (a[1] if len(a) > 1 else 0) % max(r, 1)
+    end = (a[2] if len(a) > 2 else -1) % max(r, 1)
+    shape = list(x.shape[:start]) + [int(np.prod(x.shape[start:end + 1]))] + list(x.shape[end + 1:])
+    return im.emit("reshape", [x], {"shape": shape})
+
+
+def _unsqueeze(im, a, kw):
+    x, d = a[0], a[1]
+    shape = list(x.shape)
+    shape.insert(d % (len(shape) + 1), 1)
+    return im.emit("reshape", [x], {"shape": shape})
+
+
+def _squeeze(im, a, kw):
+    x = a[0]
+    dims = a[1] if len(a) > 1 else [i for i, s in enumerate(x.shape) if s == 1]
+    dims = {d % x.type.rank for d in ([dims] if isinstance(dims, int) else dims)}
+    shape = [s for i, s in enumerate(x.shape) if not (i in dims and s == 1)]
+    return im.emit("reshape", [x], {"shape": shape})
+
+
+def _transpose(im, a, kw):
+    x = a[0]
+    r = x.type.rank
+    perm = list(range(r))
+    d0, d1 = a[1] % r, a[2] % r
+    perm[d0], perm[d1] = perm[d1], perm[d0]
+    return im.emit("transpose", [x], {"perm": perm})
+
+
+def _t(im, a, kw):
+    return _transpose(im, [a[0], 0, 1], kw) if a[0].type.rank == 2 else a[0]
+
+
+def _permute(im, a, kw):
+    r = a[0].type.rank
+    return im.emit("transpose", [a[0]], {"perm": [p % r for p in a[1]]})
+
+
+def _cat(im, a, kw):
+    xs = list(a[0])
+    dim = a[1] if len(a) > 1 else kw.get("dim", 0)
+    return xs[0] if len(xs) == 1 else im.emit("concat", xs, {"axis": dim % xs[0].type.rank})
+
+
+def _scalar_or_tensor(im, a, b, tensor_op, scalar_fn):
+    if isinstance(b, Value) and isinstance(a, Value):
+        return im.emit(tensor_op, [a, b])
+    if isinstance(a, Value):
+        return scalar_fn(a, float(b))
+    raise UnsupportedOpError(f"{tensor_op} of a scalar and a tensor in that order")
+
+
+def _add(im, a, kw):
+    x, y = a[0], a[1]
+    alpha = a[2] if len(a) > 2 else kw.get("alpha", 1)
+    if alpha != 1:
+        y = im.emit("scale", [y], {"factor": float(alpha)})
+    if isinstance(y, Value) and isinstance(x, Value):
+        return im.emit("add", [x, y])
+    if not isinstance(x, Value):
+        x, y = y, x
+    c = im.g.add_constant(np.asarray(y, np.float32), "scalar")
+    return im.emit("add", [x, c])
+
+
+def _mul(im, a, kw):
+    x, y = a[0], a[1]
+    if not isinstance(x, Value):
+        x, y = y, x
+    return _scalar_or_tensor(im, x, y, "mul", lambda t, s: im.emit("scale", [t], {"factor": s}))
+
+
+def _div(im, a, kw):
+    if isinstance(a[1], Value):
+        raise UnsupportedOpError("division by a tensor")
+    return im.emit("scale", [a[0]], {"factor": 1.0 / float(a[1])})
+
+
+def _softmax(im, a, kw):
+    return im.emit("softmax", [a[0]], {"axis": a[1] % a[0].type.rank})
+
+
+def _matmul(im, a, kw):
+    return im.emit("matmul", [a[0], a[1]])
+
+
+def _expand(im, a, kw):
+    x, sizes = a[0], list(a[1])
+    lead = len(sizes) - x.type.rank
+    shape = [x.shape[i - lead] if s == -1 else int(s) for i, s in enumerate(sizes)]
+    return x if tuple(shape) == x.shape else im.emit("broadcast_to", [x], {"shape": shape})
+
+
+def _mean_dim(im, a, kw):
+    x = a[0]
+    dims = a[1] if a[1] is not None else list(range(x.type.rank))
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    keep = bool(a[2]) if len(a) > 2 else False
+    if x.type.rank == 4 and keep and sorted(d % 4 for d in dims) == [2, 3]:
+        return im.emit("global_avgpool", [x])
+    return im.emit("reduce_mean", [x], {"axes": [d % x.type.rank for d in dims], "keepdims": keep})
+
+
+def _slice(im, a, kw):
+    x = a[0]
+    dim = (a[1] if len(a) > 1 else 0) % x.type.rank
+    n = x.shape[dim]
+    start = a[2] if len(a) > 2 and a[2] is not None else 0
+    end = a[3] if len(a) > 3 and a[3] is not None else n
+    step = a[4] if len(a) > 4 else 1
+    if step != 1:
+        raise UnsupportedOpError(f"slice with step {step}")
+    start, end = max(0, start + n if start < 0 else start), min(n, end + n if end < 0 else end)
+    if (start, end) == (0, n):
+        return x
+    return im.emit("slice", [x], {"axis": dim, "start": start, "end": end})
+
+
+def _select(im, a, kw):
+    x, dim, idx = a[0], a[1] % a[0].type.rank, a[2]
+    idx = idx % x.shape[dim]
+    s = im.emit("slice", [x], {"axis": dim, "start": idx, "end": idx + 1})
+    return im.emit("reshape", [s], {"shape": [d for i, d in enumerate(x.shape) if i != dim]})
+
+
+def _dropout(im, a, kw):
+    return im.emit("dropout", [a[0]], {"p": float(a[1]) if len(a) > 1 else 0.5})
+
+
+def _gelu(im, a, kw):
+    approx = kw.get("approximate", a[1] if len(a) > 1 else "none")
+    return im.emit("gelu", [a[0]], {"approximate": approx})
+
+
+def _identity(im, a, kw):
+    return a[0]
+
+
+ATEN_HANDLERS: dict[Any, Handler] = {
+    aten.conv2d.default: _conv2d, aten.convolution.default: _convolution,
+    aten.linear.default: _linear,
+    aten.batch_norm.default: _batch_norm, aten.layer_norm.default: _layer_norm,
+    aten.relu.default: lambda im, a, kw: im.emit("relu", [a[0]]),
+    aten.relu_.default: lambda im, a, kw: im.emit("relu", [a[0]]),
+    aten.gelu.default: _gelu,
+    aten.max_pool2d.default: _max_pool2d, aten.avg_pool2d.default: _avg_pool2d,
+    aten.adaptive_avg_pool2d.default: _adaptive_avg_pool2d,
+    aten.mean.dim: _mean_dim,
+    aten.flatten.using_ints: _flatten, aten.view.default: _reshape,
+    aten.reshape.default: _reshape, aten._unsafe_view.default: _reshape,
+    aten.unsqueeze.default: _unsqueeze, aten.squeeze.dim: _squeeze, aten.squeeze.dims: _squeeze,
+    aten.transpose.int: _transpose, aten.permute.default: _permute, aten.t.default: _t,
+    aten.cat.default: _cat, aten.expand.default: _expand,
+    aten.add.Tensor: _add, aten.add_.Tensor: _add,
+    aten.mul.Tensor: _mul, aten.mul_.Tensor: _mul, aten.div.Tensor: _div,
+    aten.softmax.int: _softmax, aten._softmax.default: _softmax,
+    aten.matmul.default: _matmul, aten.mm.default: _matmul, aten.bmm.default: _matmul,
+    aten.dropout.default: _dropout, aten.dropout_.default: _dropout,
+    aten.slice.Tensor: _slice, aten.select.int: _select,
+    aten.alias.default: _identity, aten.clone.default: _identity,
+    aten.contiguous.default: _identity, aten.detach.default: _identity,
+    aten.detach_.default: _identity, aten.lift_fresh_copy.default: _identity,
+}
+IGNORED = {aten._assert_tensor_metadata.default, aten._assert_async.msg}
+INPLACE = {aten.add_.Tensor, aten.mul_.Tensor, aten.relu_.default, aten.dropout_.default}
+
+
+def _export(module: torch.nn.Module, args: tuple, train: bool) -> torch.export.ExportedProgram:
+    was_training = module.training
+    module.train(train)
+    fake_log = logging.getLogger("torch._subclasses.fake_tensor")
+    level = fake_log.level
+    fake_log.setLevel(logging.CRITICAL)  # torch logs a traceback before raising; we report it
+    try:
+        return torch.export.export(module, args)
+    except Exception as e:  # torch raises many types; report one clear error
+        shapes = [tuple(a.shape) if hasattr(a, "shape") else type(a).__name__ for a in args]
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FrontendError(f"torch.export of {type(module).__name__} with inputs {shapes} "
+                            f"failed: {first}. Check that the example inputs match the model "
+                            "(channels, image size) and that forward() is traceable.") from None
+    finally:
+        fake_log.setLevel(level)
+        module.train(was_training)
+
+
+def import_torch(module: torch.nn.Module, example_args: Any, input_names: Sequence[str] | None = None,
+                 name: str | None = None, train: bool = True) -> Graph:
+    """Import ``module`` applied to ``example_args`` as a satc forward graph (stage FF).
+
+    A single user input is named ``x`` unless ``input_names`` says otherwise.
+    """
+    args = tuple(example_args) if isinstance(example_args, (tuple, list)) else (example_args,)
+    ep = _export(module, args, train)
+    gm = ep.graph_module
+    unsupported = sorted({f"{n.target} (node {n.name!r}, layer {_fx_layer(n) or '-'})"
+                          for n in gm.graph.nodes if n.op == "call_function"
+                          and n.target not in ATEN_HANDLERS and n.target not in IGNORED
+                          and n.target is not operator.getitem})
+    if unsupported:
+        raise UnsupportedOpError("unsupported ops in the exported model:\n  " + "\n  ".join(unsupported)
+                                 + "\nrewrite them with supported ops (see docs/architecture.md)")
+    im = _Importer(ep, name or type(module).__name__.lower())
+    g = im.g
+    specs = {s.arg.name: s for s in ep.graph_signature.input_specs}
+    user = [s.arg.name for s in ep.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    names = list(input_names) if input_names is not None else (["x"] if len(user) == 1 else user)
+    if len(names) != len(user):
+        raise FrontendError(f"input_names {names} do not match the model's {len(user)} inputs {user}")
+    env: dict[str, Any] = {}
+    skipped: set[str] = set()
+    state = {**ep.state_dict, **ep.constants}
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            spec = specs[node.name]
+            kind = spec.kind.name
+            if kind == "USER_INPUT":
+                t = node.meta["val"]
+                env[node.name] = g.add_input(names[user.index(node.name)],
+                                             TensorType(tuple(t.shape), str(t.dtype).replace("torch.", "")))
+            elif spec.target.endswith("num_batches_tracked"):
+                skipped.add(node.name)
+            else:
+                arr = state[spec.target].detach().cpu().numpy().astype(np.float32)
+                env[node.name] = g.add_param(spec.target, arr, trainable=kind == "PARAMETER")
+        elif node.op == "call_function":
+            if node.target in IGNORED or any(getattr(a, "name", None) in skipped for a in node.args):
+                continue
+            im.layer = _fx_layer(node)
+            if node.target is operator.getitem:
+                env[node.name] = env[node.args[0].name][node.args[1]]
+                continue
+            a = torch.fx.node.map_arg(node.args, lambda n: env[n.name])
+            kw = torch.fx.node.map_arg(node.kwargs, lambda n: env[n.name])
+            try:
+                env[node.name] = ATEN_HANDLERS[node.target](im, a, kw)
+            except UnsupportedOpError as e:
+                raise UnsupportedOpError(f"node {node.name!r} ({node.target}, layer "
+                                         f"{im.layer or '-'}): {e}") from None
+            if node.target in INPLACE and isinstance(node.args[0], torch.fx.Node):
+                env[node.args[0].name] = env[node.name]
+        elif node.op == "output":
+            outs = [env[n.name] for n in node.args[0]]
+            keys = ["output"] if len(outs) == 1 else [f"output{i}" for i in range(len(outs))]
+            g.outputs = dict(zip(keys, outs))
+    g.state_updates.update(im.em.state_updates)
+    return verify(g)
