@@ -31,7 +31,7 @@ class ExecResult:
         return {k[5:]: v for k, v in self.outputs.items() if k.startswith("grad/")}
 
 
-def _bind(v: Value, arr, what: str) -> np.ndarray:
+def _bind(v: Value, arr, what: str, compute: np.dtype | None) -> np.ndarray:
     arr = np.asarray(arr)
     if arr.shape != v.shape:
         raise ShapeError(f"{what} {v.name!r} has shape {arr.shape}, the graph expects "
@@ -40,26 +40,34 @@ def _bind(v: Value, arr, what: str) -> np.ndarray:
         if v.dtype.startswith("int") and not np.issubdtype(arr.dtype, np.integer):
             raise ShapeError(f"{what} {v.name!r} must be integer ({v.dtype}), got {arr.dtype}")
         arr = arr.astype(v.dtype)
+    if compute is not None and v.dtype == "float32":
+        arr = arr.astype(compute)
     return arr
 
 
 def interpret(graph: Graph, inputs: Mapping[str, np.ndarray],
-              state: Mapping[str, np.ndarray] | None = None, keep_values: bool = False) -> ExecResult:
-    """Run ``graph`` on ``inputs`` and ``state`` (default: its initial state)."""
+              state: Mapping[str, np.ndarray] | None = None, keep_values: bool = False,
+              compute_dtype: str | None = None) -> ExecResult:
+    """Run ``graph`` on ``inputs`` and ``state`` (default: its initial state).
+
+    ``compute_dtype="float64"`` runs every float32 tensor in float64: for
+    checking graph semantics on models whose fp32 rounding is ill-conditioned.
+    """
+    compute = np.dtype(compute_dtype) if compute_dtype else None
     env: dict[int, np.ndarray] = {}
     missing = [v.name for v in graph.inputs if v.name not in inputs]
     if missing:
         raise ShapeError(f"missing graph inputs {missing}; the graph takes "
                          f"{[v.name for v in graph.inputs]}")
     for v in graph.inputs:
-        env[id(v)] = _bind(v, inputs[v.name], "input")
+        env[id(v)] = _bind(v, inputs[v.name], "input", compute)
     state = dict(state) if state is not None else graph.initial_state()
     for k, v in graph.state.items():
         if k not in state:
             raise ShapeError(f"state {k!r} is missing; start from graph.initial_state()")
-        env[id(v)] = _bind(v, state[k], "state")
+        env[id(v)] = _bind(v, state[k], "state", compute)
     for k, v in graph.constants.items():
-        env[id(v)] = graph.initializers[k]
+        env[id(v)] = _bind(v, graph.initializers[k], "constant", compute)
     for node in graph.nodes:
         args = [env[id(v)] for v in node.inputs]
         outs = get_op(node.op).kernel(args, node.attrs)

@@ -183,7 +183,7 @@ def _mm_grad(ctx, node, dys):
         da = ctx.emit("matmul", [dy, b], {"trans_b": not tb}, wrt=0)
     out = []
     for i, (g, v) in enumerate(((da, a), (db, b))):
-        out.append(g if g.shape == v.shape else ctx.emit("sum_to", [g], {"shape": list(v.shape)}, wrt=i))
+        out.append(g if g is None or g.shape == v.shape else ctx.emit("sum_to", [g], {"shape": list(v.shape)}, wrt=i))
     return out
 
 

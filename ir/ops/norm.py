@@ -5,7 +5,7 @@ axis but 1. In training mode it returns (y, mean, invstd, new_running_mean,
 new_running_var) with torch's update rule (unbiased variance in the running
 estimate); in eval mode it returns y from the running statistics.
 layernorm(x, gamma, beta) normalises over the last ``ndim`` axes and returns
-(y, mean, invstd). Statistics are computed in float64 and stored as float32.
+(y, mean, invstd). Statistics are computed in float64 and stored in the input's dtype.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ def _bn_kernel(xs, attrs):
         mom = attrs["momentum"]
         new_rm = (1 - mom) * rm + mom * mean
         new_rv = (1 - mom) * rv + mom * var * (n / max(n - 1, 1))
-        f = np.float32
-        return [y.astype(x.dtype), mean.astype(f), invstd.astype(f), new_rm.astype(f), new_rv.astype(f)]
+        f = x.dtype
+        return [y.astype(f), mean.astype(f), invstd.astype(f), new_rm.astype(f), new_rv.astype(f)]
     invstd = 1.0 / np.sqrt(rv.astype(np.float64) + eps)
     y = (x - rm.reshape(v)) * (invstd * gamma).reshape(v) + beta.reshape(v)
     return [y.astype(x.dtype)]
@@ -128,7 +128,7 @@ def _ln_kernel(xs, attrs):
     mean = x64.mean(axis=axes, keepdims=True)
     invstd = 1.0 / np.sqrt(x64.var(axis=axes, keepdims=True) + attrs["eps"])
     y = (x64 - mean) * invstd * gamma + beta
-    return [y.astype(x.dtype), mean.astype(np.float32), invstd.astype(np.float32)]
+    return [y.astype(x.dtype), mean.astype(x.dtype), invstd.astype(x.dtype)]
 
 
 def _ln_grad(ctx, node, dys):

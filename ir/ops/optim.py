@@ -49,7 +49,14 @@ def _adamw_kernel(xs, attrs):
     return [w.astype(dt), m.astype(dt), v.astype(dt)]
 
 
-register("sgd", infer=_sgd_infer, kernel=_sgd_kernel,
+def _sgd_macs(ins, outs, attrs) -> int:
+    """Multiply-adds per element: weight decay, momentum, the step itself."""
+    per = 1 + (attrs["weight_decay"] != 0) + (attrs["momentum"] != 0)
+    return ins[0].numel * per
+
+
+register("sgd", infer=_sgd_infer, kernel=_sgd_kernel, macs=_sgd_macs,
          doc="SGD with momentum, dampening, nesterov and L2 weight decay (torch semantics)")
 register("adamw", infer=_adamw_infer, kernel=_adamw_kernel,
+         macs=lambda i, o, a: i[0].numel * 5,  # decay, two moments, bias-corrected step
          doc="AdamW with decoupled weight decay (torch semantics)")

@@ -22,7 +22,7 @@ def _broadcast_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
 
 def _reduce_to(ctx, dy, target: TensorType, wrt: int):
     """``dy`` summed down to ``target``'s shape (the gradient of a broadcast)."""
-    if dy.shape == target.shape:
+    if dy is None or dy.shape == target.shape:
         return dy
     return ctx.emit("sum_to", [dy], {"shape": list(target.shape)}, wrt=wrt)
 

@@ -216,6 +216,14 @@ def _add(im, a, kw):
     return im.emit("add", [x, c])
 
 
+def _sub(im, a, kw):
+    alpha = a[2] if len(a) > 2 else kw.get("alpha", 1)
+    if not isinstance(a[0], Value):
+        raise UnsupportedOpError("scalar minus tensor (rsub)")
+    y = im.emit("scale", [a[1]], {"factor": -float(alpha)}) if isinstance(a[1], Value) else -float(alpha) * a[1]
+    return _add(im, [a[0], y], {})
+
+
 def _mul(im, a, kw):
     x, y = a[0], a[1]
     if not isinstance(x, Value):
@@ -285,6 +293,21 @@ def _gelu(im, a, kw):
     return im.emit("gelu", [a[0]], {"approximate": approx})
 
 
+def _pad(im, a, kw):
+    x, pads = a[0], list(a[1])
+    mode = a[2] if len(a) > 2 else kw.get("mode", "constant")
+    value = a[3] if len(a) > 3 else kw.get("value", None)
+    if mode != "constant" or value not in (None, 0, 0.0):
+        raise UnsupportedOpError(f"pad mode={mode!r} value={value!r}; only zero padding is supported")
+    for i in range(0, len(pads), 2):  # torch lists (before, after) pairs from the last axis back
+        axis = x.type.rank - 1 - i // 2
+        if pads[i] or pads[i + 1]:
+            if pads[i] < 0 or pads[i + 1] < 0:
+                raise UnsupportedOpError("negative padding (cropping)")
+            x = im.emit("pad", [x], {"axis": axis, "before": pads[i], "after": pads[i + 1]})
+    return x
+
+
 def _identity(im, a, kw):
     return a[0]
 
@@ -304,12 +327,13 @@ ATEN_HANDLERS: dict[Any, Handler] = {
     aten.unsqueeze.default: _unsqueeze, aten.squeeze.dim: _squeeze, aten.squeeze.dims: _squeeze,
     aten.transpose.int: _transpose, aten.permute.default: _permute, aten.t.default: _t,
     aten.cat.default: _cat, aten.expand.default: _expand,
-    aten.add.Tensor: _add, aten.add_.Tensor: _add,
+    aten.add.Tensor: _add, aten.add_.Tensor: _add, aten.sub.Tensor: _sub,
     aten.mul.Tensor: _mul, aten.mul_.Tensor: _mul, aten.div.Tensor: _div,
     aten.softmax.int: _softmax, aten._softmax.default: _softmax,
     aten.matmul.default: _matmul, aten.mm.default: _matmul, aten.bmm.default: _matmul,
     aten.dropout.default: _dropout, aten.dropout_.default: _dropout,
     aten.slice.Tensor: _slice, aten.select.int: _select,
+    aten.pad.default: _pad, aten.constant_pad_nd.default: _pad,
     aten.alias.default: _identity, aten.clone.default: _identity,
     aten.contiguous.default: _identity, aten.detach.default: _identity,
     aten.detach_.default: _identity, aten.lift_fresh_copy.default: _identity,

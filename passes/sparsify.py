@@ -1,0 +1,171 @@
+"""BDWP sparsity pass: N:M weights for FF (groups along Ci) and BP (along Co), dense WU.
+
+For every weight GEMM of a training graph (conv2d weights, linear weights)
+except the first layer and user-excluded ones, the pass
+
+* adds state ``<w>.ff`` (and ``<w>.bp``): the pruned weights, initialised
+  from the initial dense weight;
+* makes the FF GEMM read ``<w>.ff`` and the BP GEMM read ``<w>.bp``
+  (``bdwp``), or ``<w>.ff`` (``ff``, SR-STE);
+* adds the SR-STE term to the dense weight gradient (WU stays dense);
+* appends SORE ops after the optimizer update that pre-generate the next
+  step's ``<w>.ff`` / ``<w>.bp`` from the updated dense weight
+  (``bdwp-nested``: ``<w>.bp`` from the new ``<w>.ff``).
+
+GEMM nodes that read a pruned weight carry ``attrs["nm"] = [n, m, axis]``.
+The report of which layers are sparse, in which stage, is
+``graph.meta["sparsity"]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from satc.errors import SparsityError
+from satc.ir.graph import Graph, Node, Value
+from satc.ir.nm import SparsitySpec, nm_mask, parse_sparsity
+from satc.ir.types import Stage
+from satc.ir.verifier import verify
+
+FF_AXIS, BP_AXIS = 1, 0  # weights are [Co, Ci, ...] (conv) or [out, in] (linear)
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """How one weight is treated: ``ff`` / ``bp`` are 'N:M along Ci/Co' or 'dense'."""
+
+    layer: str
+    weight: str
+    ff: str
+    bp: str
+    wu: str = "dense"
+    reason: str = ""
+
+
+@dataclass
+class SparsityReport:
+    """Which layers are sparse, in which stage, under which spec."""
+
+    spec: SparsitySpec
+    layers: list[LayerSparsity] = field(default_factory=list)
+
+    def sparse_weights(self) -> list[str]:
+        """Names of weights pruned in FF."""
+        return [r.weight for r in self.layers if r.ff != "dense"]
+
+    def format(self) -> str:
+        """A text table of the report."""
+        rows = [f"sparsity {self.spec}: {len(self.sparse_weights())} of {len(self.layers)} weight layers pruned",
+                f"{'layer':<28} {'FF':<14} {'BP':<14} {'WU':<6} note"]
+        rows += [f"{r.layer:<28} {r.ff:<14} {r.bp:<14} {r.wu:<6} {r.reason}" for r in self.layers]
+        return "\n".join(rows)
+
+
+def _weight_gemms(g: Graph) -> list[Node]:
+    """FF nodes that multiply by a trainable weight: conv2d, and linear-style matmul."""
+    out = []
+    for n in g.nodes:
+        if n.stage != Stage.FF or len(n.inputs) < 2 or n.inputs[1].name not in g.params:
+            continue
+        if n.op == "conv2d" or (n.op == "matmul" and n.inputs[1].type.rank == 2
+                                and n.attrs.get("trans_b") and not n.attrs.get("trans_a")):
+            out.append(n)
+    return out
+
+
+def _replace_input(node: Node, old: Value, new: Value) -> None:
+    node.inputs = tuple(new if v is old else v for v in node.inputs)
+
+
+def _prune(w: np.ndarray, spec: SparsitySpec, axis: int) -> np.ndarray:
+    return np.where(nm_mask(w, spec.n, spec.m, axis), w, 0).astype(w.dtype)
+
+
+def _bp_node(g: Graph, w: Value) -> Node | None:
+    for n in g.nodes:
+        if n.stage == Stage.BP and n.op in ("conv2d_grad_input", "matmul") and n.inputs[1] is w:
+            return n
+    return None
+
+
+def _sparsify_weight(g: Graph, spec: SparsitySpec, ff_node: Node) -> LayerSparsity:
+    w = ff_node.inputs[1]
+    name, layer = w.name, ff_node.layer
+    nm = f"{spec.n}:{spec.m}"
+    init = g.initializers[name]
+    w_ff = g.add_param(f"{name}.ff", _prune(init, spec, FF_AXIS), trainable=False)
+    _replace_input(ff_node, w, w_ff)
+    ff_node.attrs["nm"] = [spec.n, spec.m, FF_AXIS]
+    bp_desc = "none (no BP)"
+    bp_node = _bp_node(g, w)
+    if bp_node is not None:
+        if spec.sparse_bp:
+            src = _prune(init, spec, FF_AXIS) if spec.mode == "bdwp-nested" else init
+            w_bp = g.add_param(f"{name}.bp", _prune(src, spec, BP_AXIS), trainable=False)
+            _replace_input(bp_node, w, w_bp)
+            bp_node.attrs["nm"] = [spec.n, spec.m, BP_AXIS]
+            bp_desc = f"{nm} along Co"
+        else:
+            _replace_input(bp_node, w, w_ff)
+            bp_node.attrs["nm"] = [spec.n, spec.m, FF_AXIS]
+            bp_desc = f"{nm} along Ci (W_ff)"
+
+    grad_key = f"grad/{name}"
+    if grad_key in g.outputs and spec.srste_lambda > 0:
+        dw = g.outputs[grad_key]
+        attrs = {"n": spec.n, "m": spec.m, "axis": FF_AXIS, "lam": spec.srste_lambda}
+        refined = g.add1("srste_grad", [dw, w], attrs, Stage.WU, layer, name=f"{layer}.srste_grad")
+        node = g.nodes.pop()
+        g.nodes.insert(g.nodes.index(dw.producer) + 1, node)
+        for n in g.nodes:
+            if n is not node:
+                _replace_input(n, dw, refined)
+        g.outputs[grad_key] = refined
+
+    new_w = g.state_updates.get(name)
+    if new_w is not None:
+        ff_attrs = {"n": spec.n, "m": spec.m, "axis": FF_AXIS}
+        new_ff = g.add1("nm_prune", [new_w], ff_attrs, Stage.SORE, layer, name=f"{layer}.sore_ff")
+        g.state_updates[w_ff.name] = new_ff
+        if spec.sparse_bp and bp_node is not None:
+            src = new_ff if spec.mode == "bdwp-nested" else new_w
+            g.state_updates[f"{name}.bp"] = g.add1(
+                "nm_prune", [src], {"n": spec.n, "m": spec.m, "axis": BP_AXIS}, Stage.SORE, layer,
+                name=f"{layer}.sore_bp")
+    return LayerSparsity(layer, name, f"{nm} along Ci", bp_desc)
+
+
+def sparsify(graph: Graph, spec: str | SparsitySpec, exclude: Sequence[str] = (),
+             srste_lambda: float | None = None) -> Graph:
+    """Apply ``dense``, ``ff:N:M``, ``bdwp:N:M`` or ``bdwp-nested:N:M`` to a training graph.
+
+    ``exclude`` names layers (or weights) to keep dense; the first weight
+    layer always stays dense. Returns a new graph; the input is unchanged.
+    """
+    spec = parse_sparsity(spec, srste_lambda)
+    g = graph.clone()
+    if not any(n.stage == Stage.OPT for n in g.nodes):
+        raise SparsityError(f"graph {graph.name!r} is not a training graph; "
+                            "run build_training_graph first")
+    gemms = _weight_gemms(g)
+    known = {n.layer for n in gemms} | {n.inputs[1].name for n in gemms}
+    unknown = [e for e in exclude if e not in known]
+    if unknown:
+        raise SparsityError(f"exclude names {unknown} match no weight layer; layers: {sorted(known)}")
+    report = SparsityReport(spec)
+    seen: set[str] = set()
+    for i, node in enumerate(gemms):
+        w = node.inputs[1]
+        if w.name in seen:
+            continue
+        seen.add(w.name)
+        if spec.is_dense or i == 0 or node.layer in exclude or w.name in exclude:
+            why = "" if spec.is_dense else ("first layer" if i == 0 else "excluded by user")
+            report.layers.append(LayerSparsity(node.layer, w.name, "dense", "dense", reason=why))
+            continue
+        report.layers.append(_sparsify_weight(g, spec, node))
+    g.meta["sparsity"] = report
+    return verify(g, after_pass="sparsify")
