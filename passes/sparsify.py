@@ -1,7 +1,8 @@
 """BDWP sparsity pass: N:M weights for FF (groups along Ci) and BP (along Co), dense WU.
 
 For every weight GEMM of a training graph (conv2d weights, linear weights)
-except the first layer and user-excluded ones, the pass
+except the stem (a conv over 1 or 3 input channels: the image) and
+user-excluded layers, the pass
 
 * adds state ``<w>.ff`` (and ``<w>.bp``): the pruned weights, initialised
   from the initial dense weight;
@@ -31,6 +32,7 @@ from satc.ir.types import Stage
 from satc.ir.verifier import verify
 
 FF_AXIS, BP_AXIS = 1, 0  # weights are [Co, Ci, ...] (conv) or [out, in] (linear)
+STEM_CHANNELS = (1, 3)  # a conv over the raw image (grey or RGB) stays dense
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,9 @@ def sparsify(graph: Graph, spec: str | SparsitySpec, exclude: Sequence[str] = ()
              srste_lambda: float | None = None) -> Graph:
     """Apply ``dense``, ``ff:N:M``, ``bdwp:N:M`` or ``bdwp-nested:N:M`` to a training graph.
 
-    ``exclude`` names layers (or weights) to keep dense; the first weight
-    layer always stays dense. Returns a new graph; the input is unchanged.
+    ``exclude`` names layers (or weights) to keep dense; the stem (a conv
+    over 1 or 3 input channels) always stays dense, as in
+    :func:`satc.sparsity.convert`. Returns a new graph; the input is unchanged.
     """
     spec = parse_sparsity(spec, srste_lambda)
     g = graph.clone()
@@ -157,13 +160,14 @@ def sparsify(graph: Graph, spec: str | SparsitySpec, exclude: Sequence[str] = ()
         raise SparsityError(f"exclude names {unknown} match no weight layer; layers: {sorted(known)}")
     report = SparsityReport(spec)
     seen: set[str] = set()
-    for i, node in enumerate(gemms):
+    for node in gemms:
         w = node.inputs[1]
         if w.name in seen:
             continue
         seen.add(w.name)
-        if spec.is_dense or i == 0 or node.layer in exclude or w.name in exclude:
-            why = "" if spec.is_dense else ("first layer" if i == 0 else "excluded by user")
+        stem = node.op == "conv2d" and node.inputs[0].shape[1] in STEM_CHANNELS
+        if spec.is_dense or stem or node.layer in exclude or w.name in exclude:
+            why = "" if spec.is_dense else ("stem (image input)" if stem else "excluded by user")
             report.layers.append(LayerSparsity(node.layer, w.name, "dense", "dense", reason=why))
             continue
         report.layers.append(_sparsify_weight(g, spec, node))

@@ -1,0 +1,304 @@
+"""The SAT hardware description: one frozen, validated :class:`HardwareConfig`.
+
+Every hardware number the emulator, the cycle model and the compiler use is a
+field here (the spirit of VTA's ``Environment``): array shape, USPE width,
+supported N:M patterns, dataflows, buffer sizes, DRAM bandwidth, clock,
+engine lanes and the per-engine latencies of the cycle model. Derived rates
+(peak MAC/cycle, DRAM bytes/cycle, ...) are computed once from the fields.
+
+Presets live as TOML files in ``presets/`` and are read with
+:func:`load_hardware`; a wrong, missing, unknown or impossible field raises
+:class:`satc.errors.ConfigError` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Mapping
+
+from satc.errors import ConfigError, SparsityError
+from satc.ir.nm import check_nm
+
+PRESET_DIR = Path(__file__).with_name("presets")
+BUFFER_NAMES = ("act", "wgt", "acc", "vec")
+DATAFLOWS = ("ws", "os")
+PRECISIONS = ("fp32", "mixed")
+# Encoding limits of the ISA (backends/sat/isa.py): buffer addresses are 24-bit
+# byte addresses, DRAM addresses 32-bit byte addresses.
+MAX_BUFFER_BYTES = 1 << 24
+MAX_DRAM_BYTES = 1 << 32
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """One SAT instance. All timing numbers of the cycle model are fields."""
+
+    name: str
+    # STCE: systolic array of unified sparse PEs (USPE)
+    rows: int
+    cols: int
+    multipliers_per_pe: int
+    nm_groups_per_cycle: int
+    nm_patterns: tuple[tuple[int, int], ...]
+    dataflows: tuple[str, ...]
+    ws_preload_cycles_per_row: int
+    os_drain_cycles_per_row: int
+    # on-chip buffers (bytes)
+    act_buffer_bytes: int
+    wgt_buffer_bytes: int
+    acc_buffer_bytes: int
+    vec_buffer_bytes: int
+    # off-chip memory
+    dram_bytes: int
+    dram_bandwidth_gbps: float
+    dram_efficiency: float
+    dram_latency_cycles: int
+    # clock and engines
+    clock_mhz: float
+    issue_cycles: int
+    vector_lanes: int
+    vector_latency_cycles: int
+    wuve_lanes: int
+    wuve_latency_cycles: int
+    sore_lanes: int
+    sore_latency_cycles: int
+    sore_cycles_per_element: int
+    precision: str
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # ---- derived quantities (computed once) ----
+    @cached_property
+    def pes(self) -> int:
+        """Number of USPEs in the STCE."""
+        return self.rows * self.cols
+
+    @cached_property
+    def peak_dense_macs_per_cycle(self) -> int:
+        """Dense MACs per cycle: every multiplier of every USPE busy."""
+        return self.pes * self.multipliers_per_pe
+
+    @cached_property
+    def peak_sparse_macs_per_cycle(self) -> int:
+        """Best dense-equivalent MACs per cycle over the supported N:M patterns."""
+        return max(self.peak_nm_macs_per_cycle(n, m) for n, m in self.nm_patterns)
+
+    def peak_nm_macs_per_cycle(self, n: int, m: int) -> int:
+        """Dense-equivalent MACs per cycle in N:M mode: each USPE eats groups of M."""
+        if (n, m) not in self.nm_patterns:
+            raise ConfigError(f"N:M {n}:{m} is not supported by {self.name}; "
+                              f"supported: {self.nm_patterns}")
+        return self.pes * m * self.nm_groups_per_cycle
+
+    @cached_property
+    def dram_bytes_per_cycle(self) -> float:
+        """Achievable DRAM bytes per clock cycle (bandwidth x efficiency / clock)."""
+        return self.dram_bandwidth_gbps * 1e9 * self.dram_efficiency / (self.clock_mhz * 1e6)
+
+    @cached_property
+    def buffer_bytes(self) -> dict[str, int]:
+        """Capacity in bytes of each on-chip buffer, by buffer name."""
+        return {b: getattr(self, f"{b}_buffer_bytes") for b in BUFFER_NAMES}
+
+    @cached_property
+    def mixed_precision(self) -> bool:
+        """True when the STCE multiplies in fp16 (fp32 accumulate and master weights)."""
+        return self.precision == "mixed"
+
+    def ops_per_second(self, macs_per_cycle: float) -> float:
+        """Operations per second (2 per MAC) at this clock."""
+        return 2.0 * macs_per_cycle * self.clock_mhz * 1e6
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (N:M patterns as lists), as a TOML file holds them."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["nm_patterns"] = [list(p) for p in self.nm_patterns]
+        out["dataflows"] = list(self.dataflows)
+        return out
+
+
+_FIELD_HELP = {
+    "rows": "rows of USPEs in the systolic array",
+    "cols": "columns of USPEs in the systolic array",
+    "multipliers_per_pe": "multipliers per USPE (SAT: 2)",
+    "nm_groups_per_cycle": "groups of M one USPE consumes per cycle in N:M mode (SAT: 1)",
+    "ws_preload_cycles_per_row": "cycles to shift one row of stationary operands in (WS)",
+    "os_drain_cycles_per_row": "cycles to shift one row of results out (OS)",
+    "dram_latency_cycles": "fixed cycles added to every DMA transfer",
+    "issue_cycles": "fixed cycles every instruction costs on its engine",
+    "vector_latency_cycles": "vector-unit pipeline latency per instruction",
+    "wuve_latency_cycles": "WUVE pipeline latency per instruction",
+    "sore_latency_cycles": "SORE pipeline latency per instruction",
+    "sore_cycles_per_element": "SORE cycles per element of a group (SAT: 1, so M per group)",
+}
+
+_POSITIVE_INTS = ("rows", "cols", "multipliers_per_pe", "nm_groups_per_cycle", "act_buffer_bytes",
+                  "wgt_buffer_bytes", "acc_buffer_bytes", "vec_buffer_bytes", "dram_bytes",
+                  "vector_lanes", "wuve_lanes", "sore_lanes", "sore_cycles_per_element",
+                  "ws_preload_cycles_per_row", "os_drain_cycles_per_row")
+_NONNEG_INTS = ("dram_latency_cycles", "issue_cycles", "vector_latency_cycles",
+                "wuve_latency_cycles", "sore_latency_cycles")
+_POSITIVE_FLOATS = ("dram_bandwidth_gbps", "clock_mhz")
+
+
+def _fail(field: str, problem: str, fix: str) -> ConfigError:
+    return ConfigError(f"hardware config field '{field}': {problem}; {fix}")
+
+
+def _validate(cfg: HardwareConfig) -> None:
+    """Check types and ranges of every field; raise ConfigError naming the first bad one."""
+    if not isinstance(cfg.name, str) or not cfg.name:
+        raise _fail("name", f"got {cfg.name!r}", "give a non-empty string")
+    for f in _POSITIVE_INTS + _NONNEG_INTS:
+        v = getattr(cfg, f)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise _fail(f, f"expected an integer, got {type(v).__name__} {v!r}",
+                        f"set it to an integer ({_FIELD_HELP.get(f, 'see presets/sat-vcu1525.toml')})")
+        low = 1 if f in _POSITIVE_INTS else 0
+        if v < low:
+            raise _fail(f, f"got {v}", f"it must be >= {low}")
+    for f in _POSITIVE_FLOATS + ("dram_efficiency",):
+        v = getattr(cfg, f)
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise _fail(f, f"expected a number, got {type(v).__name__} {v!r}", "set it to a number")
+        if not math.isfinite(v) or v <= 0:
+            raise _fail(f, f"got {v}", "it must be a finite number > 0")
+    if cfg.dram_efficiency > 1:
+        raise _fail("dram_efficiency", f"got {cfg.dram_efficiency}",
+                    "it is the achievable fraction of peak bandwidth: use a value in (0, 1]")
+    for b in BUFFER_NAMES:
+        f = f"{b}_buffer_bytes"
+        if getattr(cfg, f) > MAX_BUFFER_BYTES:
+            raise _fail(f, f"got {getattr(cfg, f)}",
+                        f"the ISA addresses buffers with 24 bits: use at most {MAX_BUFFER_BYTES}")
+    if cfg.dram_bytes > MAX_DRAM_BYTES:
+        raise _fail("dram_bytes", f"got {cfg.dram_bytes}",
+                    f"the ISA addresses DRAM with 32 bits: use at most {MAX_DRAM_BYTES}")
+    _validate_patterns(cfg)
+    if not isinstance(cfg.dataflows, tuple) or not cfg.dataflows or \
+            any(d not in DATAFLOWS for d in cfg.dataflows) or len(set(cfg.dataflows)) != len(cfg.dataflows):
+        raise _fail("dataflows", f"got {cfg.dataflows!r}",
+                    f"give a non-empty list of distinct values from {list(DATAFLOWS)}")
+    if cfg.precision not in PRECISIONS:
+        raise _fail("precision", f"got {cfg.precision!r}", f"use one of {list(PRECISIONS)}")
+
+
+def _validate_patterns(cfg: HardwareConfig) -> None:
+    pats = cfg.nm_patterns
+    if not isinstance(pats, tuple) or not pats:
+        raise _fail("nm_patterns", f"got {pats!r}", "give a non-empty list of [N, M] pairs")
+    for p in pats:
+        if not (isinstance(p, tuple) and len(p) == 2 and all(isinstance(x, int) and not isinstance(x, bool)
+                                                            for x in p)):
+            raise _fail("nm_patterns", f"entry {p!r} is not an [N, M] pair of integers",
+                        "write each pattern as [N, M], e.g. [2, 8]")
+        n, m = p
+        try:
+            check_nm(n, m)
+        except SparsityError as e:
+            raise _fail("nm_patterns", f"entry [{n}, {m}] is impossible ({e})",
+                        "use 0 < N < M with M a power of two up to 32") from None
+        if n > cfg.multipliers_per_pe:
+            raise _fail("nm_patterns", f"entry [{n}, {m}] has N={n} > multipliers_per_pe="
+                        f"{cfg.multipliers_per_pe}", "a USPE multiplies at most multipliers_per_pe "
+                        "values of a group per cycle: lower N or raise multipliers_per_pe")
+    if len(set(pats)) != len(pats):
+        raise _fail("nm_patterns", f"duplicate entries in {pats!r}", "list each pattern once")
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(HardwareConfig)}
+_FLOAT_FIELDS = set(_POSITIVE_FLOATS) | {"dram_efficiency"}
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> HardwareConfig:
+    """Build a validated HardwareConfig from a mapping (as read from TOML)."""
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown hardware config field '{unknown[0]}'; "
+                          f"remove it or use one of: {', '.join(_FIELDS)}")
+    missing = [f for f in _FIELDS if f not in data]
+    if missing:
+        raise ConfigError(f"{source}: missing hardware config field '{missing[0]}'; "
+                          f"add it ({_FIELD_HELP.get(missing[0], 'see presets/sat-vcu1525.toml')})")
+    kw = dict(data)
+    if isinstance(kw["nm_patterns"], list):
+        kw["nm_patterns"] = tuple(tuple(p) if isinstance(p, list) else p for p in kw["nm_patterns"])
+    if isinstance(kw["dataflows"], list):
+        kw["dataflows"] = tuple(kw["dataflows"])
+    for f in _FLOAT_FIELDS:
+        if isinstance(kw[f], int) and not isinstance(kw[f], bool):
+            kw[f] = float(kw[f])
+    try:
+        return HardwareConfig(**kw)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def list_presets() -> list[str]:
+    """Names of the preset configs shipped in ``presets/``."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_hardware(name_or_path: str | Path) -> HardwareConfig:
+    """Load a preset by name (e.g. ``'sat-vcu1525'``) or a TOML file by path."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        preset = PRESET_DIR / f"{name_or_path}.toml"
+        if not preset.is_file():
+            raise ConfigError(f"no hardware config {str(name_or_path)!r}: not a file and not a preset; "
+                              f"use a path to a .toml file or one of {list_presets()}")
+        path = preset
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e}); fix the syntax") from None
+    data.setdefault("name", path.stem)
+    return config_from_dict(data, str(path))
+
+
+def default_hardware() -> HardwareConfig:
+    """The default SAT instance, ``sat-vcu1525``."""
+    return load_hardware("sat-vcu1525")
+
+
+def describe_hardware(cfg: HardwareConfig) -> str:
+    """A human-readable summary of ``cfg`` with peak dense and N:M rates."""
+    def rate(macs: float) -> str:
+        ops = cfg.ops_per_second(macs)
+        return f"{ops / 1e12:.3f} TFLOPS" if ops >= 1e12 else f"{ops / 1e9:.1f} GFLOPS"
+
+    lines = [f"SAT hardware config: {cfg.name}",
+             f"  STCE            {cfg.rows}x{cfg.cols} USPEs, {cfg.multipliers_per_pe} multipliers each, "
+             f"dataflows {'/'.join(cfg.dataflows).upper()}",
+             f"  precision       {cfg.precision}"
+             + (" (fp16 multiply, fp32 accumulate and master weights)" if cfg.mixed_precision
+                else " (fp32 throughout)"),
+             f"  clock           {cfg.clock_mhz:g} MHz",
+             f"  peak dense      {cfg.peak_dense_macs_per_cycle} MAC/cycle = "
+             f"{rate(cfg.peak_dense_macs_per_cycle)}"]
+    for n, m in cfg.nm_patterns:
+        macs = cfg.peak_nm_macs_per_cycle(n, m)
+        lines.append(f"  peak {n}:{m:<2}       {macs} dense-equiv MAC/cycle = {rate(macs)} "
+                     f"({macs / cfg.peak_dense_macs_per_cycle:g}x dense)")
+    lines += [f"  buffers         " + ", ".join(f"{b} {_human(cfg.buffer_bytes[b])}" for b in BUFFER_NAMES),
+              f"  DRAM            {_human(cfg.dram_bytes)}, {cfg.dram_bandwidth_gbps:g} GB/s x "
+              f"{cfg.dram_efficiency:g} = {cfg.dram_bytes_per_cycle:.1f} B/cycle, "
+              f"latency {cfg.dram_latency_cycles} cycles",
+              f"  vector unit     {cfg.vector_lanes} lanes, latency {cfg.vector_latency_cycles}",
+              f"  WUVE            {cfg.wuve_lanes} lanes, latency {cfg.wuve_latency_cycles}",
+              f"  SORE            {cfg.sore_lanes} lanes, {cfg.sore_cycles_per_element} cycle(s) per "
+              f"element (M per group), latency {cfg.sore_latency_cycles}"]
+    return "\n".join(lines)
+
+
+def _human(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % (size // 1024 or 1) == 0:
+            return f"{n / size:g} {unit}"
+    return f"{n} B"

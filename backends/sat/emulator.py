@@ -1,0 +1,268 @@
+"""Functional emulator of SAT programs (the fsim layer).
+
+DRAM is a flat ``uint8`` array initialised from the program's region
+images; each on-chip buffer is a ``uint8`` array of its configured size.
+:class:`Emulator` prepares a program once -- dependency-token issue order,
+per-instruction field checks, bounds / alignment checks, tracking of which
+bytes hold data some completed instruction produced, and a kernel closure
+per instruction over pre-resolved numpy views -- then :meth:`Emulator.run`
+just calls the closures in issue order.
+
+Precision: in ``mixed`` configs GEMM operands are rounded to fp16 before the
+multiply and accumulated in fp32 (an fp16 x fp16 product is exact in fp32);
+vector, WUVE and SORE work compute in fp32. N:M GEMMs rebuild each tile from
+the compressed values and packed indices in modelled memory on every
+execution.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Callable
+
+import numpy as np
+
+from satc.backends.sat.access import Access, accesses, check
+from satc.backends.sat.config import BUFFER_NAMES
+from satc.backends.sat.dispatch import issue_order
+from satc.backends.sat.fp16 import round_to_fp16, widen_fp16
+from satc.backends.sat.isa import NP_DTYPES, Instruction
+from satc.backends.sat.nmformat import IndexUnpacker, compress_rows, groups
+from satc.backends.sat.program import Program
+from satc.backends.sat.vecfuncs import VEC_FUNC_BY_NAME
+from satc.backends.sat.wuve import adamw_update, sgd_update
+from satc.errors import EmulatorError
+
+F16, F32 = np.float16, np.float32
+Kernel = Callable[[], None]
+
+
+class Emulator:
+    """Checks a program against its config and runs it on modelled memory."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.config = program.config
+        self.dram = np.zeros(program.dram_size, np.uint8)
+        self._image = [(r.addr, np.frombuffer(r.init, np.uint8)) for r in program.regions
+                       if r.init is not None]
+        self.buffers = {b: np.zeros(self.config.buffer_bytes[b], np.uint8) for b in BUFFER_NAMES}
+        instrs = program.instructions
+        for i, ins in enumerate(instrs):
+            reason = check(ins, self.config)
+            if reason:
+                raise EmulatorError(f"instruction {i} ({ins.op}): {reason}")
+        self.order = issue_order(instrs)
+        acc = [accesses(ins) for ins in instrs]
+        for i, ins in enumerate(instrs):
+            for a in acc[i]:
+                self._check_bounds(i, ins, a)
+        self._check_produced(instrs, acc)
+        self._kernels = [self._kernel(instrs[i], acc[i]) for i in self.order]
+
+    # ---- preparation
+    def _space(self, name: str) -> np.ndarray:
+        return self.dram if name == "dram" else self.buffers[name]
+
+    def _check_bounds(self, i: int, ins: Instruction, a: Access) -> None:
+        lo, hi = a.extent
+        size = self._space(a.space).size
+        where = f"instruction {i} ({ins.op}): {a.role} ({'write' if a.write else 'read'})"
+        if a.offset % a.dtype.itemsize:
+            raise EmulatorError(f"{where}: misaligned access: {a.space} address {a.offset} is not a "
+                                f"multiple of the {a.dtype.itemsize}-byte element")
+        if hi > size:
+            kind = ("out-of-bounds DRAM access" if a.space == "dram" else
+                    f"buffer overflow of the {a.space} buffer")
+            raise EmulatorError(f"{where}: {kind}: bytes [{lo}, {hi}) but it holds {size} bytes")
+
+    def _mask_view(self, masks: dict[str, np.ndarray], a: Access) -> np.ndarray:
+        m = masks[a.space]
+        return np.ndarray(a.shape + (a.dtype.itemsize,), dtype=bool, buffer=m, offset=a.offset,
+                          strides=a.strides + (1,))
+
+    def _check_produced(self, instrs, acc) -> None:
+        """Walk the issue order tracking written bytes; refuse reads of unproduced data."""
+        masks = {b: np.zeros(v.size, bool) for b, v in self.buffers.items()}
+        masks["dram"] = np.zeros(self.dram.size, bool)
+        for r in self.program.regions:
+            if r.init is not None:
+                masks["dram"][r.addr:r.addr + r.nbytes] = True
+        for i in self.order:
+            for a in acc[i]:
+                view = self._mask_view(masks, a)
+                if a.write:
+                    view[...] = True
+                elif not view.all():
+                    bad = np.argwhere(~view.reshape(view.shape[:-1] + (-1,)).all(axis=-1))[0]
+                    raise EmulatorError(
+                        f"instruction {i} ({instrs[i].op}): reads {a.role} element "
+                        f"{tuple(int(x) for x in bad)} at {a.space} bytes from {a.offset} that no "
+                        "completed instruction produced (missing load or dependency?)")
+
+    def _view(self, a: Access) -> np.ndarray:
+        return np.ndarray(a.shape, dtype=a.dtype, buffer=self._space(a.space), offset=a.offset,
+                          strides=a.strides)
+
+    def _kernel(self, ins: Instruction, acc: list[Access]) -> Kernel:
+        views: dict[str, np.ndarray] = {}
+        for a in acc:
+            views[a.role] = self._view(a)
+        return _BUILD[ins.op](self, ins, views)
+
+    # ---- execution
+    def run(self) -> "Emulator":
+        """Restore the regions' initial contents and execute every instruction.
+
+        Buffers and uninitialised DRAM keep stale bytes: preparation proved no
+        instruction reads a byte before one writes it.
+        """
+        for addr, data in self._image:
+            self.dram[addr:addr + data.size] = data
+        for k in self._kernels:
+            k()
+        return self
+
+    def read(self, name: str) -> np.ndarray:
+        """A copy of DRAM region ``name`` as an array of its shape and dtype."""
+        r = self.program.region(name)
+        raw = self.dram[r.addr:r.addr + r.nbytes]
+        return raw.view(NP_DTYPES[r.dtype]).reshape(r.shape).copy()
+
+
+def run_program(program: Program) -> Emulator:
+    """Prepare and run ``program``; returns the emulator (read results with ``.read``)."""
+    return Emulator(program).run()
+
+
+# ---------------------------------------------------------------- kernels
+
+def _dma_kernel(emu: Emulator, ins: Instruction, v: dict) -> Kernel:
+    src, dst = (v["dram"], v["buf"]) if ins.op == "load" else (v["buf"], v["dram"])
+    return lambda: np.copyto(dst, src)
+
+
+def _prep(x: np.ndarray, mixed: bool) -> Callable[[], np.ndarray]:
+    """Operand reader: fp16 storage is widened exactly; fp32 is rounded to fp16 in mixed mode."""
+    if x.dtype == F16:
+        out = np.empty(x.shape, F32)
+        return lambda: widen_fp16(x, out)
+    if mixed:
+        scratch = np.empty(x.shape, np.uint32)
+        return lambda: round_to_fp16(x, scratch)
+    return lambda: x
+
+
+def _sparse_reader(ins: Instruction, vals: np.ndarray, idx: np.ndarray, mixed: bool, transpose: bool
+                   ) -> Callable[[], np.ndarray]:
+    """Dense tile rebuilt on each call from compressed values + packed indices in memory.
+
+    Returns (outer, k), or (k, outer) C-ordered when ``transpose`` (the layout
+    BLAS wants for a compressed B).
+    """
+    outer, count = vals.shape
+    n, m, k = ins.n, ins.m, ins.k
+    g = groups(k, m)
+    unpack = IndexUnpacker(outer, count, m)
+    group_start = np.arange(count, dtype=np.intp) // n * m
+    rows = np.arange(outer, dtype=np.intp)
+    # flat position of in-group index 0 of each value, and the flat step of one index
+    if transpose:
+        base, step = group_start[None, :] * outer + rows[:, None], np.intp(outer)
+        dense = np.zeros((g * m, outer), F32)
+    else:
+        base, step = rows[:, None] * (g * m) + group_start[None, :], np.intp(1)
+        dense = np.zeros((outer, g * m), F32)
+    flat = np.empty((outer, count), np.intp)
+    dense_flat = dense.reshape(-1)
+    tile = dense[:k] if transpose else dense[:, :k]
+    get_vals = _prep(vals, mixed)
+
+    def read() -> np.ndarray:
+        np.multiply(unpack(idx), step, out=flat)
+        np.add(flat, base, out=flat)
+        dense.fill(0)
+        dense_flat[flat] = get_vals()
+        return tile
+    return read
+
+
+def _gemm_kernel(emu: Emulator, ins: Instruction, v: dict) -> Kernel:
+    mixed = emu.config.mixed_precision
+    sparse = ins.n > 0
+    if sparse and not ins.sparse_b:
+        get_a = _sparse_reader(ins, v["a"], v["idx"], mixed, transpose=False)
+    else:
+        get_a = _prep(v["a"].T if ins.trans_a else v["a"], mixed)
+    if sparse and ins.sparse_b:
+        get_b = _sparse_reader(ins, v["b"], v["idx"], mixed, transpose=True)
+    else:
+        get_b = _prep(v["b"].T if ins.trans_b else v["b"], mixed)
+    c = v["c"]
+    if not ins.accumulate:
+        return lambda: np.matmul(get_a(), get_b(), out=c)
+    tmp = np.empty(c.shape, F32)
+
+    def run() -> None:
+        np.matmul(get_a(), get_b(), out=tmp)
+        np.add(c, tmp, out=c)
+    return run
+
+
+def _vec_kernel(emu: Emulator, ins: Instruction, v: dict) -> Kernel:
+    f = VEC_FUNC_BY_NAME[ins.func]
+    p = SimpleNamespace(imm=ins.imm, rows=ins.rows, cols=ins.cols, kh=ins.kh, kw=ins.kw, sh=ins.sh,
+                        sw=ins.sw)
+    flip = ins.axis == 0 and "pooled" not in (f.out_shape, f.s1_shape)
+    if flip:
+        p.rows, p.cols = p.cols, p.rows
+    s0, s1, d = v.get("s0"), v.get("s1"), v["d"]
+    accumulate = bool(ins.accumulate)
+
+    def fetch(x):
+        if x is None:
+            return None
+        x = x.astype(F32) if x.dtype == F16 else x
+        return x.T if flip else x
+
+    def run() -> None:
+        res = f.kernel(fetch(s0), fetch(s1), p)
+        if flip:
+            res = res.T
+        if accumulate:
+            d[...] = d.astype(F32) + res
+        else:
+            d[...] = res
+    return run
+
+
+def _wuve_kernel(emu: Emulator, ins: Instruction, v: dict) -> Kernel:
+    w, g, m, hp, w16 = v["w"], v["g"], v["m"], v["hp"], v.get("w16")
+    adam = ins.func == "adamw"
+    vv = v.get("v")
+
+    def run() -> None:
+        g32 = g.astype(F32) if g.dtype == F16 else g
+        hpv = hp.copy()
+        if adam:
+            adamw_update(w, g32, m, vv, hpv)
+        else:
+            sgd_update(w, g32, m, hpv)
+        if w16 is not None:
+            w16[...] = w
+    return run
+
+
+def _sore_kernel(emu: Emulator, ins: Instruction, v: dict) -> Kernel:
+    src, val, idx = v["src"], v["val"], v["idx"]
+    n, m, axis, dtype = ins.n, ins.m, ins.axis, ins.val_dtype
+
+    def run() -> None:
+        values, packed = compress_rows(np.array(src), n, m, axis, dtype)
+        val[...] = values
+        idx[...] = packed
+    return run
+
+
+_BUILD = {"load": _dma_kernel, "store": _dma_kernel, "gemm": _gemm_kernel, "vec": _vec_kernel,
+          "wuve": _wuve_kernel, "sore": _sore_kernel, "nop": lambda emu, ins, v: (lambda: None)}

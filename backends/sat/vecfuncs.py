@@ -1,0 +1,171 @@
+"""The vector unit's function table: one row per function of the ``vec`` opcode.
+
+Each :class:`VecFunc` says which sources it reads, the shape of ``s1`` and of
+the result, its numpy kernel (fp32 in, fp32 out) and its work in lane
+operations for the cycle model. The ISA takes its ``func`` enum from the
+order of :data:`VEC_FUNCS`; the emulator and the timing model look rows up
+by name. Kernels work along the last axis; the emulator transposes for
+``axis=0``.
+
+Shapes: ``s0`` is ``rows x cols``. ``s1`` is ``rows x cols`` broadcast per
+the instruction's ``bcast`` field (``like_s0``) or the pooled shape
+(``pooled``). The result is ``rows x cols`` (``same``), ``rows x 1`` /
+``1 x cols`` for ``axis`` 1 / 0 (``reduce``) or
+``((rows-kh)//sh+1) x ((cols-kw)//sw+1)`` (``pooled``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+from scipy.special import erf
+
+Kernel = Callable[[np.ndarray, np.ndarray | None, Any], np.ndarray]
+
+
+@dataclass(frozen=True)
+class VecFunc:
+    """One vector-unit function."""
+
+    name: str
+    sources: tuple[str, ...]          # which of "s0", "s1" it reads
+    s1_shape: str                     # "like_s0" (bcast applies) or "pooled"
+    out_shape: str                    # "same", "reduce" or "pooled"
+    kernel: Kernel
+    passes: int                       # element passes over s0 (pooled: per window element)
+    doc: str
+
+
+def pooled_shape(rows: int, cols: int, kh: int, kw: int, sh: int, sw: int) -> tuple[int, int]:
+    """Output shape of a kh x kw window with strides sh, sw over a rows x cols tile."""
+    return (rows - kh) // sh + 1, (cols - kw) // sw + 1
+
+
+def _windows(p: Any):
+    """Yield (u, v, slices) per window offset: x[slices][i, j] = x[i*sh + u, j*sw + v]."""
+    oh, ow = pooled_shape(p.rows, p.cols, p.kh, p.kw, p.sh, p.sw)
+    for u in range(p.kh):
+        for v in range(p.kw):
+            yield u, v, (slice(u, u + p.sh * (oh - 1) + 1, p.sh), slice(v, v + p.sw * (ow - 1) + 1, p.sw))
+
+
+def _maxpool(x, _, p):
+    out = None
+    for _u, _v, sl in _windows(p):
+        out = x[sl].copy() if out is None else np.maximum(out, x[sl])
+    return out
+
+
+def _avgpool(x, _, p):
+    out = None
+    for _u, _v, sl in _windows(p):
+        out = x[sl].astype(np.float32) if out is None else out + x[sl]
+    return out * np.float32(1.0 / (p.kh * p.kw))
+
+
+def _maxpool_grad(x, dy, p):
+    best = best_off = None
+    for u, v, sl in _windows(p):
+        off = u * p.kw + v
+        if best is None:
+            best, best_off = x[sl].copy(), np.zeros(x[sl].shape, np.int64)
+        else:
+            win = x[sl] > best      # strict: the first maximum in window order wins
+            best = np.where(win, x[sl], best)
+            best_off = np.where(win, off, best_off)
+    dx = np.zeros((p.rows, p.cols), np.float32)
+    for u, v, sl in _windows(p):
+        dx[sl] += np.where(best_off == u * p.kw + v, dy, np.float32(0))
+    return dx
+
+
+def _avgpool_grad(x, dy, p):
+    dx = np.zeros((p.rows, p.cols), np.float32)
+    g = dy * np.float32(1.0 / (p.kh * p.kw))
+    for _u, _v, sl in _windows(p):
+        dx[sl] += g
+    return dx
+
+
+def _log_softmax(x):
+    z = x - x.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def _softmax(x, _, p):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _phi_cdf(x):
+    x64 = x.astype(np.float64)
+    return 0.5 * (1.0 + erf(x64 / math.sqrt(2.0)))
+
+
+def _gelu(x, _, p):
+    return (x.astype(np.float64) * _phi_cdf(x)).astype(np.float32)
+
+
+def _gelu_grad(x, dy, p):
+    x64 = x.astype(np.float64)
+    pdf = np.exp(-0.5 * x64 * x64) / math.sqrt(2.0 * math.pi)
+    return (dy * (_phi_cdf(x) + x64 * pdf)).astype(np.float32)
+
+
+def _f(name, sources, kernel, doc, passes=1, s1_shape="like_s0", out_shape="same"):
+    return VecFunc(name, sources, s1_shape, out_shape, kernel, passes, doc)
+
+
+S0, S01 = ("s0",), ("s0", "s1")
+
+VEC_FUNCS: tuple[VecFunc, ...] = (
+    _f("copy", S0, lambda x, _, p: x, "d = s0 (also casts between fp32 and fp16)"),
+    _f("add", S01, lambda x, y, p: x + y, "d = s0 + s1"),
+    _f("sub", S01, lambda x, y, p: x - y, "d = s0 - s1"),
+    _f("mul", S01, lambda x, y, p: x * y, "d = s0 * s1"),
+    _f("add_imm", S0, lambda x, _, p: x + np.float32(p.imm), "d = s0 + imm"),
+    _f("mul_imm", S0, lambda x, _, p: x * np.float32(p.imm), "d = s0 * imm"),
+    _f("relu", S0, lambda x, _, p: np.maximum(x, np.float32(0)), "d = max(s0, 0)"),
+    _f("relu_grad", S01, lambda x, y, p: np.where(x > 0, y, np.float32(0)),
+       "d = s1 where s0 > 0 else 0 (s0: forward input, s1: upstream grad)"),
+    _f("gelu", S0, _gelu, "d = s0 * Phi(s0) (exact erf GELU)"),
+    _f("gelu_grad", S01, _gelu_grad, "d = s1 * (Phi(s0) + s0 * phi(s0))"),
+    _f("rsqrt", S0, lambda x, _, p: np.float32(1) / np.sqrt(x + np.float32(p.imm)),
+       "d = 1 / sqrt(s0 + imm) (imm: epsilon of batchnorm / layernorm)"),
+    _f("exp", S0, lambda x, _, p: np.exp(x), "d = exp(s0)"),
+    _f("reduce_sum", S0, lambda x, _, p: x.sum(axis=-1, keepdims=True),
+       "d = sum of s0 along axis", out_shape="reduce"),
+    _f("reduce_max", S0, lambda x, _, p: x.max(axis=-1, keepdims=True),
+       "d = max of s0 along axis", out_shape="reduce"),
+    _f("reduce_sumsq", S0, lambda x, _, p: (x * x).sum(axis=-1, keepdims=True),
+       "d = sum of s0^2 along axis (variance pieces)", out_shape="reduce"),
+    _f("softmax", S0, _softmax, "d = softmax(s0) along axis", passes=3),
+    _f("xent", S01, lambda x, y, p: -(y * _log_softmax(x)).sum(axis=-1, keepdims=True),
+       "d = -sum(s1 * log_softmax(s0)) along axis (s0: logits, s1: target probabilities)",
+       passes=3, out_shape="reduce"),
+    _f("xent_grad", S01, lambda x, y, p: (_softmax(x, None, p) - y) * np.float32(p.imm),
+       "d = (softmax(s0) - s1) * imm along axis (imm: 1/batch)", passes=3),
+    _f("maxpool", S0, _maxpool, "d = max over each kh x kw window (strides sh, sw) of s0",
+       out_shape="pooled"),
+    _f("avgpool", S0, _avgpool, "d = mean over each kh x kw window (strides sh, sw) of s0",
+       out_shape="pooled"),
+    _f("maxpool_grad", S01, _maxpool_grad,
+       "d[rows x cols] = s1 (pooled grad) routed to the first maximum of s0 in each window",
+       s1_shape="pooled"),
+    _f("avgpool_grad", ("s1",), _avgpool_grad,
+       "d[rows x cols] = s1 (pooled grad) / (kh*kw) spread over each window", s1_shape="pooled"),
+)
+
+VEC_FUNC_NAMES: tuple[str, ...] = tuple(f.name for f in VEC_FUNCS)
+VEC_FUNC_BY_NAME: dict[str, VecFunc] = {f.name: f for f in VEC_FUNCS}
+
+
+def vec_work(func: VecFunc, rows: int, cols: int, p: Any) -> int:
+    """Lane operations one instruction of ``func`` costs (the cycle model divides by lanes)."""
+    if func.out_shape == "pooled" or func.s1_shape == "pooled":
+        oh, ow = pooled_shape(rows, cols, p.kh, p.kw, p.sh, p.sw)
+        return func.passes * oh * ow * p.kh * p.kw
+    return func.passes * rows * cols

@@ -1,0 +1,165 @@
+"""The ``satc`` command line: zoo, ir, ops, hw, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Sequence
+
+from satc.errors import SatcError
+
+
+def _parse_shapes(items: Sequence[str] | None) -> dict[str, list[int]] | None:
+    """``x=2,3,32,32`` (or ``2,3,32,32`` for the single input) -> {name: shape}."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        name, _, dims = item.rpartition("=")
+        try:
+            out[name or "x"] = [int(d) for d in dims.split(",")]
+        except ValueError:
+            raise SatcError(f"--input-shape {item!r}: expected NAME=D0,D1,... e.g. x=2,3,32,32") from None
+    return out
+
+
+def _optimizer(args):
+    from satc.passes.optimizer import SGD, AdamW
+
+    if args.optimizer == "adamw":
+        return AdamW(lr=args.lr)
+    return SGD(lr=args.lr, momentum=0.9, weight_decay=5e-4)
+
+
+def _training_graph(args):
+    from satc.driver import load_forward_graph, training_pipeline
+
+    src = load_forward_graph(args.model, args.batch, _parse_shapes(args.input_shape))
+    tg = training_pipeline(src.graph, args.sparsity, _optimizer(args), tuple(args.exclude or ()),
+                           print_after=getattr(args, "print_after", False))
+    return src, tg
+
+
+def cmd_zoo(args) -> None:
+    """List the bundled models with parameter counts and forward MACs."""
+    from satc.models import count_macs, count_params, list_models
+
+    print(f"{'model':<16}{'input':>14}{'classes':>9}{'params (M)':>12}{'fwd MMAC/img':>14}  description")
+    for spec in list_models():
+        m = spec.build()
+        print(f"{spec.name:<16}{'x'.join(map(str, spec.input_shape)):>14}{spec.num_classes:>9}"
+              f"{count_params(m) / 1e6:>12.3f}{count_macs(m, spec.input_shape) / 1e6:>14.3f}  {spec.description}")
+
+
+def cmd_ir(args) -> None:
+    """Print the training graph (or one stage of it) as text."""
+    from satc.ir.printer import format_graph
+
+    if args.stage == "forward":
+        from satc.driver import load_forward_graph
+
+        print(format_graph(load_forward_graph(args.model, args.batch, _parse_shapes(args.input_shape)).graph))
+        return
+    _, tg = _training_graph(args)
+    stages = None if args.stage == "all" else [args.stage.upper()]
+    print(format_graph(tg, stages))
+
+
+def cmd_ops(args) -> None:
+    """Print MACs per layer and stage, dense-equivalent and effective."""
+    from satc.passes.op_count import count_ops
+
+    _, tg = _training_graph(args)
+    print(tg.meta["sparsity"].format() if args.report else "", end="\n" if args.report else "")
+    print(count_ops(tg).format(per_layer=not args.totals))
+
+
+def cmd_demo(args) -> None:
+    """Train the default model for a few steps on the reference interpreter; print loss and MACs."""
+    from satc.driver import random_batch
+    from satc.ir.interpreter import interpret
+    from satc.passes.op_count import count_ops
+
+    t0 = time.perf_counter()
+    src, tg = _training_graph(args)
+    print(f"model {args.model}, batch {args.batch}, sparsity {args.sparsity}: "
+          f"{len(tg.nodes)} IR ops, built in {time.perf_counter() - t0:.1f} s")
+    batch = random_batch(tg, src.num_classes)
+    state = tg.initial_state()
+    for step in range(args.steps):
+        t = time.perf_counter()
+        out = interpret(tg, batch, state)
+        state = out.new_state
+        print(f"step {step}: loss {out.loss:.4f}  ({time.perf_counter() - t:.2f} s on the reference interpreter)")
+    print()
+    print(count_ops(tg).format(per_layer=True))
+
+
+def cmd_hw(args) -> None:
+    """Show a hardware config (preset name or TOML path) with its peak rates, or list presets."""
+    from satc.backends.sat import describe_hardware, list_presets, load_hardware
+
+    if args.action == "list":
+        print("\n".join(list_presets()))
+    else:
+        print(describe_hardware(load_hardware(args.name)))
+
+
+def _add_model_args(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
+    if default_model:
+        p.add_argument("model", nargs="?", default=default_model, help="zoo model name or .onnx file")
+    else:
+        p.add_argument("model", help="zoo model name or .onnx file")
+    p.add_argument("--batch", type=int, default=2, help="batch size for zoo models (default 2)")
+    p.add_argument("--input-shape", action="append", metavar="NAME=D0,D1,..",
+                   help="bind an input's shape (symbolic ONNX dims); repeatable")
+    p.add_argument("--sparsity", default="dense", help="dense | ff:N:M | bdwp:N:M | bdwp-nested:N:M")
+    p.add_argument("--exclude", action="append", help="layer to keep dense; repeatable")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
+    p.add_argument("--lr", type=float, default=0.05)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``satc`` command."""
+    from satc.driver import DEFAULT_MODEL
+
+    ap = argparse.ArgumentParser(prog="satc", description="compiler for SAT, the N:M sparse training accelerator")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("zoo", help="list bundled models").set_defaults(fn=cmd_zoo)
+    p = sub.add_parser("ir", help="print the training graph")
+    _add_model_args(p)
+    p.add_argument("--stage", default="all", choices=("all", "forward", "ff", "bp", "wu", "opt", "sore"))
+    p.add_argument("--print-after", action="store_true", help="print the IR after every pass")
+    p.set_defaults(fn=cmd_ir)
+    p = sub.add_parser("ops", help="MACs per layer and stage")
+    _add_model_args(p)
+    p.add_argument("--totals", action="store_true", help="stage totals only")
+    p.add_argument("--report", action="store_true", help="also print which layers are sparse")
+    p.set_defaults(fn=cmd_ops)
+    p = sub.add_parser("hw", help="SAT hardware configs")
+    p.add_argument("action", choices=("show", "list"))
+    p.add_argument("name", nargs="?", default="sat-vcu1525", help="preset name or TOML file")
+    p.set_defaults(fn=cmd_hw)
+    p = sub.add_parser("demo", help="the main job on the default model")
+    _add_model_args(p, DEFAULT_MODEL)
+    p.add_argument("--steps", type=int, default=3)
+    p.set_defaults(fn=cmd_demo, batch=4, sparsity="bdwp:2:8")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``satc`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except SatcError as e:
+        print(f"satc: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into head/less that closed early
+        sys.stderr.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Cycle model: counts equal hand arithmetic from config fields; engines overlap unless ordered."""
+
+from __future__ import annotations
+
+import math
+
+from satc.backends.sat.builder import ProgramBuilder
+from satc.backends.sat.timing import gemm_cycles, instruction_cycles, simulate, time_program
+
+
+def _dma_cycles(cfg, nbytes):
+    return cfg.issue_cycles + cfg.dram_latency_cycles + math.ceil(nbytes / cfg.dram_bytes_per_cycle)
+
+
+def _gemm_program(cfg, mt, nt, k, **kw):
+    b = ProgramBuilder(cfg)
+    ra, rb, rc = b.alloc("a", (mt, k)), b.alloc("b", (k, nt)), b.alloc("c", (mt, nt))
+    b.load_region(ra, "act", 0)
+    b.load_region(rb, "wgt", 0, signal="stce")
+    b.gemm(mt, nt, k, a_buf="act", a_addr=0, b_buf="wgt", b_addr=0, c_addr=0, wait="load",
+           signal="store", **kw)
+    b.store_region(rc, "acc", 0, wait="stce")
+    return b.build()
+
+
+def test_dense_ws_program_cycles(small):
+    cfg = small
+    mt, nt, k = 8, 8, 16
+    rep = time_program(_gemm_program(cfg, mt, nt, k, dataflow="ws"))
+    load_a = _dma_cycles(cfg, mt * k * 4)
+    load_b = _dma_cycles(cfg, k * nt * 4)
+    ksteps = math.ceil(k / cfg.multipliers_per_pe)                          # 8
+    passes = math.ceil(ksteps / cfg.rows) * math.ceil(nt / cfg.cols)        # 2 * 2
+    gemm = cfg.issue_cycles + passes * (cfg.rows * cfg.ws_preload_cycles_per_row + mt + cfg.rows + cfg.cols)
+    store = _dma_cycles(cfg, mt * nt * 4)
+    assert [(t.start, t.end) for t in rep.timeline] == [
+        (0, load_a), (load_a, load_a + load_b), (load_a + load_b, load_a + load_b + gemm),
+        (load_a + load_b + gemm, load_a + load_b + gemm + store)]
+    assert rep.total_cycles == load_a + load_b + gemm + store
+    assert rep.busy_cycles["load"] == load_a + load_b and rep.busy_cycles["stce"] == gemm
+    assert rep.utilisation["stce"] == gemm / rep.total_cycles
+    assert rep.stce_macs == mt * nt * k
+    assert rep.stce_mac_utilisation == mt * nt * k / (rep.total_cycles * cfg.peak_dense_macs_per_cycle)
+    assert rep.seconds == rep.total_cycles / (cfg.clock_mhz * 1e6)
+
+
+def test_os_and_nm_gemm_cycles(small):
+    cfg = small
+    mt, nt, k = 8, 12, 32
+    prog = _gemm_program(cfg, mt, nt, k, dataflow="os")
+    ksteps = math.ceil(k / cfg.multipliers_per_pe)
+    passes = math.ceil(mt / cfg.rows) * math.ceil(nt / cfg.cols)
+    os_cycles = passes * (ksteps + cfg.rows + cfg.cols + cfg.rows * cfg.os_drain_cycles_per_row)
+    assert gemm_cycles(prog.instructions[2], cfg) == os_cycles
+    # 2:8 with A compressed: one group of M per cycle, A is the stationary operand in WS
+    b = ProgramBuilder(cfg)
+    g = b.gemm(mt, nt, k, a_buf="wgt", a_addr=0, b_buf="act", b_addr=0, c_addr=0, n=2, m=8, dataflow="ws")
+    ins = b.instructions[g]
+    nsteps = math.ceil(math.ceil(k / 8) / cfg.nm_groups_per_cycle)            # 4
+    ws = math.ceil(nsteps / cfg.rows) * math.ceil(mt / cfg.cols) * (
+        cfg.rows * cfg.ws_preload_cycles_per_row + nt + cfg.rows + cfg.cols)
+    assert instruction_cycles(ins, cfg) == cfg.issue_cycles + ws
+    assert ins.n == 2
+
+
+def test_vector_wuve_sore_cycles(small):
+    cfg = small
+    b = ProgramBuilder(cfg)
+    v = b.vec("relu", 5, 7)
+    s = b.vec("softmax", 5, 7)
+    p = b.vec("maxpool", 6, 6, window=(2, 2, 2, 2))
+    w = b.wuve("sgd", 100, w_buf="vec", w_addr=0, g_buf="vec", g_addr=0, m_buf="vec", m_addr=0,
+               hp_buf="vec", hp_addr=0)
+    so = b.sore(2, 8, 6, 20, src_buf="vec", src_addr=0, val_buf="wgt", val_addr=0, idx_buf="wgt",
+                idx_addr=0)
+    nop = b.nop("stce")
+    ins = b.instructions
+    iss = cfg.issue_cycles
+    assert instruction_cycles(ins[v], cfg) == iss + cfg.vector_latency_cycles + math.ceil(35 / cfg.vector_lanes)
+    assert instruction_cycles(ins[s], cfg) == iss + cfg.vector_latency_cycles + math.ceil(3 * 35 / cfg.vector_lanes)
+    assert instruction_cycles(ins[p], cfg) == iss + cfg.vector_latency_cycles + math.ceil(9 * 4 / cfg.vector_lanes)
+    assert instruction_cycles(ins[w], cfg) == iss + cfg.wuve_latency_cycles + math.ceil(100 / cfg.wuve_lanes)
+    groups = 6 * math.ceil(20 / 8)
+    assert instruction_cycles(ins[so], cfg) == iss + cfg.sore_latency_cycles + \
+        math.ceil(groups / cfg.sore_lanes) * 8 * cfg.sore_cycles_per_element
+    assert instruction_cycles(ins[nop], cfg) == iss
+
+
+def test_engines_overlap_without_dependencies(small):
+    cfg = small
+    b = ProgramBuilder(cfg)
+    b.vec("relu", 8, 8)                             # vector
+    b.wuve("sgd", 64, w_buf="vec", w_addr=0, g_buf="vec", g_addr=0, m_buf="vec", m_addr=0,
+           hp_buf="vec", hp_addr=0)                 # wuve, independent: starts at 0 too
+    b.vec("relu", 8, 8, signal="wuve")              # vector again: after the first vec
+    b.wuve("sgd", 64, w_buf="vec", w_addr=0, g_buf="vec", g_addr=0, m_buf="vec", m_addr=0,
+           hp_buf="vec", hp_addr=0, wait="vector")
+    rep = simulate(b.instructions, cfg)
+    v = instruction_cycles(b.instructions[0], cfg)
+    w = instruction_cycles(b.instructions[1], cfg)
+    t = {e.index: (e.start, e.end) for e in rep.timeline}
+    assert t[0] == (0, v) and t[1] == (0, w)
+    assert t[2] == (v, 2 * v)
+    assert t[3] == (max(w, 2 * v), max(w, 2 * v) + w)
+    assert rep.total_cycles == max(w, 2 * v) + w
+    assert rep.busy_cycles["vector"] == 2 * v and rep.busy_cycles["wuve"] == 2 * w
+
+
+def test_sparse_faster_than_dense_at_2_8():
+    from satc.backends.sat.config import load_hardware
+    cfg = load_hardware("sat-vcu1525")
+    b = ProgramBuilder(cfg)
+    d = b.gemm(256, 256, 1024, a_buf="act", a_addr=0, b_buf="wgt", b_addr=0, c_addr=0, dataflow="os")
+    s = b.gemm(256, 256, 1024, a_buf="act", a_addr=0, b_buf="wgt", b_addr=0, c_addr=0, dataflow="os",
+               n=2, m=8, sparse_b=True)
+    dense, sparse = (instruction_cycles(b.instructions[i], cfg) for i in (d, s))
+    passes = (256 // cfg.rows) * (256 // cfg.cols)
+    drain = cfg.rows + cfg.cols + cfg.rows * cfg.os_drain_cycles_per_row
+    assert dense == cfg.issue_cycles + passes * (1024 // 2 + drain)
+    assert sparse == cfg.issue_cycles + passes * (1024 // 8 + drain)
+    assert 2.5 < dense / sparse < 4.0               # 4x the K rate, minus fill and drain
