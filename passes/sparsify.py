@@ -13,7 +13,9 @@ user-excluded layers, the pass
   step's ``<w>.ff`` / ``<w>.bp`` from the updated dense weight
   (``bdwp-nested``: ``<w>.bp`` from the new ``<w>.ff``).
 
-GEMM nodes that read a pruned weight carry ``attrs["nm"] = [n, m, axis]``.
+GEMM nodes that run as N:M GEMMs (their weight is pruned along the axis
+they reduce over) carry ``attrs["nm"] = [n, m, axis]``; in ``ff`` mode the BP
+GEMM reads ``<w>.ff`` but stays a dense GEMM, since W_ff is not N:M along Co.
 The report of which layers are sparse, in which stage, is
 ``graph.meta["sparsity"]``.
 """
@@ -110,10 +112,9 @@ def _sparsify_weight(g: Graph, spec: SparsitySpec, ff_node: Node) -> LayerSparsi
             _replace_input(bp_node, w, w_bp)
             bp_node.attrs["nm"] = [spec.n, spec.m, BP_AXIS]
             bp_desc = f"{nm} along Co"
-        else:
+        else:  # W_ff is N:M along Ci, not along Co, the axis BP reduces over: a dense GEMM
             _replace_input(bp_node, w, w_ff)
-            bp_node.attrs["nm"] = [spec.n, spec.m, FF_AXIS]
-            bp_desc = f"{nm} along Ci (W_ff)"
+            bp_desc = "dense GEMM on W_ff"
 
     grad_key = f"grad/{name}"
     if grad_key in g.outputs and spec.srste_lambda > 0:
