@@ -63,9 +63,7 @@ def foldable(node: onnx.NodeProto, const_names: set[str]) -> bool:
 def evaluate(node: onnx.NodeProto, opset: int, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Run ``node`` on constant ``inputs`` (one per non-empty input name) with onnx's numpy
     reference implementation of the op at ``opset``; one array per non-empty output."""
-    feeds: dict[str, np.ndarray] = {}
-    for name, arr in zip([i for i in node.input if i], inputs):
-        feeds[name] = arr
+    feeds = dict(zip([i for i in node.input if i], inputs))
     undefined = onnx.TensorProto.UNDEFINED
     graph = helper.make_graph(
         [node], "fold", [helper.make_tensor_value_info(n, undefined, None) for n in feeds],
@@ -82,8 +80,8 @@ class OnnxView:
     consts: dict[str, np.ndarray]
     const_names: set[str]
     graph_outputs: set[str]
-    producer: dict[str, int] = field(default_factory=dict)
-    consumers: dict[str, list[int]] = field(default_factory=dict)
+    producer: dict[str, int] = field(default_factory=dict, init=False)
+    consumers: dict[str, list[int]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         for i, n in enumerate(self.nodes):
@@ -114,6 +112,10 @@ class OnnxView:
     def dynamic(self, name: str) -> bool:
         """Whether ``name`` is computed from graph inputs (not a constant)."""
         return bool(name) and name not in self.const_names
+
+    def consts_after_first(self, node: onnx.NodeProto) -> bool:
+        """Whether every input of ``node`` but the first is an evaluated constant (or omitted)."""
+        return all(not n or n in self.consts for n in node.input[1:])
 
     def split_const(self, node: onnx.NodeProto, op: str) -> tuple[str, str] | None:
         """(dynamic operand, constant operand) of binary ``op`` node (either order if commutative)."""
@@ -235,9 +237,11 @@ def _gelu_tanh(v: OnnxView, i: int) -> Fusion | None:
 
 
 def reduce_axes(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> list[int] | None:
-    """The axes of a Reduce* node (attribute before opset 18, input after); None: all axes."""
+    """The axes of a Reduce* node (attribute before opset 18, constant input after); None when
+    none are given (all axes). The axes input, when present, must be in ``consts``."""
     if len(node.input) > 1 and node.input[1]:
-        return [int(a) for a in consts[node.input[1]].reshape(-1)]
+        axes = consts[node.input[1]].reshape(-1)
+        return [int(a) for a in axes] if axes.size else None
     axes = attributes(node).get("axes")
     return None if axes is None else [int(a) for a in axes]
 
@@ -245,8 +249,7 @@ def reduce_axes(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> list[int
 def _layernorm(v: OnnxView, i: int) -> Fusion | None:
     """LayerNorm written out, anchored at the first ReduceMean (the mean)."""
     mean_node = v.nodes[i]
-    if attributes(mean_node).get("keepdims", 1) != 1 or any(
-            n and n not in v.consts for n in mean_node.input[1:]):
+    if attributes(mean_node).get("keepdims", 1) != 1 or not v.consts_after_first(mean_node):
         return None
     x, axes = mean_node.input[0], reduce_axes(mean_node, v.consts)
     if not v.dynamic(x) or not axes:
@@ -266,7 +269,8 @@ def _layernorm(v: OnnxView, i: int) -> Fusion | None:
     chain, name = [i, sub[0], *users], sq.output[0]
     var = v.sole_consumer(name)
     if (var is None or var[1].op_type != "ReduceMean" or var[1].input[0] != name
-            or reduce_axes(var[1], v.consts) != axes or attributes(var[1]).get("keepdims", 1) != 1):
+            or not v.consts_after_first(var[1]) or reduce_axes(var[1], v.consts) != axes
+            or attributes(var[1]).get("keepdims", 1) != 1):
         return None
     plus = v.sole_consumer(var[1].output[0])
     split = v.split_const(plus[1], "Add") if plus is not None else None
