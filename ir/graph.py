@@ -117,9 +117,7 @@ class Graph:
     def add_constant(self, value: np.ndarray, hint: str = "const") -> Value:
         """Declare a read-only constant tensor."""
         value = np.asarray(value)
-        v = self._leaf(self.fresh_name(hint) if hint in self._names else hint,
-                       TensorType(tuple(value.shape), str(value.dtype)))
-        self._names.add(v.name)
+        v = Value(self.fresh_name(hint), TensorType(tuple(value.shape), str(value.dtype)))
         self.constants[v.name] = v
         self.initializers[v.name] = value
         return v

@@ -103,3 +103,11 @@ def test_tensor_type_validation():
         TensorType((2,), "float8")
     assert str(TensorType((2, 3), "int64")) == "i64[2,3]"
     assert f32(2, 3).nbytes == 24
+
+
+def test_constants_with_the_same_hint_get_fresh_names():
+    g = Graph("c")
+    a = g.add_constant(np.ones(2, np.float32), "c")
+    b = g.add_constant(np.zeros(2, np.float32), "c")
+    assert a.name == "c" and b.name != "c" and set(g.constants) == {a.name, b.name}
+    verify(g)

@@ -63,6 +63,7 @@ CASES = {
     "batched_linear": (Lambda(lambda x, w, b: F.linear(x.reshape(2, 4, 12), w, b), (6, 12), (6,)), (3, 4, 4)),
     "attention": (Lambda(lambda x, w: torch.softmax((x @ w) @ (x @ w).transpose(-2, -1) / 2.0, -1) @ x,
                          (4, 4)), (2, 4, 4)),
+    "scalar_add_sub_div": (Lambda(lambda x, w: ((x * w + 1.0) - 0.5 * x + 2.0) / 4.0, (3, 4, 4)), (3, 4, 4)),
     "dropout_p0": (nn.Sequential(nn.Flatten(), nn.Dropout(0.0), nn.Linear(16, 4)), (1, 4, 4)),
 }
 
