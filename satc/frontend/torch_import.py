@@ -195,19 +195,11 @@ def _cat(im, a, kw):
     return xs[0] if len(xs) == 1 else im.emit("concat", xs, {"axis": dim % xs[0].type.rank})
 
 
-def _scalar_or_tensor(im, a, b, tensor_op, scalar_fn):
-    if isinstance(b, Value) and isinstance(a, Value):
-        return im.emit(tensor_op, [a, b])
-    if isinstance(a, Value):
-        return scalar_fn(a, float(b))
-    raise UnsupportedOpError(f"{tensor_op} of a scalar and a tensor in that order")
-
-
 def _add(im, a, kw):
     x, y = a[0], a[1]
     alpha = a[2] if len(a) > 2 else kw.get("alpha", 1)
     if alpha != 1:
-        y = im.emit("scale", [y], {"factor": float(alpha)})
+        y = im.emit("scale", [y], {"factor": float(alpha)}) if isinstance(y, Value) else alpha * y
     if isinstance(y, Value) and isinstance(x, Value):
         return im.emit("add", [x, y])
     if not isinstance(x, Value):
@@ -228,7 +220,9 @@ def _mul(im, a, kw):
     x, y = a[0], a[1]
     if not isinstance(x, Value):
         x, y = y, x
-    return _scalar_or_tensor(im, x, y, "mul", lambda t, s: im.emit("scale", [t], {"factor": s}))
+    if isinstance(y, Value):
+        return im.emit("mul", [x, y])
+    return im.emit("scale", [x], {"factor": float(y)})
 
 
 def _div(im, a, kw):
