@@ -64,7 +64,7 @@ def test_bdwp_one_step_fp32_equals_torch_layers(name, kw):
 
 
 @pytest.mark.parametrize("name,kw", [
-    ("cnn", {}), pytest.param("resnet18_cifar", {}, marks=pytest.mark.slow), ("vit_tiny", {"depth": 2})],
+    ("cnn", {}), ("resnet18_cifar", {}), ("vit_tiny", {"depth": 2})],
     ids=["cnn", "resnet18_cifar", "vit_tiny"])
 def test_bdwp_three_steps_equal_torch_layers_and_masks_change(name, kw):
     """Three steps in float64 (fp32 rounding flips near-tie masks chaotically over steps)."""
