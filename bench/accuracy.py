@@ -25,11 +25,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from satc.data import digits
 from satc.models import get_model, layer_macs
 from satc.sparsity import SparseConv2d, SparseLinear, convert
 
@@ -59,11 +58,7 @@ class ModeResult:
 def digits_loaders(batch_size: int = 64, test_fraction: float = 0.2,
                    split_seed: int = 0) -> tuple[DataLoader, DataLoader]:
     """Shuffled train and ordered test loaders of sklearn's digits as [B, 1, 8, 8] in [0, 1]."""
-    data = load_digits()
-    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(data.target, dtype=torch.long)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction,
-                                              random_state=split_seed, stratify=y)
+    x_tr, y_tr, x_te, y_te = (torch.from_numpy(a) for a in digits(test_fraction, split_seed))
     return (DataLoader(TensorDataset(x_tr, y_tr), batch_size=batch_size, shuffle=True),
             DataLoader(TensorDataset(x_te, y_te), batch_size=512))
 
