@@ -33,6 +33,9 @@ _EXPORTS = {
     "parse_sparsity": "satc.ir.nm",
     "Graph": "satc.ir.graph",
     "Stage": "satc.ir.types",
+    "compile": "satc.compiler",
+    "CompiledProgram": "satc.compiler",
+    "StepResult": "satc.compiler",
 }
 
 __all__ = sorted(_EXPORTS) + ["errors", "sparsity"]

@@ -49,6 +49,18 @@ class ProgramBuilder:
         self.regions.append(region)
         return region
 
+    def set_init(self, name: str, init: np.ndarray) -> Region:
+        """Give the already allocated region ``name`` initial contents (cast to its dtype)."""
+        for i, r in enumerate(self.regions):
+            if r.name == name:
+                arr = np.asarray(init)
+                if arr.shape != r.shape:
+                    raise ISAError(f"region {name!r}: init shape {arr.shape} != {r.shape}")
+                data = np.ascontiguousarray(arr, dtype=NP_DTYPES[r.dtype]).tobytes()
+                self.regions[i] = Region(r.name, r.addr, r.shape, r.dtype, data)
+                return self.regions[i]
+        raise ISAError(f"no region {name!r} to initialise")
+
     def emit(self, ins: Instruction) -> int:
         """Append an instruction; returns its index."""
         self.instructions.append(ins)

@@ -18,7 +18,7 @@ execution.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -111,14 +111,26 @@ class Emulator:
         return _BUILD[ins.op](self, ins, views)
 
     # ---- execution
-    def run(self) -> "Emulator":
-        """Restore the regions' initial contents and execute every instruction.
+    def run(self, images: Mapping[str, np.ndarray] | None = None) -> "Emulator":
+        """Restore the regions' initial contents, overwrite regions named in ``images``
+        (arrays of the region's shape, cast to its dtype), and execute every instruction.
 
-        Buffers and uninitialised DRAM keep stale bytes: preparation proved no
-        instruction reads a byte before one writes it.
+        Only regions with initial contents may be overwritten: preparation
+        proved that every byte an instruction reads is produced, counting
+        those contents. Buffers and uninitialised DRAM keep stale bytes.
         """
         for addr, data in self._image:
             self.dram[addr:addr + data.size] = data
+        for name, arr in (images or {}).items():
+            r = self.program.region(name)
+            if r.init is None:
+                raise EmulatorError(f"region {name!r} has no initial contents, so the program "
+                                    "cannot read it; give it an init to overwrite it per run")
+            a = np.asarray(arr)
+            if a.shape != r.shape:
+                raise EmulatorError(f"region {name!r}: data of shape {a.shape}, the region is {r.shape}")
+            self.dram[r.addr:r.addr + r.nbytes] = np.ascontiguousarray(
+                a, dtype=NP_DTYPES[r.dtype]).view(np.uint8).reshape(-1)
         for k in self._kernels:
             k()
         return self

@@ -1,0 +1,66 @@
+"""Code generation for SAT: a tiled training graph in, a SAT Program out.
+
+Pipeline (:func:`generate`): plan DRAM (:mod:`.plan`, storages in
+:mod:`.memory`), lower every node through the lowering table
+(:data:`.lowering.LOWERINGS`; entries in :mod:`.gemm`, :mod:`.vector`,
+:mod:`.update`), then derive the dependency tokens from memory hazards
+(:mod:`.tokens`). Consumes IR and a HardwareConfig only; never imports a
+frontend. The graph must have been through ``satc.passes.tiling.tile_gemms``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from satc.backends.sat.builder import ProgramBuilder
+from satc.backends.sat.codegen import gemm, norm, update, vector  # noqa: F401  (register lowerings)
+from satc.backends.sat.codegen.lowering import LOWERINGS, LowerCtx
+from satc.backends.sat.codegen.plan import MemoryPlan, plan_memory
+from satc.backends.sat.codegen.tokens import insert_tokens
+from satc.backends.sat.config import HardwareConfig
+from satc.backends.sat.program import Program
+from satc.ir.graph import Graph, Node
+
+
+@dataclass(frozen=True)
+class NodeSpan:
+    """The instructions ``[start, end)`` one IR node lowered to."""
+
+    node: Node
+    start: int
+    end: int
+
+
+@dataclass
+class Codegen:
+    """What :func:`generate` returns: the program, its memory plan and node spans."""
+
+    program: Program
+    plan: MemoryPlan
+    spans: list[NodeSpan]
+
+
+def generate(graph: Graph, cfg: HardwareConfig,
+             state: Mapping[str, np.ndarray] | None = None) -> Codegen:
+    """Lower a tiled training graph to a SAT program whose DRAM starts from ``state``."""
+    b = ProgramBuilder(cfg)
+    plan = plan_memory(graph, b, dict(state) if state is not None else graph.initial_state())
+    ctx = LowerCtx(cfg, b, plan.storage)
+    ctx.graph_constants = {k: graph.initializers[k] for k in graph.constants}
+    spans = []
+    for i, node in enumerate(graph.nodes):
+        start = len(b.instructions)
+        ctx.begin(node, i)
+        LOWERINGS[node.op].emit(ctx, node)
+        spans.append(NodeSpan(node, start, len(b.instructions)))
+    raw = b.build()
+    sizes = {"dram": raw.dram_size, **cfg.buffer_bytes}
+    program = Program(cfg, tuple(insert_tokens(raw.instructions, sizes)), raw.regions,
+                      raw.dram_size)
+    return Codegen(program, plan, spans)
+
+
+__all__ = ["generate", "Codegen", "NodeSpan", "MemoryPlan", "LOWERINGS"]

@@ -1,0 +1,294 @@
+"""Memory planning: how every tensor of a training step lives in DRAM and on chip.
+
+DRAM storages (one or two :class:`~satc.backends.sat.program.Region` each):
+
+* :class:`Dense` -- row-major; a rank-4 activation (NCHW) may carry a zero
+  halo ``pads = (top, left, bottom, right)`` so that conv windows can be
+  loaded by DMA (implicit GEMM). The halo is zero in the region's initial
+  image and never written.
+* :class:`TapMajor` -- a conv weight ``[Co, Ci, kh, kw]`` (and its gradient,
+  momentum, ...) stored as ``[kh*kw, Co, Ci]``: one contiguous ``Co x Ci``
+  matrix per kernel tap, the A operand of that tap's GEMM, with the N:M
+  groups (along Ci or Co) inside one matrix.
+* :class:`Compressed` -- a pruned weight (``<w>.ff`` / ``<w>.bp``) stored
+  only in the SAT N:M format: per tap, values ``[outer, G*N]`` and packed
+  indices ``[outer, row_bytes]``, groups along the reduction axis (Ci for
+  FF, Co for BP). Written by SORE, read by the sparse GEMMs.
+* :class:`OneHot` -- int64 class labels, stored as fp32 one-hot rows (the
+  target probabilities the vector unit's ``xent`` reads).
+
+Every storage converts between the interpreter's numpy form and its DRAM
+bytes (:meth:`encode` / :meth:`decode`), so ``CompiledProgram.state`` has
+exactly the interpreter's keys and layouts.
+
+On chip, each node's lowering allocates its tiles from an :class:`Arena`:
+a bump allocator over the four buffers that starts at the bottom of each
+buffer for even nodes and at the top for odd ones, so consecutive nodes
+use disjoint addresses when both fit (and may overlap in time); the token
+pass orders any reuse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from satc.backends.sat.config import BUFFER_NAMES, HardwareConfig
+from satc.backends.sat.nmformat import compress_rows, decompress_rows, groups, row_bytes
+from satc.backends.sat.program import Region
+from satc.errors import CompileError
+
+ALIGN = 64
+Reader = Callable[[str], np.ndarray]
+
+
+@dataclass(frozen=True)
+class View3:
+    """A tensor as ``planes x rows x cols`` (element strides), cols contiguous in DRAM."""
+
+    planes: int
+    rows: int
+    cols: int
+    addr: int
+    plane_stride: int
+    row_stride: int
+    order: str          # 'logical' (row-major of the logical shape) or 'taps'
+
+
+@dataclass(frozen=True)
+class Dense:
+    """Row-major storage of ``shape``; rank 4 may be padded (a zero halo around H, W)."""
+
+    region: Region
+    shape: tuple[int, ...]
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    @property
+    def regions(self) -> tuple[Region, ...]:
+        """The DRAM regions of this storage."""
+        return (self.region,)
+
+    @property
+    def padded(self) -> bool:
+        """True when a halo surrounds H and W."""
+        return any(self.pads)
+
+    @property
+    def hw_padded(self) -> tuple[int, int]:
+        """(Hp, Wp) of a rank-4 storage."""
+        pt, pl, pb, pr = self.pads
+        return self.shape[2] + pt + pb, self.shape[3] + pl + pr
+
+    def addr_of(self, n: int, c: int, h: int, w: int) -> int:
+        """Byte address of element (n, c, h, w) in padded coordinates (h, w from the halo's corner)."""
+        hp, wp = self.hw_padded
+        return self.region.addr + (((n * self.shape[1] + c) * hp + h) * wp + w) * 4
+
+    def view3(self) -> View3:
+        """The tensor as planes x rows x cols for elementwise work."""
+        if len(self.shape) == 4:
+            n, c, h, w = self.shape
+            hp, wp = self.hw_padded
+            return View3(n * c, h, w, self.addr_of(0, 0, self.pads[0], self.pads[1]), hp * wp, wp,
+                         "logical")
+        cols = self.shape[-1] if self.shape else 1
+        planes = int(np.prod(self.shape[:-1])) if len(self.shape) > 1 else 1
+        return View3(planes, 1, cols, self.region.addr, cols, cols, "logical")
+
+    def matrix(self) -> tuple[int, int, int]:
+        """(addr, rows, cols) of an unpadded rank-2 (or rank-1) storage."""
+        if self.padded or len(self.shape) > 2:
+            raise CompileError(f"tensor {self.region.name!r} of shape {self.shape} is not a matrix")
+        rows, cols = {0: (1, 1), 1: (1, self.shape[0] if self.shape else 1)}.get(
+            len(self.shape), self.shape[:2])
+        return self.region.addr, rows, cols
+
+    def encode(self, arr: np.ndarray) -> list[tuple[Region, np.ndarray]]:
+        """DRAM image(s) of the numpy value ``arr``."""
+        arr = np.asarray(arr, np.float32).reshape(self.shape)
+        if self.padded:
+            pt, pl, pb, pr = self.pads
+            arr = np.pad(arr, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+        return [(self.region, arr.reshape(self.region.shape))]
+
+    def decode(self, read: Reader) -> np.ndarray:
+        """The numpy value from the region contents ``read(name)``."""
+        raw = read(self.region.name).astype(np.float32)
+        if self.padded:
+            pt, pl, _, _ = self.pads
+            n, c, h, w = self.shape
+            return raw.reshape(n, c, *self.hw_padded)[:, :, pt:pt + h, pl:pl + w].copy()
+        return raw.reshape(self.shape)
+
+
+@dataclass(frozen=True)
+class TapMajor:
+    """A conv weight-shaped tensor ``[Co, Ci, kh, kw]`` stored as ``[kh*kw, Co, Ci]``."""
+
+    region: Region
+    shape: tuple[int, int, int, int]
+
+    @property
+    def regions(self) -> tuple[Region, ...]:
+        """The DRAM regions of this storage."""
+        return (self.region,)
+
+    @property
+    def taps(self) -> int:
+        """kh * kw."""
+        return self.shape[2] * self.shape[3]
+
+    def tap_addr(self, tap: int) -> int:
+        """Byte address of tap ``tap``'s ``Co x Ci`` matrix."""
+        return self.region.addr + tap * self.shape[0] * self.shape[1] * 4
+
+    def view3(self) -> View3:
+        """The tensor as (taps*Co) x 1 x Ci, in tap order."""
+        co, ci = self.shape[:2]
+        return View3(self.taps * co, 1, ci, self.region.addr, ci, ci, "taps")
+
+    def encode(self, arr: np.ndarray) -> list[tuple[Region, np.ndarray]]:
+        """DRAM image of the numpy value ``arr`` (shape ``[Co, Ci, kh, kw]``)."""
+        co, ci = self.shape[:2]
+        t = np.asarray(arr, np.float32).transpose(2, 3, 0, 1).reshape(self.taps, co, ci)
+        return [(self.region, t)]
+
+    def decode(self, read: Reader) -> np.ndarray:
+        """The ``[Co, Ci, kh, kw]`` value from the region contents."""
+        co, ci, kh, kw = self.shape
+        return read(self.region.name).reshape(kh, kw, co, ci).transpose(2, 3, 0, 1).copy()
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """A weight pruned N:M along ``axis`` (1: Ci, 0: Co), stored per tap in the SAT format."""
+
+    values: Region
+    indices: Region
+    shape: tuple[int, ...]
+    n: int
+    m: int
+    axis: int
+
+    @property
+    def regions(self) -> tuple[Region, ...]:
+        """The DRAM regions of this storage."""
+        return (self.values, self.indices)
+
+    @property
+    def taps(self) -> int:
+        """kh * kw (1 for a linear weight)."""
+        return int(np.prod(self.shape[2:])) if len(self.shape) > 2 else 1
+
+    @property
+    def outer(self) -> int:
+        """Compressed rows per tap: Co when grouped along Ci, Ci when grouped along Co."""
+        return self.shape[0] if self.axis == 1 else self.shape[1]
+
+    @property
+    def length(self) -> int:
+        """The grouped (reduction) axis length."""
+        return self.shape[1] if self.axis == 1 else self.shape[0]
+
+    @property
+    def val_cols(self) -> int:
+        """Values per compressed row."""
+        return groups(self.length, self.m) * self.n
+
+    @property
+    def idx_cols(self) -> int:
+        """Index bytes per compressed row."""
+        return row_bytes(self.length, self.n, self.m)
+
+    @property
+    def val_dtype(self) -> str:
+        """Element type of the values region."""
+        return self.values.dtype
+
+    def tap_matrices(self, arr: np.ndarray) -> np.ndarray:
+        """``[taps, Co, Ci]`` tap matrices of a dense weight of :attr:`shape`."""
+        co, ci = self.shape[:2]
+        a = np.asarray(arr, np.float32).reshape(co, ci, self.taps)
+        return a.transpose(2, 0, 1)
+
+    def encode(self, arr: np.ndarray) -> list[tuple[Region, np.ndarray]]:
+        """Compress (prune) the dense numpy value ``arr`` as SORE would."""
+        vals, idx = [], []
+        for t in self.tap_matrices(arr):
+            v, i = compress_rows(t, self.n, self.m, self.axis, self.val_dtype)
+            vals.append(v)
+            idx.append(i)
+        return [(self.values, np.concatenate(vals)), (self.indices, np.concatenate(idx))]
+
+    def decode(self, read: Reader) -> np.ndarray:
+        """The dense (pruned) value rebuilt from values and indices."""
+        vals = read(self.values.name).astype(np.float32).reshape(self.taps, self.outer, -1)
+        idx = read(self.indices.name).reshape(self.taps, self.outer, -1)
+        taps = [decompress_rows(v, i, self.length, self.n, self.m) for v, i in zip(vals, idx)]
+        t = np.stack([x if self.axis == 1 else x.T for x in taps])       # [taps, Co, Ci]
+        return t.transpose(1, 2, 0).reshape(self.shape).copy()
+
+
+@dataclass(frozen=True)
+class OneHot:
+    """int64 labels ``[B]`` stored as fp32 one-hot rows ``[B, classes]``."""
+
+    region: Region
+    classes: int
+
+    @property
+    def regions(self) -> tuple[Region, ...]:
+        """The DRAM regions of this storage."""
+        return (self.region,)
+
+    def encode(self, arr: np.ndarray) -> list[tuple[Region, np.ndarray]]:
+        """One-hot rows of the labels ``arr``."""
+        y = np.asarray(arr).astype(np.int64).reshape(-1)
+        if y.size and (y.min() < 0 or y.max() >= self.classes):
+            raise CompileError(f"labels must lie in [0, {self.classes}), got range "
+                               f"[{y.min()}, {y.max()}]")
+        out = np.zeros(self.region.shape, np.float32)
+        out[np.arange(y.size), y] = 1.0
+        return [(self.region, out)]
+
+    def decode(self, read: Reader) -> np.ndarray:
+        """The labels back from the one-hot rows."""
+        return read(self.region.name).argmax(axis=1).astype(np.int64)
+
+
+Storage = Dense | TapMajor | Compressed | OneHot
+
+
+class Arena:
+    """Per-node bump allocator over the on-chip buffers.
+
+    ``from_top`` allocates downwards from the end of each buffer (odd nodes),
+    so the tiles of consecutive nodes occupy different addresses when both
+    fit. Overflow raises CompileError naming the node and the fix.
+    """
+
+    def __init__(self, cfg: HardwareConfig, where: str, from_top: bool) -> None:
+        self.cfg = cfg
+        self.where = where
+        self.from_top = from_top
+        self.used = {b: 0 for b in BUFFER_NAMES}
+
+    def alloc(self, buf: str, nbytes: int, what: str) -> int:
+        """Byte address of a fresh ``nbytes`` tile in ``buf``."""
+        size = -(-max(nbytes, 1) // ALIGN) * ALIGN
+        cap = self.cfg.buffer_bytes[buf]
+        if self.used[buf] + size > cap:
+            raise CompileError(
+                f"{self.where}: {what} needs {size} more bytes of the {buf} buffer "
+                f"({self.used[buf]} in use, {cap} in {self.cfg.name}); fix: raise "
+                f"{buf}_buffer_bytes to at least {self.used[buf] + size} in the hardware config, "
+                "or reduce the batch size")
+        addr = cap - self.used[buf] - size if self.from_top else self.used[buf]
+        self.used[buf] += size
+        return addr
+
+    def free_bytes(self, buf: str) -> int:
+        """Bytes of ``buf`` not yet allocated by this node."""
+        return self.cfg.buffer_bytes[buf] - self.used[buf]

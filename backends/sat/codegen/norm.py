@@ -1,0 +1,176 @@
+"""Batch normalisation (training mode) on the vector unit.
+
+Per-channel statistics are reductions of ``[C, H*W]`` chunk tiles (one
+image's channels; ``[rows, C]`` for rank-2 inputs), accumulated across
+images into ``[C]`` vectors; normalisation uses ``col`` (``row``)
+broadcasts of those vectors. The input stays resident in the vector buffer
+across the passes when it fits, otherwise it is reloaded per pass.
+
+* forward: mean = sum(x)/n; var = sum((x-mean)^2)/n (two passes, as the
+  reference); invstd = rsqrt(var + eps); y = (x-mean) * gamma*invstd + beta;
+  running stats with torch's momentum rule (unbiased running variance);
+* input gradient: dx = gamma*invstd * (dy - mean(dy) - xhat*mean(dy*xhat));
+* parameter gradients: dgamma = sum(dy*xhat), dbeta = sum(dy).
+"""
+
+from __future__ import annotations
+
+from satc.backends.sat.codegen.lowering import LowerCtx, lowering, same_views
+from satc.backends.sat.codegen.vector import (_bcast, _channel_chunks, _Channels, _load_vector,
+                                              _reduce_channels, _store_vector, _tile_bytes)
+from satc.ir.graph import Node
+
+
+class _Resident:
+    """Chunk tiles of several same-layout tensors, kept on chip when they all fit."""
+
+    def __init__(self, ctx: LowerCtx, c: _Channels, views: list, temps: int) -> None:
+        self.ctx, self.views = ctx, views
+        self.chunks = list(_channel_chunks(ctx, c, len(views) + temps))
+        size = max(_tile_bytes(r, k) for _, _, r, k, _, _ in self.chunks)
+        need = (len(self.chunks) * len(views) + temps) * size
+        self.resident = need <= ctx.arena.free_bytes("vec")
+        count = len(self.chunks) if self.resident else 1
+        self.tiles = [[ctx.alloc("vec", size, "batchnorm tile") for _ in views] for _ in range(count)]
+        self.temps = [ctx.alloc("vec", size, "batchnorm temporary") for _ in range(temps)]
+        self.loaded: set[int] = set()
+
+    def get(self, i: int) -> list[int]:
+        """Addresses of chunk ``i``'s tiles, loading them if they are not on chip."""
+        t = self.tiles[i if self.resident else 0]
+        if not (self.resident and i in self.loaded):
+            p0, p1 = self.chunks[i][:2]
+            for v, addr in zip(self.views, t):
+                self.ctx.dma3("load", v, p0, p1, "vec", addr)
+            self.loaded.add(i)
+        return t
+
+
+def _check(ctx: LowerCtx, node: Node, x) -> _Channels:
+    c = _Channels(ctx, x, 1)
+    if c.count < 2:
+        raise ctx.fail("batchnorm over a single element per channel", "use a batch larger than 1")
+    return c
+
+
+def _vec1(ctx: LowerCtx, func: str, c: _Channels, s0: int, d: int, s1: int = 0,
+          imm: float = 0.0) -> None:
+    """A vector op over whole [C] per-channel vectors."""
+    ctx.b.vec(func, 1, c.channels, s0_addr=s0, s1_addr=s1, d_addr=d, imm=imm)
+
+
+def _sums(ctx: LowerCtx, c: _Channels, r: _Resident, mean: int, invstd: int, dy_sum: int,
+          dyx_sum: int) -> None:
+    """dy_sum = sum(dy), dyx_sum = sum(dy * xhat) per channel (x, dy are r's tensors)."""
+    t1, t2 = r.temps
+    seen: set[int] = set()
+    for i, (p0, p1, rows, cols, c0, _) in enumerate(r.chunks):
+        tx, tdy = r.get(i)
+        s1 = c0 * 4 if c.rank == 4 else 0
+        ctx.b.vec("sub", rows, cols, s0_addr=tx, s1_addr=mean + s1, d_addr=t1, bcast=_bcast(c))
+        ctx.b.vec("mul", rows, cols, s0_addr=t1, s1_addr=invstd + s1, d_addr=t1, bcast=_bcast(c))
+        ctx.b.vec("mul", rows, cols, s0_addr=t1, s1_addr=tdy, d_addr=t2)
+        first = c0 not in seen if c.rank == 4 else i == 0
+        _reduce_channels(ctx, "reduce_sum", c, tdy, rows, cols, dy_sum, c0, first)
+        _reduce_channels(ctx, "reduce_sum", c, t2, rows, cols, dyx_sum, c0, first)
+        seen.add(c0)
+
+
+@lowering("batchnorm")
+def lower_batchnorm(ctx: LowerCtx, node: Node) -> None:
+    """Training-mode batchnorm: y, batch mean, invstd and the new running statistics."""
+    if not node.attrs["training"]:
+        raise ctx.fail("eval-mode batchnorm", "the SAT lowering compiles training steps; "
+                       "import the model in train mode")
+    x, gamma, beta, rm, rv = node.inputs
+    c = _check(ctx, node, x)
+    yv = ctx.dense(node.outputs[0]).view3()
+    same_views(ctx, [c.view, yv])
+    cnt, mom, eps = c.count, float(node.attrs["momentum"]), float(node.attrs["eps"])
+    vg, vb = _load_vector(ctx, gamma, "gamma"), _load_vector(ctx, beta, "beta")
+    vrm, vrv = _load_vector(ctx, rm, "running mean"), _load_vector(ctx, rv, "running var")
+    vs = [ctx.alloc("vec", _tile_bytes(1, c.channels), name)
+          for name in ("sum", "mean", "sumsq", "var", "invstd", "scale")]
+    s, mean, q, var, inv, scale = vs
+    r = _Resident(ctx, c, [c.view], temps=1)
+    (t,) = r.temps
+    bc = _bcast(c)
+    seen: set[int] = set()
+    for i, (_, _, rows, cols, c0, _) in enumerate(r.chunks):
+        first = c0 not in seen if c.rank == 4 else i == 0
+        _reduce_channels(ctx, "reduce_sum", c, r.get(i)[0], rows, cols, s, c0, first)
+        seen.add(c0)
+    _vec1(ctx, "mul_imm", c, s, mean, imm=1.0 / cnt)
+    seen.clear()
+    for i, (_, _, rows, cols, c0, _) in enumerate(r.chunks):
+        off = c0 * 4 if c.rank == 4 else 0
+        ctx.b.vec("sub", rows, cols, s0_addr=r.get(i)[0], s1_addr=mean + off, d_addr=t, bcast=bc)
+        first = c0 not in seen if c.rank == 4 else i == 0
+        _reduce_channels(ctx, "reduce_sumsq", c, t, rows, cols, q, c0, first)
+        seen.add(c0)
+    _vec1(ctx, "mul_imm", c, q, var, imm=1.0 / cnt)
+    _vec1(ctx, "rsqrt", c, var, inv, imm=eps)
+    _vec1(ctx, "mul", c, vg, scale, s1=inv)
+    for i, (p0, p1, rows, cols, c0, _) in enumerate(r.chunks):
+        off = c0 * 4 if c.rank == 4 else 0
+        ctx.b.vec("sub", rows, cols, s0_addr=r.get(i)[0], s1_addr=mean + off, d_addr=t, bcast=bc)
+        ctx.b.vec("mul", rows, cols, s0_addr=t, s1_addr=scale + off, d_addr=t, bcast=bc)
+        ctx.b.vec("add", rows, cols, s0_addr=t, s1_addr=vb + off, d_addr=t, bcast=bc)
+        ctx.dma3("store", yv, p0, p1, "vec", t)
+    _store_vector(ctx, node.outputs[1], mean)
+    _store_vector(ctx, node.outputs[2], inv)
+    # running stats: new = (1 - mom) * old + mom * stat (variance unbiased)
+    for old, stat, factor, out in ((vrm, mean, mom, node.outputs[3]),
+                                   (vrv, var, mom * cnt / (cnt - 1), node.outputs[4])):
+        _vec1(ctx, "mul_imm", c, old, old, imm=1.0 - mom)
+        _vec1(ctx, "mul_imm", c, stat, s, imm=factor)
+        _vec1(ctx, "add", c, old, old, s1=s)
+        _store_vector(ctx, out, old)
+
+
+@lowering("batchnorm_grad_input")
+def lower_batchnorm_grad_input(ctx: LowerCtx, node: Node) -> None:
+    """dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat))."""
+    dy, x, gamma, mean, invstd = node.inputs
+    c = _check(ctx, node, x)
+    dxv = ctx.dense(node.outputs[0]).view3()
+    dyv = ctx.dense(dy).view3()
+    same_views(ctx, [c.view, dyv, dxv])
+    vg = _load_vector(ctx, gamma, "gamma")
+    vm, vi = _load_vector(ctx, mean, "mean"), _load_vector(ctx, invstd, "invstd")
+    a, bsum, k = (ctx.alloc("vec", _tile_bytes(1, c.channels), n) for n in ("sum dy", "sum dy*xhat",
+                                                                             "gamma*invstd"))
+    r = _Resident(ctx, c, [c.view, dyv], temps=2)
+    _sums(ctx, c, r, vm, vi, a, bsum)
+    _vec1(ctx, "mul_imm", c, a, a, imm=1.0 / c.count)
+    _vec1(ctx, "mul_imm", c, bsum, bsum, imm=1.0 / c.count)
+    _vec1(ctx, "mul", c, vg, k, s1=vi)
+    t1, t2 = r.temps
+    bc = _bcast(c)
+    for i, (p0, p1, rows, cols, c0, _) in enumerate(r.chunks):
+        tx, tdy = r.get(i)
+        off = c0 * 4 if c.rank == 4 else 0
+        ctx.b.vec("sub", rows, cols, s0_addr=tx, s1_addr=vm + off, d_addr=t1, bcast=bc)
+        ctx.b.vec("mul", rows, cols, s0_addr=t1, s1_addr=vi + off, d_addr=t1, bcast=bc)
+        ctx.b.vec("mul", rows, cols, s0_addr=t1, s1_addr=bsum + off, d_addr=t1, bcast=bc)
+        ctx.b.vec("sub", rows, cols, s0_addr=tdy, s1_addr=t1, d_addr=t2)
+        ctx.b.vec("sub", rows, cols, s0_addr=t2, s1_addr=a + off, d_addr=t2, bcast=bc)
+        ctx.b.vec("mul", rows, cols, s0_addr=t2, s1_addr=k + off, d_addr=t2, bcast=bc)
+        ctx.dma3("store", dxv, p0, p1, "vec", t2)
+
+
+@lowering("batchnorm_grad_params")
+def lower_batchnorm_grad_params(ctx: LowerCtx, node: Node) -> None:
+    """dgamma = sum(dy * xhat), dbeta = sum(dy) per channel."""
+    dy, x, mean, invstd = node.inputs
+    c = _check(ctx, node, x)
+    dyv = ctx.dense(dy).view3()
+    same_views(ctx, [c.view, dyv])
+    vm, vi = _load_vector(ctx, mean, "mean"), _load_vector(ctx, invstd, "invstd")
+    dbeta, dgamma = (ctx.alloc("vec", _tile_bytes(1, c.channels), n) for n in ("dbeta", "dgamma"))
+    r = _Resident(ctx, c, [c.view, dyv], temps=2)
+    _sums(ctx, c, r, vm, vi, dbeta, dgamma)
+    _store_vector(ctx, node.outputs[0], dgamma)
+    _store_vector(ctx, node.outputs[1], dbeta)
+
+

@@ -1,0 +1,135 @@
+"""Dependency tokens from memory hazards.
+
+Lowerings emit instructions without ``wait`` / ``signal`` masks.
+:func:`insert_tokens` then derives them from what each instruction reads
+and writes (:func:`satc.backends.sat.access.accesses`): an instruction
+must follow every earlier instruction on another engine that wrote bytes
+it reads (RAW), or read or wrote bytes it writes (WAR, WAW). Memory is
+tracked in granules of :data:`GRANULE` bytes (a conservative over-
+approximation: sharing a granule counts as overlap), per engine, so only
+the latest conflicting instruction of each engine matters (queues are in
+order).
+
+Each needed edge ``i -> j`` becomes one token: ``signal`` bit of j's
+engine on i, ``wait`` bit of i's engine on j -- unless j already follows i
+transitively (vector clocks over the engines), which removes most edges.
+Pairing stays FIFO-consistent because a new edge always joins the newest
+waiter with a producer after every producer already paired on that engine
+pair (an older edge to a later producer would already cover it). Every
+wait refers to an earlier instruction, so the program cannot deadlock.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from satc.backends.sat.access import accesses
+from satc.backends.sat.isa import ENGINES, Instruction
+
+GRANULE = 32
+_E = {e: i for i, e in enumerate(ENGINES)}
+
+
+class HazardTracker:
+    """Latest reader / writer per engine of every memory granule."""
+
+    def __init__(self, sizes: dict[str, int]) -> None:
+        n = {s: -(-b // GRANULE) for s, b in sizes.items()}
+        self.last_read = {s: np.full((len(ENGINES), k), -1, np.int64) for s, k in n.items()}
+        self.last_write = {s: np.full((len(ENGINES), k), -1, np.int64) for s, k in n.items()}
+
+    def deps(self, ins: Instruction) -> list[int]:
+        """Earlier instructions (at most one per engine) that ``ins`` must follow."""
+        best = np.full(len(ENGINES), -1, np.int64)
+        for a in accesses(ins):
+            lo, hi = a.extent
+            g0, g1 = lo // GRANULE, -(-hi // GRANULE)
+            np.maximum(best, self.last_write[a.space][:, g0:g1].max(axis=1), out=best)
+            if a.write:
+                np.maximum(best, self.last_read[a.space][:, g0:g1].max(axis=1), out=best)
+        return [int(i) for i in best if i >= 0]
+
+    def record(self, index: int, ins: Instruction) -> None:
+        """Note what instruction ``index`` reads and writes."""
+        e = _E[ins.engine]
+        for a in accesses(ins):
+            lo, hi = a.extent
+            table = self.last_write if a.write else self.last_read
+            table[a.space][e, lo // GRANULE:-(-hi // GRANULE)] = index
+
+
+def insert_tokens(instrs: Sequence[Instruction], sizes: dict[str, int]) -> list[Instruction]:
+    """``instrs`` with wait / signal masks that order every memory hazard.
+
+    ``sizes``: bytes of every memory space (``'dram'`` and the buffers).
+    """
+    tracker = HazardTracker(sizes)
+    engines = [ins.engine for ins in instrs]
+    clocks: list[np.ndarray] = []              # per instruction: latest index per engine it follows
+    last_on = {e: -1 for e in ENGINES}
+    waits: list[set[str]] = [set() for _ in instrs]
+    signals: list[set[str]] = [set() for _ in instrs]
+    for j, ins in enumerate(instrs):
+        e = engines[j]
+        prev = last_on[e]
+        vc = clocks[prev].copy() if prev >= 0 else np.full(len(ENGINES), -1, np.int64)
+        for i in sorted(tracker.deps(ins), reverse=True):
+            src = engines[i]
+            if src == e or vc[_E[src]] >= i:
+                continue
+            signals[i].add(e)
+            waits[j].add(src)
+            np.maximum(vc, clocks[i], out=vc)
+        vc[_E[e]] = j
+        clocks.append(vc)
+        last_on[e] = j
+        tracker.record(j, ins)
+    order = {e: k for k, e in enumerate(ENGINES)}
+    return [ins.replace(wait=tuple(sorted(waits[j], key=order.get)),
+                        signal=tuple(sorted(signals[j], key=order.get)))
+            for j, ins in enumerate(instrs)]
+
+
+def happens_before(instrs: Sequence[Instruction]) -> list[np.ndarray]:
+    """Per instruction, the latest index on each engine it is ordered after by queues and tokens.
+
+    Replays the token FIFOs in program order (for checking a program's
+    ordering independently of how its tokens were made).
+    """
+    fifo: dict[tuple[str, str], list[int]] = {}
+    heads: dict[tuple[str, str], int] = {}
+    last_on = {e: -1 for e in ENGINES}
+    clocks: list[np.ndarray] = []
+    for j, ins in enumerate(instrs):
+        e = ins.engine
+        prev = last_on[e]
+        vc = clocks[prev].copy() if prev >= 0 else np.full(len(ENGINES), -1, np.int64)
+        for src in ins.wait:
+            q = fifo.setdefault((src, e), [])
+            h = heads.get((src, e), 0)
+            if h >= len(q):
+                raise ValueError(f"instruction {j} waits for a token from {src} that no earlier "
+                                 "instruction pushes")
+            np.maximum(vc, clocks[q[h]], out=vc)
+            heads[(src, e)] = h + 1
+        vc[_E[e]] = j
+        clocks.append(vc)
+        for dst in ins.signal:
+            fifo.setdefault((e, dst), []).append(j)
+        last_on[e] = j
+    return clocks
+
+
+def unordered_hazards(instrs: Sequence[Instruction], sizes: dict[str, int]) -> list[tuple[int, int]]:
+    """Pairs (i, j), i < j, that conflict in memory but are not ordered: empty for a correct program."""
+    clocks = happens_before(instrs)
+    tracker = HazardTracker(sizes)
+    bad = []
+    for j, ins in enumerate(instrs):
+        for i in tracker.deps(ins):
+            if clocks[j][_E[instrs[i].engine]] < i:
+                bad.append((i, j))
+        tracker.record(j, ins)
+    return bad

@@ -1,0 +1,175 @@
+"""Lowerings of the weight-update side: SGD on the WUVE, SR-STE and SORE pre-generation.
+
+* ``sgd`` -- WUVE ``sgd`` over contiguous chunks of the fp32 master weight,
+  its gradient and momentum, in place (the state's DRAM storage), with the
+  hyper-parameters from an 8-word record in DRAM.
+* ``nm_prune`` -- the SORE stage: each tap matrix of the freshly updated
+  dense weight is pruned and compressed by SORE straight into the
+  compressed storage of ``<w>.ff`` (groups along Ci) or ``<w>.bp`` (along
+  Co), which the next step's sparse GEMMs read.
+* ``srste_grad`` -- ``dw + lam * (w - prune(w))``: SORE compresses w (the
+  mask is recomputed from w, as the IR op does), an N:M GEMM against a
+  small identity block expands it back to the dense pruned weight on the
+  STCE, and the vector unit forms the difference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from satc.backends.sat.codegen.lowering import MAX_ROWS, LowerCtx, chunks, lowering
+from satc.backends.sat.codegen.memory import Compressed, Dense, TapMajor
+from satc.backends.sat.nmformat import groups, index_bits, row_bytes
+from satc.backends.sat.wuve import HP_BYTES, hp_record
+from satc.ir.graph import Node
+from satc.passes.tiling import nm_k_quantum
+
+IDENTITY_BLOCK = 64
+
+
+def _flat(ctx: LowerCtx, v) -> tuple[int, int, str]:
+    """(addr, numel, element order) of a contiguous tensor."""
+    s = ctx.dense(v)
+    if isinstance(s, Dense) and s.padded:
+        raise ctx.fail(f"%{v.name} is padded", "optimizer operands must be contiguous")
+    order = "taps" if isinstance(s, TapMajor) else "logical"
+    return s.regions[0].addr, int(np.prod(v.shape)), order
+
+
+def _tap_matrices(ctx: LowerCtx, v) -> tuple[list[int], int, int]:
+    """(address of each tap's [Co, Ci] matrix, Co, Ci) of a weight-shaped tensor."""
+    s = ctx.dense(v)
+    if isinstance(s, TapMajor):
+        return [s.tap_addr(t) for t in range(s.taps)], s.shape[0], s.shape[1]
+    addr, rows, cols = s.matrix()
+    return [addr], rows, cols
+
+
+@lowering("sgd")
+def lower_sgd(ctx: LowerCtx, node: Node) -> None:
+    """SGD with momentum and weight decay on the WUVE, chunk by chunk, in place."""
+    a = node.attrs
+    if a.get("dampening", 0) != 0 or a.get("nesterov", False):
+        raise ctx.fail("SGD with dampening or nesterov", "the WUVE implements plain momentum SGD; "
+                       "use dampening=0 and nesterov=False")
+    w, g = node.inputs[:2]
+    mom = node.inputs[2] if len(node.inputs) == 3 else None
+    views = [_flat(ctx, v) for v in (w, g) + ((mom,) if mom is not None else ())]
+    outs = [_flat(ctx, v) for v in node.outputs]
+    if len({(n, o) for _, n, o in views + outs}) != 1:
+        raise ctx.fail("SGD operands differ in size or layout", "check the memory plan")
+    numel = views[0][1]
+    hp = hp_record("sgd", lr=a["lr"], momentum=a["momentum"], weight_decay=a["weight_decay"])
+    hreg = ctx.const(f"hp/sgd/{a['lr']!r}/{a['momentum']!r}/{a['weight_decay']!r}", hp)
+    haddr = ctx.alloc("vec", HP_BYTES, "hyper-parameters")
+    ctx.b.load("vec", haddr, hreg.addr, 1, hp.size)
+    # two slots of weights + momentum (wgt) and of the gradient (vec), plus alignment
+    per = min(MAX_ROWS, (ctx.arena.free_bytes("wgt") - 4 * 64) // 16,
+              (ctx.arena.free_bytes("vec") - 2 * 64) // 8)
+    step, slots = (numel, 1) if per >= numel else (per, 2)
+    if step < 1:
+        raise ctx.fail("no room for a WUVE chunk", "raise wgt_buffer_bytes and vec_buffer_bytes")
+    tiles = [(ctx.alloc("wgt", step * 4, "weights"), ctx.alloc("wgt", step * 4, "momentum"),
+              ctx.alloc("vec", step * 4, "gradient")) for _ in range(slots)]
+    for i, (e0, e1) in enumerate(chunks(numel, step)):
+        tw, tm, tg = tiles[i % slots]
+        n = e1 - e0
+        ctx.b.load("wgt", tw, views[0][0] + e0 * 4, 1, n)
+        ctx.b.load("vec", tg, views[1][0] + e0 * 4, 1, n)
+        if mom is not None:
+            ctx.b.load("wgt", tm, views[2][0] + e0 * 4, 1, n)
+        else:   # momentum 0: m = 0*m + g', any finite scratch will do; use the gradient
+            ctx.b.vec("copy", 1, n, s0_addr=tg, d_buf="wgt", d_addr=tm)
+        ctx.b.wuve("sgd", n, w_buf="wgt", w_addr=tw, g_buf="vec", g_addr=tg, m_buf="wgt",
+                   m_addr=tm, hp_buf="vec", hp_addr=haddr)
+        ctx.b.store("wgt", tw, outs[0][0] + e0 * 4, 1, n)
+        if mom is not None:
+            ctx.b.store("wgt", tm, outs[1][0] + e0 * 4, 1, n)
+
+
+@lowering("nm_prune")
+def lower_nm_prune(ctx: LowerCtx, node: Node) -> None:
+    """SORE pre-generation: prune each tap matrix into the compressed ``<w>.ff`` / ``<w>.bp``."""
+    a = node.attrs
+    out = ctx.st(node.outputs[0])
+    if not isinstance(out, Compressed) or (out.n, out.m, out.axis) != (a["n"], a["m"], a["axis"]):
+        raise ctx.fail("nm_prune output is not a compressed weight state of the same pattern",
+                       "nm_prune lowers only as the SORE update of a pruned weight state")
+    taps, co, ci = _tap_matrices(ctx, node.inputs[0])
+    outer, length = (co, ci) if out.axis == 1 else (ci, co)
+    esz = 2 if out.val_dtype == "fp16" else 4
+    per_outer = length * 4 + out.val_cols * esz + out.idx_cols + 3 * 64
+    step = min(outer, ctx.arena.free_bytes("wgt") // per_outer, MAX_ROWS)
+    if step < 1:
+        raise ctx.fail(f"one row of {length} weights does not fit SORE's tiles in the wgt buffer",
+                       "raise wgt_buffer_bytes")
+    src = ctx.alloc("wgt", step * length * 4, "SORE source")
+    val = ctx.alloc("wgt", step * out.val_cols * esz, "SORE values")
+    idx = ctx.alloc("wgt", step * out.idx_cols, "SORE indices")
+    for t, base in enumerate(taps):
+        for o0, o1 in chunks(outer, step):
+            if out.axis == 1:
+                ctx.b.load("wgt", src, base + o0 * ci * 4, o1 - o0, ci)
+                rows, cols = o1 - o0, ci
+            else:
+                ctx.b.load("wgt", src, base + o0 * 4, co, o1 - o0, dram_row_stride=ci)
+                rows, cols = co, o1 - o0
+            ctx.b.sore(out.n, out.m, rows, cols, src_buf="wgt", src_addr=src, val_buf="wgt",
+                       val_addr=val, idx_buf="wgt", idx_addr=idx, axis=out.axis,
+                       val_dtype=out.val_dtype)
+            row = t * outer + o0
+            ctx.b.store("wgt", val, out.values.addr + row * out.val_cols * esz, o1 - o0,
+                        out.val_cols, dtype=out.val_dtype)
+            ctx.b.store("wgt", idx, out.indices.addr + row * out.idx_cols, o1 - o0,
+                        out.idx_cols, dtype="u8")
+
+
+@lowering("srste_grad")
+def lower_srste_grad(ctx: LowerCtx, node: Node) -> None:
+    """dw + lam * (w - prune(w)): SORE mask of w, identity N:M GEMM to expand, vector axpy."""
+    a = node.attrs
+    n, m, lam = a["n"], a["m"], float(a["lam"])
+    dw, w = node.inputs
+    if a["axis"] % len(w.shape) != 1:
+        raise ctx.fail("SR-STE over an axis other than Ci", "not supported by the SAT lowering yet")
+    if (n, m) not in ctx.cfg.nm_patterns:
+        raise ctx.fail(f"N:M {n}:{m} is not supported by {ctx.cfg.name}",
+                       f"use one of {ctx.cfg.nm_patterns}")
+    taps_w, co, ci = _tap_matrices(ctx, w)
+    taps_g, _, _ = _tap_matrices(ctx, dw)
+    taps_o, _, _ = _tap_matrices(ctx, node.outputs[0])
+    q = nm_k_quantum(n, m)
+    kb = ci if ci <= IDENTITY_BLOCK else max(q, IDENTITY_BLOCK // q * q)
+    eye = ctx.const(f"eye/{kb}", np.eye(kb, dtype=np.float32))
+    teye = ctx.alloc("act", kb * kb * 4, "identity block")
+    ctx.b.load("act", teye, eye.addr, kb, kb)
+    vcols, rb = groups(ci, m) * n, row_bytes(ci, n, m)
+    per_row = {"wgt": ci * 4 + vcols * 4 + rb + 3 * 64, "acc": ci * 4 + 64, "vec": 2 * ci * 4 + 128}
+    step = min([co, MAX_ROWS] + [ctx.arena.free_bytes(b) // r for b, r in per_row.items()])
+    if step < 1:
+        raise ctx.fail(f"one row of {ci} weights does not fit the SR-STE tiles",
+                       "raise wgt, acc and vec buffer bytes")
+    tw = ctx.alloc("wgt", step * ci * 4, "weights")
+    tv = ctx.alloc("wgt", step * vcols * 4, "compressed values")
+    ti = ctx.alloc("wgt", step * rb, "compressed indices")
+    tc = ctx.alloc("acc", step * ci * 4, "pruned weights")
+    tg = ctx.alloc("vec", step * ci * 4, "gradient")
+    tt = ctx.alloc("vec", step * ci * 4, "pruned-away part")
+    bits = index_bits(m)
+    for wa, ga, oa in zip(taps_w, taps_g, taps_o):
+        for r0, r1 in chunks(co, step):
+            r = r1 - r0
+            ctx.b.load("wgt", tw, wa + r0 * ci * 4, r, ci)
+            ctx.b.sore(n, m, r, ci, src_buf="wgt", src_addr=tw, val_buf="wgt", val_addr=tv,
+                       idx_buf="wgt", idx_addr=ti, axis=1)
+            for c0, c1 in chunks(ci, kb):
+                v0 = c0 // m * n
+                ctx.b.gemm(r, c1 - c0, c1 - c0, a_buf="wgt", a_addr=tv + v0 * 4, a_stride=vcols,
+                           b_buf="act", b_addr=teye, b_stride=kb, c_addr=tc + c0 * 4, c_stride=ci,
+                           n=n, m=m, idx_buf="wgt", idx_addr=ti + v0 * bits // 8, idx_stride=rb)
+            ctx.b.vec("sub", r, ci, s0_buf="wgt", s0_addr=tw, s1_buf="acc", s1_addr=tc,
+                      d_addr=tt)
+            ctx.b.load("vec", tg, ga + r0 * ci * 4, r, ci)
+            ctx.b.vec("mul_imm", r, ci, s0_addr=tt, d_addr=tt, imm=lam)
+            ctx.b.vec("add", r, ci, s0_addr=tg, s1_addr=tt, d_addr=tg)
+            ctx.b.store("vec", tg, oa + r0 * ci * 4, r, ci)

@@ -1,0 +1,252 @@
+"""Tiling pass: choose tile sizes and dataflow (WS / OS) for every GEMM node.
+
+Every GEMM-class node (``matmul``, ``conv2d``, ``conv2d_grad_input``,
+``conv2d_grad_weight``) is first described as a :class:`GemmProblem`:
+``C[M, N] (+)= A[M, K] @ B[K, N]``, repeated over the ``taps`` of a conv
+kernel (implicit GEMM: one K slice per tap for FF and BP, one output
+matrix per tap for WU). The pass then enumerates tiles ``(mt, nt, kt)`` --
+whole images along the spatial axis of a conv, whole byte-aligned groups of
+M along K of an N:M operand -- keeps those whose operand tiles fit the
+on-chip buffers of the :class:`HardwareConfig`, and picks the one with the
+lowest estimated cycles (:func:`estimate_cycles`), trying both dataflows.
+The choice is written to ``node.attrs["tile"]`` for the code generator.
+
+The cost model reuses the STCE timing formula of the cycle model
+(:func:`satc.backends.sat.timing.gemm_cycles`), so the two never disagree:
+
+* compute = tiles x (``gemm_cycles(mt, nt, kt, dataflow)`` + issue);
+* DMA = bytes moved (A reloaded once per N tile, B once per M tile, C
+  stored once) / DRAM bytes per cycle + one DRAM latency per transfer;
+* with double buffering (both slots fit) loads overlap compute:
+  ``max(compute, DMA)``, otherwise ``compute + DMA``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from satc.backends.sat.config import HardwareConfig
+from satc.backends.sat.isa import DTYPE_BYTES, Instruction
+from satc.backends.sat.nmformat import groups, index_bits, row_bytes
+from satc.backends.sat.timing import gemm_cycles
+from satc.errors import CompileError
+from satc.ir.graph import Graph, Node
+from satc.ir.verifier import verify
+
+MAX_FIELD = 0xFFFF          # mt, nt, k and buffer row strides are 16-bit ISA fields
+ALIGN = 64                  # on-chip allocation alignment (bytes), see codegen.memory
+
+
+@dataclass(frozen=True)
+class GemmProblem:
+    """The GEMM a node performs, per tap: ``C[m, n] (+)= A[m, k] @ B[k, n]``.
+
+    ``sparse`` names the N:M compressed operand ('a' or 'b', None: dense)
+    with pattern ``nm``; ``*_quantum`` are the units a tile must be a whole
+    multiple of (whole images along a conv's spatial axis, byte-aligned
+    groups along an N:M K); ``a_buf`` / ``b_buf`` are the on-chip buffers
+    the operands are loaded into.
+    """
+
+    m: int
+    n: int
+    k: int
+    taps: int = 1
+    taps_in_k: bool = True
+    sparse: str | None = None
+    nm: tuple[int, int] | None = None
+    m_quantum: int = 1
+    n_quantum: int = 1
+    k_quantum: int = 1
+    a_buf: str = "act"
+    b_buf: str = "wgt"
+    a_bytes: int = 4
+    b_bytes: int = 4
+
+    def a_tile_bytes(self, mt: int, kt: int) -> int:
+        """Bytes of one A tile (values and packed indices when compressed)."""
+        if self.sparse == "a":
+            n, m = self.nm
+            return _align(mt * groups(kt, m) * n * self.a_bytes) + _align(mt * row_bytes(kt, n, m))
+        return _align(mt * kt * self.a_bytes)
+
+    def b_tile_bytes(self, kt: int, nt: int) -> int:
+        """Bytes of one B tile (values and packed indices when compressed)."""
+        if self.sparse == "b":
+            n, m = self.nm
+            return _align(nt * groups(kt, m) * n * self.b_bytes) + _align(nt * row_bytes(kt, n, m))
+        return _align(kt * nt * self.b_bytes)
+
+    def buffer_use(self, mt: int, nt: int, kt: int, slots: int) -> dict[str, int]:
+        """Bytes per on-chip buffer of a tiling with ``slots`` copies of every tile."""
+        use = {"act": 0, "wgt": 0, "acc": 0, "vec": 0}
+        use[self.a_buf] += slots * self.a_tile_bytes(mt, kt)
+        use[self.b_buf] += slots * self.b_tile_bytes(kt, nt)
+        use["acc"] += slots * _align(mt * nt * 4)
+        return use
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A tiling choice: tile sizes, dataflow, buffer slots and the estimate it won with."""
+
+    mt: int
+    nt: int
+    kt: int
+    dataflow: str
+    slots: int
+    cycles: int
+
+    def as_attr(self) -> dict:
+        """The form stored in ``node.attrs['tile']``."""
+        return {"mt": self.mt, "nt": self.nt, "kt": self.kt, "dataflow": self.dataflow,
+                "slots": self.slots, "est_cycles": self.cycles}
+
+    @classmethod
+    def from_attr(cls, a: dict) -> "Tile":
+        """Inverse of :meth:`as_attr`."""
+        return cls(a["mt"], a["nt"], a["kt"], a["dataflow"], a["slots"], a["est_cycles"])
+
+
+def _align(nbytes: int) -> int:
+    return -(-nbytes // ALIGN) * ALIGN
+
+
+def nm_k_quantum(n: int, m: int) -> int:
+    """Smallest K tile of an N:M operand whose packed index row ends on a byte boundary."""
+    bits = n * index_bits(m)
+    return m * (8 // math.gcd(8, bits))
+
+
+def _conv_checks(node: Node) -> None:
+    a = node.attrs
+    what = f"layer {node.layer!r} ({node.name}, {node.op})"
+    if a["groups"] != 1:
+        raise CompileError(f"{what}: grouped convolution (groups={a['groups']}) is not supported "
+                           "by the SAT lowering yet; use groups=1")
+    if tuple(a["dilation"]) != (1, 1):
+        raise CompileError(f"{what}: dilated convolution is not supported by the SAT lowering yet")
+    if a["stride"][1] != 1 or (node.op == "conv2d_grad_input" and tuple(a["stride"]) != (1, 1)):
+        raise CompileError(f"{what}: stride {a['stride']} is not supported by the SAT lowering yet "
+                           "(implicit GEMM loads conv windows by DMA rows: stride 1 along W, and "
+                           "stride 1 for the input gradient)")
+
+
+def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
+    """The GEMM ``node`` performs on SAT, or None when it is not a GEMM-class op."""
+    nm = node.attrs.get("nm")
+    pat = (nm[0], nm[1]) if nm else None
+    wbytes = DTYPE_BYTES["fp16"] if nm and cfg.mixed_precision else 4
+    kq = nm_k_quantum(*pat) if pat else 1
+    if node.op == "matmul":
+        a, b = node.inputs
+        if a.type.rank != 2 or b.type.rank != 2:
+            raise CompileError(f"layer {node.layer!r} ({node.name}): batched matmul "
+                               f"{a.shape} x {b.shape} is not supported by the SAT lowering yet")
+        ta, tb = node.attrs.get("trans_a", False), node.attrs.get("trans_b", False)
+        m, k = (a.shape[1], a.shape[0]) if ta else a.shape
+        n = b.shape[0] if tb else b.shape[1]
+        return GemmProblem(m, n, k, sparse="b" if nm else None, nm=pat, k_quantum=kq,
+                           b_bytes=wbytes)
+    if node.op == "conv2d":
+        _conv_checks(node)
+        x, w = node.inputs
+        y = node.outputs[0]
+        co, ci, kh, kw = w.shape
+        hw = y.shape[2] * y.shape[3]
+        return GemmProblem(co, x.shape[0] * hw, ci, taps=kh * kw, sparse="a" if nm else None,
+                           nm=pat, n_quantum=hw, k_quantum=kq, a_buf="wgt", b_buf="act",
+                           a_bytes=wbytes)
+    if node.op == "conv2d_grad_input":
+        _conv_checks(node)
+        dy, w = node.inputs
+        co, ci, kh, kw = w.shape
+        xs = node.attrs["input_shape"]
+        hw = xs[2] * xs[3]
+        return GemmProblem(ci, xs[0] * hw, co, taps=kh * kw, sparse="a" if nm else None,
+                           nm=pat, n_quantum=hw, k_quantum=kq, a_buf="wgt", b_buf="act",
+                           a_bytes=wbytes)
+    if node.op == "conv2d_grad_weight":
+        _conv_checks(node)
+        dy, x = node.inputs
+        co, ci, kh, kw = node.attrs["weight_shape"]
+        hw = dy.shape[2] * dy.shape[3]
+        return GemmProblem(co, ci, dy.shape[0] * hw, taps=kh * kw, taps_in_k=False,
+                           k_quantum=hw, a_buf="act", b_buf="wgt")
+    return None
+
+
+def _candidates(full: int, quantum: int) -> list[int]:
+    """Full size first, then quantum x powers of two below it (all multiples of quantum)."""
+    out = [full]
+    t = quantum
+    while t < full:
+        out.append(t)
+        t *= 2
+    return sorted(set(x for x in out if x <= MAX_FIELD), reverse=True)
+
+
+def _gemm_instr(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str) -> Instruction:
+    n, m = p.nm if p.sparse else (0, 0)
+    return Instruction("gemm", dataflow=dataflow, n=n, m=m, sparse_b=int(p.sparse == "b"),
+                       a_buf=p.a_buf, b_buf=p.b_buf, idx_buf="wgt", mt=mt, nt=nt, k=kt)
+
+
+def estimate_cycles(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, slots: int,
+                    cfg: HardwareConfig) -> int:
+    """Estimated cycles of the whole tiled GEMM (see the module docstring)."""
+    nm_, nn_, nk = -(-p.m // mt), -(-p.n // nt), -(-p.k // kt)
+    steps_k = nk * (p.taps if p.taps_in_k else 1)
+    outer = 1 if p.taps_in_k else p.taps
+    tiles = outer * nm_ * nn_ * steps_k
+    compute = tiles * (gemm_cycles(_gemm_instr(p, mt, nt, kt, dataflow), cfg) + cfg.issue_cycles)
+    a_bytes = p.a_tile_bytes(mt, kt) * tiles
+    b_bytes = p.b_tile_bytes(kt, nt) * tiles
+    c_bytes = outer * p.m * p.n * 4
+    images = max(nt // p.n_quantum, 1) if p.n_quantum > 1 else 1
+    transfers = tiles * (2 + (p.sparse is not None) + images) + outer * nm_ * nn_
+    dma = (a_bytes + b_bytes + c_bytes) / cfg.dram_bytes_per_cycle \
+        + transfers * (cfg.dram_latency_cycles + cfg.issue_cycles)
+    return int(max(compute, dma) if slots == 2 else compute + dma)
+
+
+def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig) -> Tile:
+    """The cheapest tiling of ``p`` that fits ``cfg``'s buffers; CompileError if none does."""
+    best: Tile | None = None
+    for mt in _candidates(p.m, p.m_quantum):
+        for nt in _candidates(p.n, p.n_quantum):
+            for kt in _candidates(p.k, p.k_quantum):
+                for slots in (2, 1):
+                    use = p.buffer_use(mt, nt, kt, slots)
+                    if any(use[b] > cfg.buffer_bytes[b] for b in use):
+                        continue
+                    for df in cfg.dataflows:
+                        t = Tile(mt, nt, kt, df, slots,
+                                 estimate_cycles(p, mt, nt, kt, df, slots, cfg))
+                        if best is None or t.cycles < best.cycles:
+                            best = t
+    if best is None:
+        mt, nt, kt = min(_candidates(p.m, p.m_quantum)), min(_candidates(p.n, p.n_quantum)), \
+            min(_candidates(p.k, p.k_quantum))
+        use = p.buffer_use(mt, nt, kt, 1)
+        short = [f"{b} buffer needs {use[b]} bytes, {cfg.name} has {cfg.buffer_bytes[b]}"
+                 for b in use if use[b] > cfg.buffer_bytes[b]]
+        raise CompileError(
+            f"layer {node.layer!r} ({node.name}, {node.op}, {node.stage}): the GEMM "
+            f"[{p.m}x{p.k}] x [{p.k}x{p.n}] does not fit even at the smallest tile "
+            f"(mt={mt}, nt={nt}, kt={kt}): {'; '.join(short)}; fix: raise "
+            + " and ".join(f"{b}_buffer_bytes to at least {use[b]}" for b in use
+                           if use[b] > cfg.buffer_bytes[b])
+            + " in the hardware config, or reduce the batch size / image size")
+    return best
+
+
+def tile_gemms(graph: Graph, cfg: HardwareConfig) -> Graph:
+    """IR -> IR: a copy of ``graph`` whose GEMM nodes carry ``attrs['tile']``."""
+    g = graph.clone()
+    for node in g.nodes:
+        p = gemm_problem(node, cfg)
+        if p is not None:
+            node.attrs["tile"] = choose_tile(node, p, cfg).as_attr()
+    return verify(g, after_pass="tile_gemms")

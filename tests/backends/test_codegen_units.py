@@ -1,0 +1,116 @@
+"""Units of the SAT code generator: tiling cost model, token insertion, storages, arena."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from satc.backends.sat.builder import ProgramBuilder
+from satc.backends.sat.codegen.memory import Arena, Compressed, Dense, OneHot, TapMajor
+from satc.backends.sat.codegen.tokens import happens_before, insert_tokens, unordered_hazards
+from satc.backends.sat.dispatch import issue_order
+from satc.backends.sat.emulator import run_program
+from satc.backends.sat.program import Program
+from satc.errors import CompileError
+from satc.ir.graph import Node
+from satc.ir.nm import nm_mask
+from satc.ir.types import Stage
+from satc.passes.tiling import GemmProblem, choose_tile, estimate_cycles, nm_k_quantum
+
+
+def _node() -> Node:
+    return Node("matmul", (), (), {}, Stage.FF, "fc", "fc.matmul")
+
+
+def test_nm_k_quantum_keeps_index_rows_byte_aligned():
+    assert nm_k_quantum(2, 8) == 32         # 4 groups x 2 x 3 bits = 24 bits
+    assert nm_k_quantum(2, 4) == 8          # 2 groups x 2 x 2 bits = 8 bits
+    assert nm_k_quantum(1, 2) == 16
+
+
+def test_choose_tile_fits_buffers_and_respects_quanta(small):
+    p = GemmProblem(256, 512, 300, sparse="b", nm=(2, 8), k_quantum=32)
+    t = choose_tile(_node(), p, small)
+    use = p.buffer_use(t.mt, t.nt, t.kt, t.slots)
+    assert all(use[b] <= small.buffer_bytes[b] for b in use)
+    assert t.kt == 300 or t.kt % 32 == 0
+    assert t.dataflow in small.dataflows
+    assert t.cycles == estimate_cycles(p, t.mt, t.nt, t.kt, t.dataflow, t.slots, small)
+
+
+def test_choose_tile_prefers_whole_operands_when_they_fit(small):
+    t = choose_tile(_node(), GemmProblem(8, 16, 32), small)
+    assert (t.mt, t.nt, t.kt) == (8, 16, 32)
+
+
+def test_choose_tile_compile_error_names_layer_and_fix(small):
+    # one image of 20000 columns: even a 1-row C tile needs 80000 bytes of acc
+    with pytest.raises(CompileError) as e:
+        choose_tile(_node(), GemmProblem(64, 20000, 64, n_quantum=20000), small)
+    assert "layer 'fc'" in str(e.value) and "acc_buffer_bytes to at least 80000" in str(e.value)
+    choose_tile(_node(), GemmProblem(64, 1000, 64, n_quantum=1000), small)   # a smaller one fits
+
+
+def _three_engine_program(cfg):
+    b = ProgramBuilder(cfg)
+    x = b.alloc("x", (4, 8), init=np.arange(32, dtype=np.float32).reshape(4, 8))
+    w = b.alloc("w", (8, 4), init=np.ones((8, 4), np.float32))
+    y = b.alloc("y", (4, 4))
+    b.load_region(x, "act", 0)
+    b.load_region(w, "wgt", 0)
+    b.gemm(4, 4, 8, a_buf="act", a_addr=0, b_buf="wgt", b_addr=0, c_addr=0)
+    b.vec("relu", 4, 4, s0_buf="acc", s0_addr=0, d_addr=0)
+    b.store_region(y, "vec", 0)
+    b.load_region(w, "act", 0)            # WAR: must wait for the gemm's read of act
+    return b.build()
+
+
+def test_insert_tokens_orders_raw_and_war(small):
+    raw = _three_engine_program(small)
+    sizes = {"dram": raw.dram_size, **small.buffer_bytes}
+    instrs = insert_tokens(raw.instructions, sizes)
+    assert [i.wait for i in instrs] == [(), (), ("load",), ("stce",), ("vector",), ("stce",)]
+    assert instrs[1].signal == ("stce",) and instrs[2].signal == ("load", "vector")
+    assert unordered_hazards(instrs, sizes) == []
+    assert unordered_hazards(raw.instructions, sizes)             # without tokens: unordered
+    prog = Program(small, tuple(instrs), raw.regions, raw.dram_size)
+    out = run_program(prog).read("y")
+    assert np.array_equal(out, np.maximum(np.arange(32, dtype=np.float32).reshape(4, 8).sum(1), 0)
+                          [:, None].repeat(4, 1))
+    assert len(issue_order(instrs)) == len(instrs)
+    assert happens_before(instrs)[-1][2] == 2       # the last load follows the gemm
+
+
+def test_storages_round_trip(small):
+    b = ProgramBuilder(small)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    d = Dense(b.alloc("x", (2, 3, 7, 7)), (2, 3, 4, 5), (1, 1, 2, 1))
+    (region, img), = d.encode(x)
+    assert img.shape == (2, 3, 7, 7) and img[:, :, 0].sum() == 0
+    assert np.array_equal(d.decode(lambda n: img), x)
+    assert d.addr_of(1, 2, 1, 1) == region.addr + ((1 * 3 + 2) * 7 * 7 + 7 + 1) * 4
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    t = TapMajor(b.alloc("w", (9, 16, 8)), (16, 8, 3, 3))
+    (_, timg), = t.encode(w)
+    assert np.array_equal(timg[4], w[:, :, 1, 1])
+    assert np.array_equal(t.decode(lambda n: timg), w)
+    for axis in (1, 0):
+        probe = Compressed(None, None, w.shape, 2, 8, axis)
+        c = Compressed(b.alloc(f"v{axis}", (9 * probe.outer, probe.val_cols)),
+                       b.alloc(f"i{axis}", (9 * probe.outer, probe.idx_cols), "u8"), w.shape, 2, 8, axis)
+        imgs = {r.name: a for r, a in c.encode(w)}
+        assert np.array_equal(c.decode(imgs.__getitem__), np.where(nm_mask(w, 2, 8, axis), w, 0))
+    oh = OneHot(b.alloc("y", (3, 4)), 4)
+    (_, yimg), = oh.encode(np.array([3, 0, 2]))
+    assert np.array_equal(oh.decode(lambda n: yimg), [3, 0, 2])
+    with pytest.raises(CompileError, match="labels"):
+        oh.encode(np.array([4, 0, 0]))
+
+
+def test_arena_alternates_ends_and_reports_overflow(small):
+    lo, hi = Arena(small, "layer 'a'", False), Arena(small, "layer 'b'", True)
+    assert lo.alloc("act", 100, "t") == 0 and lo.alloc("act", 10, "u") == 128
+    assert hi.alloc("act", 64, "t") == small.act_buffer_bytes - 64
+    with pytest.raises(CompileError, match=r"layer 'a'.*fix: raise act_buffer_bytes"):
+        lo.alloc("act", small.act_buffer_bytes, "big tile")
