@@ -36,42 +36,45 @@ def conv(**kw):
     return nn.Conv2d(4, 6, 3, **kw)
 
 
+# Modules are built inside the test, after seeding, so each case's weights do
+# not depend on which tests ran before it in the same worker.
 CASES = {
-    "conv_stride_pad": (conv(stride=2, padding=1), (4, 8, 8)),
-    "conv_dilation": (conv(dilation=2, padding=2, bias=False), (4, 9, 9)),
-    "conv_groups": (nn.Conv2d(4, 6, 3, groups=2, padding=1), (4, 6, 6)),
-    "conv_asym_pad": (Lambda(lambda x, w: F.conv2d(F.pad(x, (0, 1, 1, 0)), w), (6, 4, 2, 2)), (4, 5, 5)),
-    "depthwise_1x1": (nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 3, 1)), (4, 6, 6)),
-    "maxpool_pad": (nn.Sequential(conv(padding=1), nn.MaxPool2d(3, 2, 1)), (4, 7, 7)),
-    "maxpool_ceil": (nn.Sequential(conv(), nn.MaxPool2d(2, 2, ceil_mode=True)), (4, 7, 7)),
-    "maxpool_relu_ties": (nn.Sequential(conv(), nn.ReLU(), nn.MaxPool2d(2)), (4, 6, 6)),
-    "avgpool_pad_incl": (nn.Sequential(conv(), nn.AvgPool2d(3, 2, 1)), (4, 7, 7)),
-    "avgpool_pad_excl": (nn.Sequential(conv(), nn.AvgPool2d(3, 2, 1, count_include_pad=False)), (4, 7, 7)),
-    "global_avgpool": (nn.Sequential(conv(), nn.AdaptiveAvgPool2d(1)), (4, 5, 5)),
-    "adaptive_2x2": (nn.Sequential(conv(), nn.AdaptiveAvgPool2d(2)), (4, 6, 6)),
-    "batchnorm2d": (nn.Sequential(conv(), nn.BatchNorm2d(6), nn.ReLU()), (4, 5, 5)),
-    "batchnorm1d": (nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8)), (1, 4, 4)),
-    "layernorm_gelu": (nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.LayerNorm(8), nn.GELU()), (1, 4, 4)),
-    "gelu_tanh": (nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.GELU(approximate="tanh")), (1, 4, 4)),
-    "softmax": (Lambda(lambda x, w: torch.softmax(x.flatten(1) @ w, -1), (16, 7)), (1, 4, 4)),
-    "concat_slice": (Lambda(lambda x, w: torch.cat([x * w, x], 1)[:, 1:6], (1, 4, 4)), (3, 4, 4)),
-    "transpose_reshape": (Lambda(lambda x, w: (x.reshape(2, 3, 16).transpose(1, 2) @ w).permute(0, 2, 1),
+    "conv_stride_pad": (lambda: conv(stride=2, padding=1), (4, 8, 8)),
+    "conv_dilation": (lambda: conv(dilation=2, padding=2, bias=False), (4, 9, 9)),
+    "conv_groups": (lambda: nn.Conv2d(4, 6, 3, groups=2, padding=1), (4, 6, 6)),
+    "conv_asym_pad": (lambda: Lambda(lambda x, w: F.conv2d(F.pad(x, (0, 1, 1, 0)), w), (6, 4, 2, 2)), (4, 5, 5)),
+    "depthwise_1x1": (lambda: nn.Sequential(nn.Conv2d(4, 4, 3, groups=4), nn.Conv2d(4, 3, 1)), (4, 6, 6)),
+    "maxpool_pad": (lambda: nn.Sequential(conv(padding=1), nn.MaxPool2d(3, 2, 1)), (4, 7, 7)),
+    "maxpool_ceil": (lambda: nn.Sequential(conv(), nn.MaxPool2d(2, 2, ceil_mode=True)), (4, 7, 7)),
+    "maxpool_relu_ties": (lambda: nn.Sequential(conv(), nn.ReLU(), nn.MaxPool2d(2)), (4, 6, 6)),
+    "avgpool_pad_incl": (lambda: nn.Sequential(conv(), nn.AvgPool2d(3, 2, 1)), (4, 7, 7)),
+    "avgpool_pad_excl": (lambda: nn.Sequential(conv(), nn.AvgPool2d(3, 2, 1, count_include_pad=False)), (4, 7, 7)),
+    "global_avgpool": (lambda: nn.Sequential(conv(), nn.AdaptiveAvgPool2d(1)), (4, 5, 5)),
+    "adaptive_2x2": (lambda: nn.Sequential(conv(), nn.AdaptiveAvgPool2d(2)), (4, 6, 6)),
+    "batchnorm2d": (lambda: nn.Sequential(conv(), nn.BatchNorm2d(6), nn.ReLU()), (4, 5, 5)),
+    "batchnorm1d": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8)), (1, 4, 4)),
+    "layernorm_gelu": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.LayerNorm(8), nn.GELU()), (1, 4, 4)),
+    "gelu_tanh": (lambda: nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.GELU(approximate="tanh")), (1, 4, 4)),
+    "softmax": (lambda: Lambda(lambda x, w: torch.softmax(x.flatten(1) @ w, -1), (16, 7)), (1, 4, 4)),
+    "concat_slice": (lambda: Lambda(lambda x, w: torch.cat([x * w, x], 1)[:, 1:6], (1, 4, 4)), (3, 4, 4)),
+    "transpose_reshape": (lambda: Lambda(lambda x, w: (x.reshape(2, 3, 16).transpose(1, 2) @ w).permute(0, 2, 1),
                                  (3, 5)), (3, 4, 4)),
-    "mean_broadcast": (Lambda(lambda x, c: torch.cat([c.expand(2, -1, -1), x.flatten(2)], 1).mean(1),
+    "mean_broadcast": (lambda: Lambda(lambda x, c: torch.cat([c.expand(2, -1, -1), x.flatten(2)], 1).mean(1),
                               (1, 1, 16)), (3, 4, 4)),
-    "add_mul_broadcast": (Lambda(lambda x, a, b: (x + a) * b - 0.5 * x, (3, 1, 1), (1, 4, 4)), (3, 4, 4)),
-    "batched_linear": (Lambda(lambda x, w, b: F.linear(x.reshape(2, 4, 12), w, b), (6, 12), (6,)), (3, 4, 4)),
-    "attention": (Lambda(lambda x, w: torch.softmax((x @ w) @ (x @ w).transpose(-2, -1) / 2.0, -1) @ x,
+    "add_mul_broadcast": (lambda: Lambda(lambda x, a, b: (x + a) * b - 0.5 * x, (3, 1, 1), (1, 4, 4)), (3, 4, 4)),
+    "batched_linear": (lambda: Lambda(lambda x, w, b: F.linear(x.reshape(2, 4, 12), w, b), (6, 12), (6,)), (3, 4, 4)),
+    "attention": (lambda: Lambda(lambda x, w: torch.softmax((x @ w) @ (x @ w).transpose(-2, -1) / 2.0, -1) @ x,
                          (4, 4)), (2, 4, 4)),
-    "scalar_add_sub_div": (Lambda(lambda x, w: ((x * w + 1.0) - 0.5 * x + 2.0) / 4.0, (3, 4, 4)), (3, 4, 4)),
-    "dropout_p0": (nn.Sequential(nn.Flatten(), nn.Dropout(0.0), nn.Linear(16, 4)), (1, 4, 4)),
+    "scalar_add_sub_div": (lambda: Lambda(lambda x, w: ((x * w + 1.0) - 0.5 * x + 2.0) / 4.0, (3, 4, 4)), (3, 4, 4)),
+    "dropout_p0": (lambda: nn.Sequential(nn.Flatten(), nn.Dropout(0.0), nn.Linear(16, 4)), (1, 4, 4)),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_op_gradients_match_torch(case):
     torch.manual_seed(1)
-    body, shape = CASES[case]
+    make_body, shape = CASES[case]
+    body = make_body()
     x = torch.randn(2, *shape)
     with torch.no_grad():
         feats = torch.flatten(body.train()(x), 1).shape[1]
