@@ -1,0 +1,137 @@
+"""Independent schedule checker.
+
+Validates start times for the instructions of a program without using the
+task graph or any scheduler: it replays the instructions in the program's
+reference order (the emulator's issue order) over the exact bytes each one
+touches (:func:`satc.passes.schedule.taskgraph.byte_intervals` of
+:func:`satc.backends.sat.access.accesses`), keeping per byte the end time of
+its last writer and the latest end of its readers since, and requires
+
+* every non-nop instruction scheduled exactly once, at a start >= 0, for its
+  cycle-model duration;
+* data hazards: a read starts after the last earlier write of its bytes
+  ended (RAW); a write starts after the last earlier write (WAW) and every
+  read since it (WAR) ended;
+* engine exclusivity: an engine runs one instruction at a time;
+* buffer capacity: the footprints (distinct bytes touched) of the
+  instructions running at any instant sum to at most each buffer's budget.
+
+The first violation raises :class:`satc.errors.ScheduleError` naming the
+instruction(s) and the constraint.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from satc.backends.sat.access import accesses
+from satc.backends.sat.config import BUFFER_NAMES
+from satc.backends.sat.dispatch import issue_order
+from satc.backends.sat.isa import ENGINES
+from satc.backends.sat.program import Program
+from satc.backends.sat.timing import instruction_cycles
+from satc.errors import ScheduleError
+from satc.passes.schedule.taskgraph import byte_intervals
+
+
+def _name(program: Program, i: int) -> str:
+    return f"instruction {i} ({program.instructions[i].op} on {program.instructions[i].engine})"
+
+
+def _covering(bounds: np.ndarray, iv: np.ndarray) -> np.ndarray:
+    """Indices of the segments between ``bounds`` that the intervals ``iv`` cover."""
+    parts = [np.arange(np.searchsorted(bounds, lo), np.searchsorted(bounds, hi)) for lo, hi in iv]
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def check_schedule(program: Program, starts: Mapping[int, int],
+                   capacity: Mapping[str, int] | None = None) -> int:
+    """Check ``starts`` ({instruction index: start cycle}) for ``program``; returns the makespan.
+
+    ``capacity``: budget in bytes per buffer (default: the buffer sizes).
+    """
+    instrs = program.instructions
+    cfg = program.config
+    want = {i for i, ins in enumerate(instrs) if ins.op != "nop"}
+    if set(starts) != want:
+        missing, extra = sorted(want - set(starts)), sorted(set(starts) - want)
+        raise ScheduleError(f"schedule does not cover the program: missing instructions {missing[:10]}, "
+                            f"unknown or nop instructions {extra[:10]}")
+    start = {i: int(s) for i, s in starts.items()}
+    end = {i: start[i] + instruction_cycles(instrs[i], cfg) for i in start}
+    for i, s in start.items():
+        if s < 0:
+            raise ScheduleError(f"{_name(program, i)} starts at negative cycle {s}")
+    _check_engines(program, start, end)
+    touched = {i: [(a.space, a.write, byte_intervals(a)) for a in accesses(instrs[i])] for i in start}
+    _check_hazards(program, start, end, touched)
+    _check_capacity(program, start, end, touched, dict(cfg.buffer_bytes, **(capacity or {})))
+    return max(end.values(), default=0)
+
+
+def _check_engines(program: Program, start: dict[int, int], end: dict[int, int]) -> None:
+    for e in ENGINES:
+        on = sorted((start[i], end[i], i) for i in start if program.instructions[i].engine == e)
+        for (s0, e0, i0), (s1, _, i1) in zip(on, on[1:]):
+            if s1 < e0:
+                raise ScheduleError(f"engine {e} runs two instructions at once: {_name(program, i0)} "
+                                    f"[{s0}, {e0}) and {_name(program, i1)} from {s1}")
+
+
+def _check_hazards(program: Program, start: dict[int, int], end: dict[int, int],
+                   touched: dict[int, list]) -> None:
+    spaces = {sp for acc in touched.values() for sp, _, _ in acc}
+    bounds = {sp: np.unique(np.concatenate([iv.ravel() for acc in touched.values()
+                                            for s, _, iv in acc if s == sp])) for sp in spaces}
+    nseg = {sp: max(len(b) - 1, 0) for sp, b in bounds.items()}
+    w_end = {sp: np.zeros(k, np.int64) for sp, k in nseg.items()}
+    w_by = {sp: np.full(k, -1, np.int64) for sp, k in nseg.items()}
+    r_end = {sp: np.zeros(k, np.int64) for sp, k in nseg.items()}
+    r_by = {sp: np.full(k, -1, np.int64) for sp, k in nseg.items()}
+    for i in issue_order(program.instructions):
+        if i not in start:
+            continue
+        segs = [(sp, w, _covering(bounds[sp], iv)) for sp, w, iv in touched[i]]
+        for sp, w, ix in segs:
+            checks = [("RAW" if not w else "WAW", w_end, w_by)] + ([("WAR", r_end, r_by)] if w else [])
+            for kind, ends, by in checks:
+                if ix.size and ends[sp][ix].max() > start[i]:
+                    k = ix[int(ends[sp][ix].argmax())]
+                    j = int(by[sp][k])
+                    raise ScheduleError(
+                        f"{kind} hazard on {sp} bytes from {bounds[sp][k]}: {_name(program, i)} starts "
+                        f"at {start[i]} before {_name(program, j)} ends at {end[j]}")
+        for sp, w, ix in segs:
+            if not w:
+                later = r_end[sp][ix] < end[i]
+                r_end[sp][ix[later]] = end[i]
+                r_by[sp][ix[later]] = i
+        for sp, w, ix in segs:
+            if w:
+                w_end[sp][ix] = end[i]
+                w_by[sp][ix] = i
+                r_end[sp][ix] = 0
+                r_by[sp][ix] = -1
+
+
+def _check_capacity(program: Program, start: dict[int, int], end: dict[int, int],
+                    touched: dict[int, list], budget: dict[str, int]) -> None:
+    for b in BUFFER_NAMES:
+        events = []
+        for i, acc in touched.items():
+            ivs = sorted((int(lo), int(hi)) for sp, _, iv in acc if sp == b for lo, hi in iv)
+            size, reach = 0, -1
+            for lo, hi in ivs:                  # distinct bytes of the union
+                if hi > reach:
+                    size += hi - max(lo, reach)
+                    reach = hi
+            if size:
+                events += [(end[i], 0, -size, i), (start[i], 1, size, i)]
+        used = 0
+        for t, _, delta, i in sorted(events):
+            used += delta
+            if used > budget[b]:
+                raise ScheduleError(f"{b} buffer over budget at cycle {t}: {_name(program, i)} starts "
+                                    f"with {used} bytes in use by running instructions, budget {budget[b]}")

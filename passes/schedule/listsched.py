@@ -1,0 +1,256 @@
+"""List scheduling, left-shift compaction and capacity chaining.
+
+:func:`list_schedule` is a time-driven list scheduler (parallel schedule
+generation): at each event time every idle engine starts, among its ready
+tasks (all predecessors finished, release time passed) whose footprint fits
+the buffer budgets, the one with the largest bottom level (longest path to
+the end of the graph, its own duration included); ties go to the lower task
+id. It schedules either the whole graph or one *window* of consecutive task
+ids after a fixed prefix, described by a :class:`Prefix`.
+
+:func:`compact` left-shifts a feasible schedule: keeping every engine's task
+order, each task starts as early as its dependencies and its engine allow.
+That is exactly what the cycle model does with a program whose queues and
+tokens encode the same order and edges, so the compacted schedule is the one
+the re-emitted program runs. If the shift would break a buffer budget,
+:func:`chain_edges` adds *capacity chains* (a resource-flow decomposition of
+the budget over the original schedule: each task takes its bytes from tasks
+that ended before it started, and must follow them); every left shift that
+keeps those edges keeps the budget.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from satc.backends.sat.config import BUFFER_NAMES
+from satc.backends.sat.isa import ENGINES
+from satc.errors import ScheduleError
+from satc.passes.schedule.taskgraph import TaskGraph, peak_usage
+
+NE = len(ENGINES)
+
+
+@dataclass(frozen=True)
+class Prefix:
+    """What a window sees of the fixed schedule before it.
+
+    ``release[i]``: earliest start of the window's i-th task (ends of its fixed
+    predecessors); ``engine_free[e]``: end of the last fixed task on engine e;
+    ``bg_start``/``bg_end``/``bg_fp``: fixed tasks still running, with their
+    footprints (they share the buffer budgets).
+    """
+
+    release: np.ndarray
+    engine_free: np.ndarray
+    bg_start: np.ndarray
+    bg_end: np.ndarray
+    bg_fp: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> "Prefix":
+        """No fixed prefix: a window of ``n`` tasks that is the whole graph."""
+        return cls(np.zeros(n, np.int64), np.zeros(NE, np.int64), np.zeros(0, np.int64),
+                   np.zeros(0, np.int64), np.zeros((0, len(BUFFER_NAMES)), np.int64))
+
+
+def prefix_for(graph: TaskGraph, starts: np.ndarray, lo: int, hi: int) -> Prefix:
+    """The :class:`Prefix` of window ``[lo, hi)`` given the fixed starts of tasks ``< lo``."""
+    d = graph.durations
+    ends = starts[:lo] + d[:lo]
+    release = np.array([max((ends[p] for p in graph.preds[t] if p < lo), default=0)
+                        for t in range(lo, hi)], dtype=np.int64)
+    eng = graph.engine_ids[:lo]
+    free = np.zeros(NE, np.int64)
+    if lo:
+        np.maximum.at(free, eng, ends)
+    t0 = min(int(release.min()) if hi > lo else 0, int(free.min()))
+    fp = graph.footprint[:lo]
+    live = (ends > t0) & (fp.sum(axis=1) > 0)
+    return Prefix(release, free, starts[:lo][live], ends[live], fp[live])
+
+
+def list_schedule(graph: TaskGraph, lo: int = 0, hi: int | None = None,
+                  prefix: Prefix | None = None) -> np.ndarray:
+    """Start times of tasks ``[lo, hi)`` (default: all) by bottom-level list scheduling."""
+    hi = graph.n if hi is None else hi
+    n = hi - lo
+    prefix = prefix or Prefix.empty(n)
+    dur = graph.durations[lo:hi]
+    eng = graph.engine_ids[lo:hi]
+    fp = graph.footprint[lo:hi]
+    cap = np.array([graph.capacity[b] for b in BUFFER_NAMES], np.int64)
+    prio = graph.bottom_levels()[lo:hi]
+    bg_total = prefix.bg_fp.sum(axis=0)
+    bg_times = np.unique(np.concatenate([prefix.bg_start, prefix.bg_end]))
+    indeg = np.zeros(n, np.int64)
+    est = prefix.release.copy()
+    for i in range(n):
+        indeg[i] = sum(1 for p in graph.preds[lo + i] if p >= lo)
+    future = [(int(est[i]), i) for i in range(n) if indeg[i] == 0]
+    heapq.heapify(future)
+    ready: list[list[tuple[int, int]]] = [[] for _ in range(NE)]
+    running: list[tuple[int, int]] = []
+    usage = np.zeros(len(BUFFER_NAMES), np.int64)
+    free = prefix.engine_free.copy()
+    start = np.full(n, -1, np.int64)
+
+    def fits(i: int, t: int) -> bool:
+        need = fp[i]
+        if not need.any() or (usage + need + bg_total <= cap).all():
+            return True
+        live = (prefix.bg_start < t + dur[i]) & (prefix.bg_end > t)
+        return bool((usage + need + prefix.bg_fp[live].sum(axis=0) <= cap).all())
+
+    t = int(min(est.min(), free.min())) if n else 0
+    done = 0
+    while done < n:
+        while running and running[0][0] <= t:
+            end, i = heapq.heappop(running)
+            usage -= fp[i]
+            for v in graph.succs[lo + i]:
+                j = v - lo
+                if j < n:
+                    est[j] = max(est[j], end)
+                    indeg[j] -= 1
+                    if indeg[j] == 0:
+                        heapq.heappush(future, (int(est[j]), j))
+        while future and future[0][0] <= t:
+            _, i = heapq.heappop(future)
+            heapq.heappush(ready[eng[i]], (-int(prio[i]), i))
+        blocked = False
+        for e in range(NE):
+            if free[e] > t or not ready[e]:
+                continue
+            skipped = []
+            while ready[e]:
+                item = heapq.heappop(ready[e])
+                if fits(item[1], t):
+                    i = item[1]
+                    start[i] = t
+                    free[e] = t + dur[i]
+                    usage += fp[i]
+                    heapq.heappush(running, (t + int(dur[i]), i))
+                    done += 1
+                    break
+                skipped.append(item)
+            blocked |= bool(skipped)
+            for item in skipped:
+                heapq.heappush(ready[e], item)
+        nxt = [running[0][0]] if running else []
+        if future:
+            nxt.append(future[0][0])
+        nxt += [int(free[e]) for e in range(NE) if ready[e] and free[e] > t]
+        if blocked:
+            k = np.searchsorted(bg_times, t, side="right")
+            if k < len(bg_times):
+                nxt.append(int(bg_times[k]))
+        if done < n:
+            t = min(x for x in nxt if x > t)
+    return start
+
+
+def asap(graph: TaskGraph, key: np.ndarray, lo: int = 0, hi: int | None = None,
+         prefix: Prefix | None = None,
+         extra_preds: Sequence[Sequence[int]] | None = None) -> np.ndarray:
+    """Earliest starts of tasks ``[lo, hi)`` keeping each engine's order by ``(key, id)``.
+
+    ``key`` (one value per window task) must order every dependency edge and
+    every ``extra_preds`` edge (window-local indices) forward: a schedule's own
+    start times do.
+    """
+    hi = graph.n if hi is None else hi
+    n = hi - lo
+    prefix = prefix or Prefix.empty(n)
+    dur = graph.durations[lo:hi]
+    eng = graph.engine_ids[lo:hi]
+    free = prefix.engine_free.copy()
+    out = np.zeros(n, np.int64)
+    for i in np.lexsort((np.arange(n), key)):
+        s = max(int(prefix.release[i]), int(free[eng[i]]))
+        for p in graph.preds[lo + i]:
+            if p >= lo:
+                s = max(s, int(out[p - lo] + dur[p - lo]))
+        if extra_preds is not None:
+            for p in extra_preds[i]:
+                s = max(s, int(out[p] + dur[p]))
+        out[i] = s
+        free[eng[i]] = s + dur[i]
+    return out
+
+
+def capacity_ok(graph: TaskGraph, starts: np.ndarray, lo: int = 0, hi: int | None = None,
+                prefix: Prefix | None = None) -> np.ndarray:
+    """Per buffer: whether tasks ``[lo, hi)`` at ``starts`` (plus the prefix's running tasks)
+    stay within the budgets."""
+    hi = graph.n if hi is None else hi
+    prefix = prefix or Prefix.empty(hi - lo)
+    st = np.concatenate([starts, prefix.bg_start])
+    en = np.concatenate([starts + graph.durations[lo:hi], prefix.bg_end])
+    fp = np.concatenate([graph.footprint[lo:hi], prefix.bg_fp])
+    cap = np.array([graph.capacity[b] for b in BUFFER_NAMES], np.int64)
+    return peak_usage(st, en, fp) <= cap
+
+
+def chain_edges(graph: TaskGraph, starts: np.ndarray, buffer: int) -> list[tuple[int, int]]:
+    """Capacity-chain edges ``(u, v)`` of one buffer for a budget-feasible schedule ``starts``.
+
+    Tasks are visited by start time; each takes its footprint from chains
+    whose last task has ended (first the unused budget, then chains it
+    already follows by a dependency or its engine order, then the most
+    recently ended), and gets an edge from every other chain it takes from.
+    """
+    dur = graph.durations
+    fp = graph.footprint[:, buffer]
+    eng = graph.engine_ids
+    cap = graph.capacity[BUFFER_NAMES[buffer]]
+    chains: list[list[int]] = [[-1, cap, -1]]      # [last task, bytes, end time]
+    edges = []
+    users = np.flatnonzero(fp > 0)
+    for v in users[np.lexsort((users, starts[users]))]:
+        need = int(fp[v])
+        sv = int(starts[v])
+        preds = set(graph.preds[v])
+        avail = [c for c in chains if c[2] <= sv]
+        avail.sort(key=lambda c: (c[0] != -1, not (c[0] in preds or (c[0] >= 0 and eng[c[0]] == eng[v])),
+                                  -c[2]))
+        for c in avail:
+            take = min(need, c[1])
+            if c[0] >= 0 and c[0] not in preds and eng[c[0]] != eng[v]:
+                edges.append((c[0], int(v)))
+            c[1] -= take
+            need -= take
+            if not need:
+                break
+        if need:
+            raise ScheduleError(f"task {v} ({graph.tasks[v].name}) starts at {sv} with the "
+                                f"{BUFFER_NAMES[buffer]} budget already in use: schedule over budget")
+        chains = [c for c in chains if c[1] > 0]
+        chains.append([int(v), int(fp[v]), sv + int(dur[v])])
+    return edges
+
+
+def compact(graph: TaskGraph, starts: np.ndarray) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Left-shift a feasible whole-graph schedule; returns (starts, capacity-chain edges).
+
+    The result never starts a task later than ``starts`` does, keeps every
+    dependency, engine order and buffer budget, and is exactly the timing of
+    the program :func:`satc.passes.schedule.emit.emit_program` writes for it.
+    """
+    extra: list[tuple[int, int]] = []
+    chained: set[int] = set()
+    while True:
+        preds: list[list[int]] = [[] for _ in range(graph.n)]
+        for u, v in extra:
+            preds[v].append(u)
+        out = asap(graph, starts, extra_preds=preds)
+        bad = [b for b, ok in enumerate(capacity_ok(graph, out)) if not ok and b not in chained]
+        if not bad:
+            return out, sorted(set(extra))
+        for b in bad:
+            chained.add(b)
+            extra += chain_edges(graph, starts, b)

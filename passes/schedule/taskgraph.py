@@ -1,0 +1,350 @@
+"""Task graph of a SAT program: tasks, true data hazards, buffer footprints, lower bounds.
+
+One task per instruction (``nop`` instructions carry no work and are dropped;
+their token edges are contracted when token edges are kept). Tasks are
+numbered in the program's *reference order* -- the order the emulator
+executes instructions in (:func:`satc.backends.sat.dispatch.issue_order`,
+which is program order unless the tokens force otherwise) -- so every edge
+goes from a lower to a higher task id and task-id order is a topological
+order.
+
+Dependencies are the true data hazards on exact byte ranges: each access of
+:func:`satc.backends.sat.access.accesses` is turned into the sorted, merged
+list of byte intervals it touches (:func:`byte_intervals`, one per contiguous
+row run), and a task must follow
+
+* the last earlier writer of every byte it reads (RAW),
+* the last earlier writer of every byte it writes (WAW),
+* every earlier reader, since that last write, of every byte it writes (WAR),
+
+in each on-chip buffer and in DRAM. Optionally the program's own token edges
+(the k-th signal ``A -> B`` pairs with the k-th wait of ``B`` on ``A``) are
+added too, contracted through nops.
+
+Footprint: the number of distinct bytes of each on-chip buffer a task
+touches. Addresses are fixed by codegen, so two tasks that run at the same
+time and share a written byte are already ordered by a hazard; what the
+capacity constraint bounds is the *working set*: the footprints of the
+tasks running at any instant must sum to at most the buffer's budget. Bytes
+two concurrent tasks both only read are counted once per task, so the sum can
+exceed the buffer size even though the program is correct; the default
+budget of a buffer is therefore its size or, if larger, the peak working set
+of the program in its own order, so the original order is always feasible.
+Pass ``capacity`` to schedule under a tighter budget (e.g. to leave room for
+prefetching).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import networkx as nx
+import numpy as np
+
+from satc.backends.sat.access import Access, accesses
+from satc.backends.sat.config import BUFFER_NAMES
+from satc.backends.sat.dispatch import issue_order
+from satc.backends.sat.isa import ENGINES
+from satc.backends.sat.program import Program
+from satc.backends.sat.timing import instruction_cycles, simulate
+from satc.errors import ScheduleError
+
+SPACES: tuple[str, ...] = BUFFER_NAMES + ("dram",)
+#: Accesses with more row runs than this are tracked by their extent (conservative).
+MAX_RUNS = 1 << 16
+
+
+@dataclass(frozen=True)
+class Task:
+    """One schedulable instruction: task id, program index, engine, op, duration, name.
+
+    ``label`` is the caller's name for the instruction ('' if none); ``name``
+    is the label or ``op#index``.
+    """
+
+    id: int
+    index: int
+    engine: str
+    op: str
+    duration: int
+    name: str
+    label: str = ""
+
+
+@dataclass
+class TaskGraph:
+    """Tasks in reference order with hazard edges, footprints and buffer budgets.
+
+    ``preds[t]`` / ``succs[t]`` are sorted task ids; every edge goes from a
+    lower to a higher id. ``footprint[t, b]`` is the distinct bytes of buffer
+    ``BUFFER_NAMES[b]`` task ``t`` touches; ``capacity[b]`` its budget.
+    ``inorder_start[t]`` is the start of the task in the cycle model of the
+    program as written.
+    """
+
+    program: Program
+    tasks: list[Task]
+    preds: list[tuple[int, ...]]
+    succs: list[tuple[int, ...]]
+    footprint: np.ndarray
+    capacity: dict[str, int]
+    inorder_start: np.ndarray
+    inorder_makespan: int
+    token_edges: bool = False
+    _bottom: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def n(self) -> int:
+        """Number of tasks."""
+        return len(self.tasks)
+
+    @property
+    def durations(self) -> np.ndarray:
+        """Durations (cycles) of the tasks, by task id."""
+        return np.array([t.duration for t in self.tasks], dtype=np.int64)
+
+    @property
+    def engine_ids(self) -> np.ndarray:
+        """Engine of every task as an index into ``ENGINES``."""
+        return np.array([ENGINES.index(t.engine) for t in self.tasks], dtype=np.int64)
+
+    def edges(self) -> list[tuple[int, int]]:
+        """Every dependency edge (u, v), u < v."""
+        return [(u, v) for v in range(self.n) for u in self.preds[v]]
+
+    def work_bound(self) -> int:
+        """Per-engine work bound: the largest sum of durations on one engine."""
+        if not self.n:
+            return 0
+        return int(np.bincount(self.engine_ids, weights=self.durations, minlength=len(ENGINES)).max())
+
+    def bottom_levels(self) -> np.ndarray:
+        """Longest path (durations included) from each task to the end of the graph."""
+        if self._bottom is None:
+            d = self.durations
+            bl = d.copy()
+            for t in range(self.n - 1, -1, -1):
+                s = self.succs[t]
+                if s:
+                    bl[t] = d[t] + max(bl[v] for v in s)
+            self._bottom = bl
+        return self._bottom
+
+    def critical_path_bound(self) -> int:
+        """Critical-path bound: the longest dependency chain, durations summed."""
+        return int(self.bottom_levels().max()) if self.n else 0
+
+    def lower_bounds(self) -> dict[str, int]:
+        """{'work': per-engine work bound, 'critical_path': longest-path bound}."""
+        return {"work": self.work_bound(), "critical_path": self.critical_path_bound()}
+
+    def to_networkx(self) -> nx.DiGraph:
+        """The graph as a networkx DiGraph: nodes are task ids with the Task as attribute
+        ``task``; edge ``(u, v)`` has ``weight`` = duration of u."""
+        g = nx.DiGraph()
+        for t in self.tasks:
+            g.add_node(t.id, task=t)
+        g.add_edges_from((u, v, {"weight": self.tasks[u].duration}) for u, v in self.edges())
+        return g
+
+
+def byte_intervals(a: Access) -> np.ndarray:
+    """The bytes ``a`` touches as sorted, disjoint, non-adjacent ``[lo, hi)`` rows of an (k, 2) array.
+
+    Runs of the contiguous innermost dimension become one interval each;
+    accesses with more than :data:`MAX_RUNS` runs are covered by their extent.
+    """
+    item = a.dtype.itemsize
+    shape, strides = a.shape, a.strides
+    if any(d == 0 for d in shape):
+        return np.zeros((0, 2), np.int64)
+    if strides[-1] == item:
+        run, outer_shape, outer_strides = shape[-1] * item, shape[:-1], strides[:-1]
+    else:
+        run, outer_shape, outer_strides = item, shape, strides
+    if int(np.prod(outer_shape, dtype=np.int64)) > MAX_RUNS:
+        lo, hi = a.extent
+        return np.array([[lo, hi]], np.int64)
+    starts = np.array([a.offset], np.int64)
+    for d, s in zip(outer_shape, outer_strides):
+        starts = (starts[:, None] + np.arange(d, dtype=np.int64)[None, :] * s).ravel()
+    return merge_intervals(np.stack([starts, starts + run], axis=1))
+
+
+def merge_intervals(iv: np.ndarray) -> np.ndarray:
+    """Union of (k, 2) half-open intervals as sorted, disjoint, non-adjacent intervals."""
+    if len(iv) <= 1:
+        return iv.astype(np.int64).reshape(-1, 2)
+    iv = iv[np.argsort(iv[:, 0], kind="stable")]
+    hi_max = np.maximum.accumulate(iv[:, 1])
+    new = np.ones(len(iv), bool)
+    new[1:] = iv[1:, 0] > hi_max[:-1]
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], len(iv)) - 1
+    return np.stack([iv[first, 0], hi_max[last]], axis=1)
+
+
+def _segments(bounds: np.ndarray, iv: np.ndarray) -> np.ndarray:
+    """Indices of the elementary segments (between consecutive ``bounds``) covering ``iv``."""
+    s0 = np.searchsorted(bounds, iv[:, 0])
+    s1 = np.searchsorted(bounds, iv[:, 1])
+    n = s1 - s0
+    if len(n) == 1:
+        return np.arange(s0[0], s1[0], dtype=np.int64)
+    shift = np.repeat(s0 - np.concatenate(([0], np.cumsum(n)[:-1])), n)
+    return shift + np.arange(int(n.sum()), dtype=np.int64)
+
+
+def _hazard_preds(task_access: list[list[tuple[str, bool, np.ndarray]]]) -> list[set[int]]:
+    """RAW / WAW / WAR predecessors of every task (see the module docstring)."""
+    bounds = {}
+    for s in SPACES:
+        ends = [iv.ravel() for acc in task_access for sp, _, iv in acc if sp == s]
+        bounds[s] = np.unique(np.concatenate(ends)) if ends else np.zeros(0, np.int64)
+    segs = [[(sp, w, _segments(bounds[sp], iv)) for sp, w, iv in acc] for acc in task_access]
+    nseg = {s: max(len(b) - 1, 0) for s, b in bounds.items()}
+    last_write = {s: np.full(k, -1, np.int64) for s, k in nseg.items()}
+    read_head = {s: np.full(k, -1, np.int64) for s, k in nseg.items()}
+    nodes = sum(len(ix) for acc in segs for _, w, ix in acc if not w)
+    node_task = np.empty(nodes, np.int64)
+    node_next = np.empty(nodes, np.int64)
+    top = 0
+    out: list[set[int]] = []
+    for t, acc in enumerate(segs):
+        found: list[np.ndarray] = []
+        for sp, w, ix in acc:
+            found.append(last_write[sp][ix])
+            if w:
+                h = read_head[sp][ix]
+                h = h[h >= 0]
+                while h.size:
+                    found.append(node_task[h])
+                    h = node_next[h]
+                    h = h[h >= 0]
+        preds = set(np.unique(np.concatenate(found)).tolist()) if found else set()
+        preds.discard(-1)
+        preds.discard(t)
+        out.append(preds)
+        for sp, w, ix in acc:
+            if not w:
+                k = len(ix)
+                node_task[top:top + k] = t
+                node_next[top:top + k] = read_head[sp][ix]
+                read_head[sp][ix] = np.arange(top, top + k)
+                top += k
+        for sp, w, ix in acc:
+            if w:
+                last_write[sp][ix] = t
+                read_head[sp][ix] = -1
+    return out
+
+
+def _token_preds(program: Program, order: list[int], task_of: dict[int, int]) -> list[set[int]]:
+    """Token edges of the program (FIFO pairing), contracted through nops, as task preds."""
+    instrs = program.instructions
+    producers: dict[tuple[str, str], list[int]] = {}
+    consumers: dict[tuple[str, str], list[int]] = {}
+    for i, ins in enumerate(instrs):
+        for d in ins.signal:
+            producers.setdefault((ins.engine, d), []).append(i)
+        for s in ins.wait:
+            consumers.setdefault((s, ins.engine), []).append(i)
+    pred_ins: dict[int, set[int]] = {i: set() for i in range(len(instrs))}
+    for pair, cons in consumers.items():
+        for p, c in zip(producers.get(pair, []), cons):
+            pred_ins[c].add(p)
+    prev_on: dict[str, int] = {}
+    for i, ins in enumerate(instrs):        # nops sit in a queue: they follow / precede neighbours
+        p = prev_on.get(ins.engine)
+        if p is not None and (ins.op == "nop" or instrs[p].op == "nop"):
+            pred_ins[i].add(p)
+        prev_on[ins.engine] = i
+    real: dict[int, set[int]] = {}          # program index -> real (non-nop) predecessor indices
+    for i in order:
+        r: set[int] = set()
+        for p in pred_ins[i]:
+            r |= {p} if instrs[p].op != "nop" else real[p]
+        real[i] = r
+    out = [set() for _ in task_of]
+    for i, t in task_of.items():
+        out[t] = {task_of[p] for p in real[i]}
+    return out
+
+
+def build_task_graph(program: Program, labels: Sequence[str] | None = None, *,
+                     include_tokens: bool = False,
+                     capacity: Mapping[str, int] | None = None) -> TaskGraph:
+    """The task graph of ``program``.
+
+    ``labels[i]`` names instruction ``i`` (e.g. ``"conv2/bp/t3"``; '/'-separated
+    paths group tasks by layer and stage in reports); unnamed tasks are called
+    ``op#index``. ``include_tokens`` adds the program's own token edges to the
+    hazards. ``capacity`` overrides the working-set budget (bytes) of some
+    buffers (see the module docstring).
+    """
+    instrs = program.instructions
+    cfg = program.config
+    if labels is not None and len(labels) != len(instrs):
+        raise ScheduleError(f"{len(labels)} labels for {len(instrs)} instructions")
+    order = issue_order(instrs)
+    tasks: list[Task] = []
+    task_access = []
+    footprint = []
+    for i in order:
+        ins = instrs[i]
+        if ins.op == "nop":
+            continue
+        d = instruction_cycles(ins, cfg)
+        if d < 1:
+            raise ScheduleError(f"instruction {i} ({ins.op}) lasts {d} cycles; tasks need >= 1")
+        label = labels[i] if labels is not None else ""
+        tasks.append(Task(len(tasks), i, ins.engine, ins.op, d, label or f"{ins.op}#{i}", label))
+        acc = [(a.space, a.write, byte_intervals(a)) for a in accesses(ins)]
+        task_access.append(acc)
+        fp = []
+        for b in BUFFER_NAMES:
+            ivs = [iv for sp, _, iv in acc if sp == b]
+            merged = merge_intervals(np.concatenate(ivs)) if ivs else np.zeros((0, 2), np.int64)
+            fp.append(int((merged[:, 1] - merged[:, 0]).sum()))
+        footprint.append(fp)
+    preds = _hazard_preds(task_access)
+    task_of = {t.index: t.id for t in tasks}
+    if include_tokens:
+        for t, extra in enumerate(_token_preds(program, order, task_of)):
+            preds[t] |= extra
+    succs: list[list[int]] = [[] for _ in tasks]
+    for v, ps in enumerate(preds):
+        for u in ps:
+            succs[u].append(v)
+    timeline = simulate(instrs, cfg).timeline
+    start = np.array([timeline[t.index].start for t in tasks], dtype=np.int64)
+    fpa = np.array(footprint, dtype=np.int64).reshape(len(tasks), len(BUFFER_NAMES))
+    budget = dict(cfg.buffer_bytes)
+    if capacity is None:
+        peak = peak_usage(start, start + np.array([t.duration for t in tasks], np.int64), fpa)
+        budget = {b: max(budget[b], int(peak[k])) for k, b in enumerate(BUFFER_NAMES)}
+    else:
+        unknown = set(capacity) - set(BUFFER_NAMES)
+        if unknown:
+            raise ScheduleError(f"capacity for unknown buffers {sorted(unknown)}; buffers: {BUFFER_NAMES}")
+        budget.update({b: int(v) for b, v in capacity.items()})
+    for k, b in enumerate(BUFFER_NAMES):
+        if len(tasks) and fpa[:, k].max() > budget[b]:
+            t = int(fpa[:, k].argmax())
+            raise ScheduleError(f"task {t} ({tasks[t].name}) alone touches {fpa[t, k]} bytes of the "
+                                f"{b} buffer, more than its budget of {budget[b]}")
+    end = max((e.end for e in timeline), default=0)
+    return TaskGraph(program, tasks, [tuple(sorted(p)) for p in preds], [tuple(s) for s in succs],
+                     fpa, budget, start, end, include_tokens)
+
+
+def peak_usage(start: np.ndarray, end: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    """Peak over time of the summed footprints of running tasks, per buffer column."""
+    if not len(start):
+        return np.zeros(footprint.shape[1], np.int64)
+    times = np.concatenate([start, end])
+    kind = np.concatenate([np.ones(len(start), np.int64), np.zeros(len(end), np.int64)])
+    delta = np.concatenate([footprint, -footprint])
+    order = np.lexsort((kind, times))           # at equal times, ends (0) before starts (1)
+    return np.maximum(np.cumsum(delta[order], axis=0).max(axis=0), 0)
