@@ -1,4 +1,4 @@
-"""The ``satc`` command line: zoo, ir, ops, hw, demo."""
+"""The ``satc`` command line: zoo, ir, ops, compile, run, asm, schedule, hw, demo."""
 
 from __future__ import annotations
 
@@ -106,6 +106,104 @@ def cmd_hw(args) -> None:
         print(describe_hardware(load_hardware(args.name)))
 
 
+def cmd_compile(args) -> None:
+    """Compile a training step: write the program file, its assembly and a report."""
+    from pathlib import Path
+
+    from satc.backends.sat import disassemble, encode_all
+    from satc.compiler import compile as compile_step, format_per_layer
+    from satc.runner import with_manifest
+
+    from satc.models import ZOO
+
+    shapes = _parse_shapes(args.input_shape)
+    if shapes is None and args.model in ZOO:
+        shapes = {"x": [args.batch, *ZOO[args.model].input_shape]}
+    t0 = time.perf_counter()
+    prog = compile_step(args.model, sparsity=args.sparsity, hw=args.hw, optimizer=_optimizer(args),
+                        input_shapes=shapes, exclude=tuple(args.exclude or ()))
+    seconds = time.perf_counter() - t0
+    program = with_manifest(prog)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.model).stem
+    program.save(out / f"{stem}.satbin")
+    (out / f"{stem}.s").write_text(disassemble(encode_all(program.instructions)))
+    report = [f"model {args.model}, sparsity {args.sparsity}, hardware {prog.config.name}",
+              f"compiled in {seconds:.2f} s: {len(program.instructions)} instructions, "
+              f"DRAM {program.dram_size / 2**20:.1f} MiB",
+              prog.timing.summary(), "", format_per_layer(prog.per_layer()), "", prog.plan.table()]
+    (out / f"{stem}.report.txt").write_text("\n".join(report) + "\n")
+    print("\n".join(report[:3]))
+    print(f"wrote {out / (stem + '.satbin')}, {stem}.s, {stem}.report.txt")
+
+
+def cmd_run(args) -> None:
+    """Train on the emulator from a program file alone."""
+    import numpy as np
+
+    from satc.data import batches, digits
+    from satc.runner import ProgramRunner
+
+    runner = ProgramRunner.load(args.program)
+    x_name, y_name = runner.input_order
+    shape = runner.input_shapes[x_name]
+    if args.data == "digits":
+        x_tr, y_tr, _, _ = digits()
+        if shape[1:] != x_tr.shape[1:]:
+            raise SatcError(f"--data digits gives {x_tr.shape[1:]} images, the program takes "
+                            f"{shape[1:]}; compile a digits model (mlp, cnn) or use --data synthetic")
+        stream = batches(x_tr, y_tr, shape[0], seed=args.seed)
+    else:
+        rng = np.random.default_rng(args.seed)
+        classes = runner.inputs[y_name].classes
+        fixed = (rng.standard_normal(shape).astype(np.float32),
+                 rng.integers(0, classes, runner.input_shapes[y_name]).astype(np.int64))
+        stream = iter(lambda: fixed, None)
+    seconds = runner.cycles / (runner.program.config.clock_mhz * 1e6)
+    print(f"{args.program}: {runner.cycles} cycles per step ({seconds * 1e3:.3f} ms at "
+          f"{runner.program.config.clock_mhz:g} MHz)")
+    for step in range(args.steps):
+        xb, yb = next(stream)
+        t = time.perf_counter()
+        loss = runner.step(xb, yb)
+        print(f"step {step:3d}  loss {loss:.4f}  ({time.perf_counter() - t:.2f} s emulated)")
+
+
+def cmd_asm(args) -> None:
+    """Print a program file's instructions as assembly."""
+    from satc.backends.sat import Program, disassemble, encode_all
+
+    program = Program.load(args.program)
+    labels = program.meta.get("satc", {}).get("labels")
+    lines = disassemble(encode_all(program.instructions)).splitlines()
+    for i, line in enumerate(lines):
+        print(f"{line}  # {i}: {labels[i]}" if labels else line)
+
+
+def cmd_schedule(args) -> None:
+    """Schedule a program file offline; print utilisation, bounds and the critical path."""
+    from satc.backends.sat import Program
+    from satc.passes.schedule import format_report, schedule_program, write_gantt, write_trace
+    from satc.runner import rescheduled
+
+    program = Program.load(args.program)
+    labels = program.meta.get("satc", {}).get("labels")
+    result = schedule_program(program, args.method, labels=labels, time_limit_s=args.time_limit,
+                              workers=args.workers, seed=args.seed, progress=not args.quiet)
+    result.check()
+    print(format_report(result))
+    if args.trace:
+        write_trace(result, args.trace)
+        print(f"wrote trace {args.trace} (open in https://ui.perfetto.dev)")
+    if args.gantt:
+        write_gantt(result, args.gantt)
+        print(f"wrote Gantt chart {args.gantt}")
+    if args.output:
+        rescheduled(result).save(args.output)
+        print(f"wrote scheduled program {args.output}")
+
+
 def _add_model_args(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
     if default_model:
         p.add_argument("model", nargs="?", default=default_model, help="zoo model name or .onnx file")
@@ -137,6 +235,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--totals", action="store_true", help="stage totals only")
     p.add_argument("--report", action="store_true", help="also print which layers are sparse")
     p.set_defaults(fn=cmd_ops)
+    p = sub.add_parser("compile", help="compile a training step to a SAT program file")
+    _add_model_args(p)
+    p.add_argument("--hw", default="sat-vcu1525", help="hardware preset or TOML file")
+    p.add_argument("-o", "--output", default="out", help="output folder (default out/)")
+    p.set_defaults(fn=cmd_compile)
+    p = sub.add_parser("run", help="train on the emulator from a program file")
+    p.add_argument("program")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--data", choices=("digits", "synthetic"), default="digits")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("asm", help="print a program file as assembly")
+    p.add_argument("program")
+    p.set_defaults(fn=cmd_asm)
+    p = sub.add_parser("schedule", help="schedule a program file offline and inspect it")
+    p.add_argument("program")
+    p.add_argument("--method", choices=("cpsat", "list", "inorder"), default="cpsat")
+    p.add_argument("--time-limit", type=float, default=10.0, help="CP-SAT seconds per window")
+    p.add_argument("--workers", type=int, default=1, help="CP-SAT workers (1: reproducible)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trace", help="write a Chrome/Perfetto trace JSON")
+    p.add_argument("--gantt", help="write a Gantt chart PNG")
+    p.add_argument("-o", "--output", help="write the rescheduled program file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_schedule)
     p = sub.add_parser("hw", help="SAT hardware configs")
     p.add_argument("action", choices=("show", "list"))
     p.add_argument("name", nargs="?", default="sat-vcu1525", help="preset name or TOML file")

@@ -10,7 +10,8 @@ Layout (all integers little-endian)::
     24  8  data length D
     32  H  header JSON: {"config": {...}, "dram_size": int,
                          "regions": [{"name", "addr", "shape", "dtype",
-                                      "init_offset", "init_nbytes"}]}
+                                      "init_offset", "init_nbytes"}],
+                         "meta": {...}}   (tool notes: labels, I/O manifest)
     ..  32*I  instructions (backends/sat/isa.py encoding)
     ..  D  data: initial contents of regions, at their init_offset
     ..  4  CRC-32 of every byte before it
@@ -26,8 +27,9 @@ import json
 import math
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +72,8 @@ class Program:
     instructions: tuple[Instruction, ...]
     regions: tuple[Region, ...]
     dram_size: int
+    # JSON-able notes for tools (instruction labels, how to feed inputs); ignored by the emulator
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_layout(self)
@@ -93,7 +97,8 @@ class Program:
             meta.append({"name": r.name, "addr": r.addr, "shape": list(r.shape), "dtype": r.dtype,
                          "init_offset": off if nbytes else 0, "init_nbytes": nbytes})
         header = json.dumps({"config": self.config.to_dict(), "dram_size": self.dram_size,
-                             "regions": meta}, sort_keys=True, separators=(",", ":")).encode()
+                             "regions": meta, "meta": self.meta},
+                            sort_keys=True, separators=(",", ":")).encode()
         body = (_PREAMBLE.pack(MAGIC, VERSION, len(header), len(self.instructions), 0, len(data))
                 + header + encode_all(self.instructions) + bytes(data))
         return body + struct.pack("<I", zlib.crc32(body))
@@ -170,7 +175,10 @@ def _parse(blob: bytes) -> Program:
                 raise ProgramFileError(f"region {r['name']!r}: init data outside the data section")
             regions.append(Region(str(r["name"]), int(r["addr"]), tuple(int(d) for d in r["shape"]),
                                   str(r["dtype"]), data[off:off + nb] if nb else None))
-        return Program(config, instrs, tuple(regions), int(header["dram_size"]))
+        meta = header.get("meta", {})
+        if not isinstance(meta, dict):
+            raise ProgramFileError("program file header: 'meta' must be an object")
+        return Program(config, instrs, tuple(regions), int(header["dram_size"]), meta)
     except ProgramFileError:
         raise
     except (ConfigError, ISAError) as e:

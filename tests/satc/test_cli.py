@@ -40,3 +40,39 @@ def test_hw_show_and_list(capsys):
     assert main(["hw", "list"]) == 0
     assert "sat-small" in capsys.readouterr().out
     assert main(["hw", "show", "no-such-preset"]) == 2
+
+
+def test_compile_run_asm_schedule_round_trip(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compile", "mlp", "--sparsity", "bdwp:2:8", "--hw", "sat-small", "--batch", "8",
+                 "-o", str(out)]) == 0
+    assert (out / "mlp.satbin").exists() and (out / "mlp.s").exists()
+    assert "per step" not in capsys.readouterr().out
+    assert main(["run", str(out / "mlp.satbin"), "--steps", "3"]) == 0
+    run_out = capsys.readouterr().out
+    losses = [float(line.split("loss")[1].split()[0]) for line in run_out.splitlines() if "loss" in line]
+    assert len(losses) == 3 and all(0 < v < 5 for v in losses)
+    assert main(["asm", str(out / "mlp.satbin")]) == 0
+    asm = capsys.readouterr().out.splitlines()
+    assert asm[0].startswith(("load", "gemm", "vec")) and "/FF/" in asm[0]
+    sched = tmp_path / "sched.satbin"
+    assert main(["schedule", str(out / "mlp.satbin"), "--method", "list", "--quiet",
+                 "--trace", str(tmp_path / "t.json"), "--gantt", str(tmp_path / "g.png"),
+                 "-o", str(sched)]) == 0
+    report = capsys.readouterr().out
+    assert "makespan" in report and "lower bound" in report
+    assert (tmp_path / "t.json").stat().st_size > 0 and (tmp_path / "g.png").stat().st_size > 0
+    assert main(["run", str(sched), "--steps", "3"]) == 0
+    again = [float(line.split("loss")[1].split()[0]) for line in capsys.readouterr().out.splitlines()
+             if "loss" in line]
+    assert again == losses, "the scheduled program trains identically"
+
+
+def test_run_rejects_data_of_the_wrong_shape(tmp_path, capsys):
+    out = tmp_path / "o"
+    # the MLP flattens 64 features, so 1x4x16 images compile too - but digits are 1x8x8
+    assert main(["compile", "mlp", "--hw", "sat-small", "--input-shape", "x=4,1,4,16", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["run", str(out / "mlp.satbin"), "--steps", "1"]) == 2
+    assert "--data digits gives (1, 8, 8) images, the program takes (1, 4, 16)" in capsys.readouterr().err
+    assert main(["run", str(out / "mlp.satbin"), "--steps", "1", "--data", "synthetic"]) == 0
