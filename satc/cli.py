@@ -76,24 +76,59 @@ def cmd_ops(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    """Train the default model for a few steps on the reference interpreter; print loss and MACs."""
+    """The main job: compile a training step for SAT, train on the emulator, schedule, compare."""
+    import numpy as np
+
+    from satc.compiler import compile as compile_step, format_per_layer
+    from satc.data import batches, digits
     from satc.driver import random_batch
     from satc.ir.interpreter import interpret
+    from satc.models import ZOO
     from satc.passes.op_count import count_ops
+    from satc.passes.schedule import format_report, schedule_program
+    from satc.runner import instruction_labels
 
-    t0 = time.perf_counter()
-    src, tg = _training_graph(args)
-    print(f"model {args.model}, batch {args.batch}, sparsity {args.sparsity}: "
-          f"{len(tg.nodes)} IR ops, built in {time.perf_counter() - t0:.1f} s")
-    batch = random_batch(tg, src.num_classes)
-    state = tg.initial_state()
-    for step in range(args.steps):
+    shape = [args.batch, *ZOO[args.model].input_shape]
+    print(f"== compile {args.model} (batch {args.batch}) for {args.hw}, dense and {args.sparsity}")
+    progs = {}
+    for mode in ("dense", args.sparsity):
         t = time.perf_counter()
-        out = interpret(tg, batch, state)
-        state = out.new_state
-        print(f"step {step}: loss {out.loss:.4f}  ({time.perf_counter() - t:.2f} s on the reference interpreter)")
-    print()
-    print(count_ops(tg).format(per_layer=True))
+        progs[mode] = compile_step(args.model, sparsity=mode, hw=args.hw, optimizer=_optimizer(args),
+                                   input_shapes={"x": shape})
+        p = progs[mode]
+        print(f"{mode:>10}: {len(p.program.instructions)} instructions in {time.perf_counter() - t:.1f} s, "
+              f"{p.timing.total_cycles} cycles in program order")
+    prog = progs[args.sparsity]
+    print(f"\n== {args.sparsity}: operations\n{count_ops(prog.graph).format(per_layer=False)}")
+
+    print(f"\n== train {args.steps} steps on the emulator (reference interpreter alongside)")
+    if tuple(shape[1:]) == (1, 8, 8):
+        x_tr, y_tr, _, _ = digits()
+        stream = batches(x_tr, y_tr, args.batch, seed=0)
+    else:
+        fixed = tuple(random_batch(prog.graph, ZOO[args.model].num_classes).values())
+        stream = iter(lambda: fixed, None)
+    state = prog.graph.initial_state()
+    for step in range(args.steps):
+        xb, yb = next(stream)
+        res = prog.step(xb, yb)
+        ref = interpret(prog.graph, {"x": xb, "y": yb}, state)
+        state = ref.new_state
+        print(f"step {step}: emulator loss {res.loss:.6f}  interpreter loss {ref.loss:.6f}")
+
+    print("\n== offline schedules (CP-SAT, list) of both programs")
+    makespans = {}
+    for mode, p in progs.items():
+        result = schedule_program(p.program, "cpsat", labels=instruction_labels(p),
+                                  time_limit_s=args.time_limit, seed=0)
+        result.check()
+        makespans[mode] = result.makespan
+        if mode == args.sparsity:
+            print(format_report(result, path_lines=6))
+    speedup = makespans["dense"] / makespans[args.sparsity]
+    print(f"\nscheduled step: dense {makespans['dense']} cycles, {args.sparsity} "
+          f"{makespans[args.sparsity]} cycles: speedup {speedup:.2f}x")
+    print(f"\n== per layer ({args.sparsity}, program order)\n{format_per_layer(prog.per_layer())}")
 
 
 def cmd_hw(args) -> None:
@@ -220,7 +255,7 @@ def _add_model_args(p: argparse.ArgumentParser, default_model: str | None = None
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``satc`` command."""
-    from satc.driver import DEFAULT_MODEL
+    from satc.driver import DEFAULT_BATCH, DEFAULT_MODEL
 
     ap = argparse.ArgumentParser(prog="satc", description="compiler for SAT, the N:M sparse training accelerator")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -264,10 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("show", "list"))
     p.add_argument("name", nargs="?", default="sat-vcu1525", help="preset name or TOML file")
     p.set_defaults(fn=cmd_hw)
-    p = sub.add_parser("demo", help="the main job on the default model")
+    p = sub.add_parser("demo", help="the main job on the default model and hardware")
     _add_model_args(p, DEFAULT_MODEL)
+    p.add_argument("--hw", default="sat-vcu1525", help="hardware preset or TOML file")
     p.add_argument("--steps", type=int, default=3)
-    p.set_defaults(fn=cmd_demo, batch=4, sparsity="bdwp:2:8")
+    p.add_argument("--time-limit", type=float, default=5.0, help="CP-SAT seconds per window")
+    p.set_defaults(fn=cmd_demo, batch=DEFAULT_BATCH, sparsity="bdwp:2:8")
     return ap
 
 

@@ -12,7 +12,8 @@ from satc.errors import FrontendError
 from satc.ir.graph import Graph
 from satc.ir.verifier import verify
 
-DEFAULT_MODEL = "resnet18_cifar"
+DEFAULT_MODEL = "cnn"  # the default model `satc demo` compiles and trains
+DEFAULT_BATCH = 16
 
 
 @dataclass

@@ -76,3 +76,13 @@ def test_run_rejects_data_of_the_wrong_shape(tmp_path, capsys):
     assert main(["run", str(out / "mlp.satbin"), "--steps", "1"]) == 2
     assert "--data digits gives (1, 8, 8) images, the program takes (1, 4, 16)" in capsys.readouterr().err
     assert main(["run", str(out / "mlp.satbin"), "--steps", "1", "--data", "synthetic"]) == 0
+
+
+def test_demo_compiles_trains_and_schedules(capsys):
+    assert main(["demo", "mlp", "--batch", "8", "--steps", "2", "--time-limit", "1"]) == 0
+    out = capsys.readouterr().out
+    steps = [line for line in out.splitlines() if line.startswith("step ")]
+    assert len(steps) == 2
+    emu, ref = (float(steps[0].split()[3]), float(steps[0].split()[6]))
+    assert abs(emu - ref) < 1e-2 * abs(ref), "mixed-precision emulator tracks the interpreter"
+    assert "operation reduction" in out and "speedup" in out and "makespan" in out
