@@ -83,6 +83,6 @@ def test_demo_compiles_trains_and_schedules(capsys):
     out = capsys.readouterr().out
     steps = [line for line in out.splitlines() if line.startswith("step ")]
     assert len(steps) == 2
-    emu, ref = (float(steps[0].split()[3]), float(steps[0].split()[6]))
+    emu, ref = float(steps[0].split()[4]), float(steps[0].split()[7])
     assert abs(emu - ref) < 1e-2 * abs(ref), "mixed-precision emulator tracks the interpreter"
     assert "operation reduction" in out and "speedup" in out and "makespan" in out
