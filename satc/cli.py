@@ -1,4 +1,4 @@
-"""The ``satc`` command line: zoo, ir, ops, compile, run, asm, schedule, hw, demo."""
+"""The ``satc`` command line: zoo, ir, ops, compile, run, asm, schedule, sweep, hw, demo."""
 
 from __future__ import annotations
 
@@ -239,6 +239,23 @@ def cmd_schedule(args) -> None:
         print(f"wrote scheduled program {args.output}")
 
 
+def cmd_sweep(args) -> None:
+    """Design-space sweep over array size, DRAM bandwidth and N:M ratio, on all local cores."""
+    from pathlib import Path
+
+    from satc.sweep import format_table, plot, run_sweep, write_csv
+
+    points = run_sweep(args.model, args.batch, [int(a) for a in args.arrays.split(",")],
+                       [float(b) for b in args.bandwidths.split(",")], args.sparsities.split(","),
+                       hw=args.hw, jobs=args.jobs)
+    print(format_table(points))
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(points, out / f"sweep-{args.model}.csv")
+    plot(points, out / f"sweep-{args.model}.png")
+    print(f"wrote {out / f'sweep-{args.model}.csv'} and {out / f'sweep-{args.model}.png'}")
+
+
 def _add_model_args(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
     if default_model:
         p.add_argument("model", nargs="?", default=default_model, help="zoo model name or .onnx file")
@@ -295,6 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the rescheduled program file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_schedule)
+    p = sub.add_parser("sweep", help="design-space sweep: array size x DRAM bandwidth x N:M")
+    p.add_argument("model", nargs="?", default="cnn")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--hw", default="sat-vcu1525", help="base hardware preset or TOML file")
+    p.add_argument("--arrays", default="16,32,64", help="array sizes (rows = cols)")
+    p.add_argument("--bandwidths", default="19.25,38.5,77,154", help="DRAM GB/s")
+    p.add_argument("--sparsities", default="bdwp:2:8,bdwp:2:4,bdwp:1:8")
+    p.add_argument("--jobs", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("-o", "--output", default="out")
+    p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("hw", help="SAT hardware configs")
     p.add_argument("action", choices=("show", "list"))
     p.add_argument("name", nargs="?", default="sat-vcu1525", help="preset name or TOML file")
