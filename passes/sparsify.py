@@ -95,20 +95,38 @@ def _bp_node(g: Graph, w: Value) -> Node | None:
     return None
 
 
-def _sparsify_weight(g: Graph, spec: SparsitySpec, ff_node: Node) -> LayerSparsity:
+def _insert_before(g: Graph, target: Node, op: str, inputs: list[Value], attrs: dict,
+                   stage: Stage, name: str) -> Value:
+    """Add a node and move it just before ``target``."""
+    v = g.add1(op, inputs, attrs, stage, target.layer, name=name)
+    g.nodes.insert(g.nodes.index(target), g.nodes.pop())
+    return v
+
+
+def _sparsify_weight(g: Graph, spec: SparsitySpec, ff_node: Node, pregenerate: bool) -> LayerSparsity:
     w = ff_node.inputs[1]
     name, layer = w.name, ff_node.layer
     nm = f"{spec.n}:{spec.m}"
     init = g.initializers[name]
-    w_ff = g.add_param(f"{name}.ff", _prune(init, spec, FF_AXIS), trainable=False)
+    ff_attrs = {"n": spec.n, "m": spec.m, "axis": FF_AXIS}
+    bp_attrs = {"n": spec.n, "m": spec.m, "axis": BP_AXIS}
+    if pregenerate:
+        w_ff = g.add_param(f"{name}.ff", _prune(init, spec, FF_AXIS), trainable=False)
+    else:  # pruned at the start of FF, on its critical path
+        w_ff = _insert_before(g, ff_node, "nm_prune", [w], ff_attrs, Stage.SORE, f"{layer}.sore_ff")
     _replace_input(ff_node, w, w_ff)
     ff_node.attrs["nm"] = [spec.n, spec.m, FF_AXIS]
     bp_desc = "none (no BP)"
     bp_node = _bp_node(g, w)
     if bp_node is not None:
         if spec.sparse_bp:
-            src = _prune(init, spec, FF_AXIS) if spec.mode == "bdwp-nested" else init
-            w_bp = g.add_param(f"{name}.bp", _prune(src, spec, BP_AXIS), trainable=False)
+            if pregenerate:
+                src = _prune(init, spec, FF_AXIS) if spec.mode == "bdwp-nested" else init
+                w_bp = g.add_param(f"{name}.bp", _prune(src, spec, BP_AXIS), trainable=False)
+            else:
+                src_v = w_ff if spec.mode == "bdwp-nested" else w
+                w_bp = _insert_before(g, bp_node, "nm_prune", [src_v], bp_attrs, Stage.SORE,
+                                      f"{layer}.sore_bp")
             _replace_input(bp_node, w, w_bp)
             bp_node.attrs["nm"] = [spec.n, spec.m, BP_AXIS]
             bp_desc = f"{nm} along Co"
@@ -129,25 +147,26 @@ def _sparsify_weight(g: Graph, spec: SparsitySpec, ff_node: Node) -> LayerSparsi
         g.outputs[grad_key] = refined
 
     new_w = g.state_updates.get(name)
-    if new_w is not None:
-        ff_attrs = {"n": spec.n, "m": spec.m, "axis": FF_AXIS}
+    if pregenerate and new_w is not None:
         new_ff = g.add1("nm_prune", [new_w], ff_attrs, Stage.SORE, layer, name=f"{layer}.sore_ff")
         g.state_updates[w_ff.name] = new_ff
         if spec.sparse_bp and bp_node is not None:
             src = new_ff if spec.mode == "bdwp-nested" else new_w
-            g.state_updates[f"{name}.bp"] = g.add1(
-                "nm_prune", [src], {"n": spec.n, "m": spec.m, "axis": BP_AXIS}, Stage.SORE, layer,
-                name=f"{layer}.sore_bp")
+            g.state_updates[f"{name}.bp"] = g.add1("nm_prune", [src], bp_attrs, Stage.SORE, layer,
+                                                   name=f"{layer}.sore_bp")
     return LayerSparsity(layer, name, f"{nm} along Ci", bp_desc)
 
 
 def sparsify(graph: Graph, spec: str | SparsitySpec, exclude: Sequence[str] = (),
-             srste_lambda: float | None = None) -> Graph:
+             srste_lambda: float | None = None, pregenerate: bool = True) -> Graph:
     """Apply ``dense``, ``ff:N:M``, ``bdwp:N:M`` or ``bdwp-nested:N:M`` to a training graph.
 
     ``exclude`` names layers (or weights) to keep dense; the stem (a conv
     over 1 or 3 input channels) always stays dense, as in
-    :func:`satc.sparsity.convert`. Returns a new graph; the input is unchanged.
+    :func:`satc.sparsity.convert`. ``pregenerate=False`` (an ablation) prunes
+    W_ff / W_bp right before the FF / BP GEMM that reads them instead of after
+    the previous update: the same numbers, with SORE on the critical path.
+    Returns a new graph; the input is unchanged.
     """
     spec = parse_sparsity(spec, srste_lambda)
     g = graph.clone()
@@ -171,6 +190,6 @@ def sparsify(graph: Graph, spec: str | SparsitySpec, exclude: Sequence[str] = ()
             why = "" if spec.is_dense else ("stem (image input)" if stem else "excluded by user")
             report.layers.append(LayerSparsity(node.layer, w.name, "dense", "dense", reason=why))
             continue
-        report.layers.append(_sparsify_weight(g, spec, node))
+        report.layers.append(_sparsify_weight(g, spec, node, pregenerate))
     g.meta["sparsity"] = report
     return verify(g, after_pass="sparsify")

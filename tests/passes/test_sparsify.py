@@ -153,3 +153,25 @@ def test_exclude_and_errors():
         satc.sparsify(dense_tg, "bdwp:2:8", exclude=["nope"])
     with pytest.raises(SparsityError, match="not a training graph"):
         satc.sparsify(satc.import_torch(model, (x,)), "bdwp:2:8")
+
+
+def test_without_pregeneration_same_numbers_sore_inside_the_step():
+    model, x, y, tg = _graphs("cnn", {}, "bdwp:2:8")
+    dense_tg = satc.build_training_graph(satc.import_torch(model, (x,)),
+                                         optimizer=satc.SGD(lr=LR, momentum=MOMENTUM, weight_decay=WD))
+    late = satc.sparsify(dense_tg, "bdwp:2:8", pregenerate=False)
+    assert not any(k.endswith((".ff", ".bp")) for k in late.state)
+    order = [n for n in late.nodes]
+    for n in late.nodes:
+        if n.op == "nm_prune":
+            consumer = next(m for m in order if n.outputs[0] in m.inputs)
+            assert consumer.stage in (Stage.FF, Stage.BP, Stage.SORE)
+            assert order.index(n) < order.index(consumer)
+    s_early, s_late = tg.initial_state(), late.initial_state()
+    for _ in range(3):
+        a = satc.interpret(tg, {"x": x.numpy(), "y": y.numpy()}, s_early)
+        b = satc.interpret(late, {"x": x.numpy(), "y": y.numpy()}, s_late)
+        s_early, s_late = a.new_state, b.new_state
+        assert a.loss == b.loss
+    for k in s_late:
+        np.testing.assert_array_equal(s_early[k], s_late[k], err_msg=k)
