@@ -23,6 +23,7 @@ The cost model reuses the STCE timing formula of the cycle model
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -46,7 +47,8 @@ class GemmProblem:
     with pattern ``nm``; ``*_quantum`` are the units a tile must be a whole
     multiple of (whole images along a conv's spatial axis, byte-aligned
     groups along an N:M K); ``a_buf`` / ``b_buf`` are the on-chip buffers
-    the operands are loaded into.
+    the operands are loaded into. ``scatter`` > 0: the output phases of a strided input
+    gradient are interleaved in a vec-buffer tile ``scatter`` times the C tile.
     """
 
     m: int
@@ -63,6 +65,7 @@ class GemmProblem:
     b_buf: str = "wgt"
     a_bytes: int = 4
     b_bytes: int = 4
+    scatter: int = 0
 
     def a_tile_bytes(self, mt: int, kt: int) -> int:
         """Bytes of one A tile (values and packed indices when compressed)."""
@@ -84,6 +87,7 @@ class GemmProblem:
         use[self.a_buf] += slots * self.a_tile_bytes(mt, kt)
         use[self.b_buf] += slots * self.b_tile_bytes(kt, nt)
         use["acc"] += slots * _align(mt * nt * 4)
+        use["vec"] += slots * _align(self.scatter * mt * nt * 4)
         return use
 
 
@@ -126,11 +130,28 @@ def _conv_checks(node: Node) -> None:
         raise CompileError(f"{what}: grouped convolution (groups={a['groups']}) is not supported "
                            "by the SAT lowering yet; use groups=1")
     if tuple(a["dilation"]) != (1, 1):
-        raise CompileError(f"{what}: dilated convolution is not supported by the SAT lowering yet")
-    if a["stride"][1] != 1 or (node.op == "conv2d_grad_input" and tuple(a["stride"]) != (1, 1)):
-        raise CompileError(f"{what}: stride {a['stride']} is not supported by the SAT lowering yet "
-                           "(implicit GEMM loads conv windows by DMA rows: stride 1 along W, and "
-                           "stride 1 for the input gradient)")
+        raise CompileError(f"{what}: dilated convolution is not supported by the SAT lowering yet; "
+                           "use dilation 1")
+
+
+def _matmul_problem(node: Node, pat: tuple[int, int] | None, kq: int, wbytes: int) -> GemmProblem:
+    """2-D matmul; a [..., K] activation times a 2-D weight (all leading axes are rows); or a
+    batched matmul over equal leading axes, one C matrix per batch (``taps``, not in K)."""
+    a, b = node.inputs
+    ta, tb = node.attrs.get("trans_a", False), node.attrs.get("trans_b", False)
+    batched = b.type.rank > 2
+    if not batched and (a.type.rank == 2 or not ta):
+        sa = (int(math.prod(a.shape[:-1])), a.shape[-1])
+    elif a.type.rank == b.type.rank and a.shape[:-2] == b.shape[:-2] and not pat:
+        sa = a.shape[-2:]
+    else:
+        raise CompileError(f"layer {node.layer!r} ({node.name}): matmul {a.shape} x {b.shape} "
+                           f"(trans_a={ta}) is not supported by the SAT lowering yet: batched "
+                           "operands need equal leading axes and dense data")
+    m, k = (sa[1], sa[0]) if ta else sa
+    n = b.shape[-2] if tb else b.shape[-1]
+    return GemmProblem(m, n, k, taps=int(math.prod(b.shape[:-2])), taps_in_k=not batched,
+                       sparse="b" if pat else None, nm=pat, k_quantum=kq, b_bytes=wbytes)
 
 
 def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
@@ -140,15 +161,7 @@ def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
     wbytes = DTYPE_BYTES["fp16"] if nm and cfg.mixed_precision else 4
     kq = nm_k_quantum(*pat) if pat else 1
     if node.op == "matmul":
-        a, b = node.inputs
-        if a.type.rank != 2 or b.type.rank != 2:
-            raise CompileError(f"layer {node.layer!r} ({node.name}): batched matmul "
-                               f"{a.shape} x {b.shape} is not supported by the SAT lowering yet")
-        ta, tb = node.attrs.get("trans_a", False), node.attrs.get("trans_b", False)
-        m, k = (a.shape[1], a.shape[0]) if ta else a.shape
-        n = b.shape[0] if tb else b.shape[1]
-        return GemmProblem(m, n, k, sparse="b" if nm else None, nm=pat, k_quantum=kq,
-                           b_bytes=wbytes)
+        return _matmul_problem(node, pat, kq, wbytes)
     if node.op == "conv2d":
         _conv_checks(node)
         x, w = node.inputs
@@ -163,10 +176,11 @@ def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
         dy, w = node.inputs
         co, ci, kh, kw = w.shape
         xs = node.attrs["input_shape"]
-        hw = xs[2] * xs[3]
+        sh, sw = node.attrs["stride"]
+        hw = -(-xs[2] // sh) * -(-xs[3] // sw)       # one output phase (all of dX at stride 1)
         return GemmProblem(ci, xs[0] * hw, co, taps=kh * kw, sparse="a" if nm else None,
                            nm=pat, n_quantum=hw, k_quantum=kq, a_buf="wgt", b_buf="act",
-                           a_bytes=wbytes)
+                           a_bytes=wbytes, scatter=sh * sw if sh * sw > 1 else 0)
     if node.op == "conv2d_grad_weight":
         _conv_checks(node)
         dy, x = node.inputs
@@ -187,10 +201,14 @@ def _candidates(full: int, quantum: int) -> list[int]:
     return sorted(set(x for x in out if x <= MAX_FIELD), reverse=True)
 
 
-def _gemm_instr(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str) -> Instruction:
-    n, m = p.nm if p.sparse else (0, 0)
-    return Instruction("gemm", dataflow=dataflow, n=n, m=m, sparse_b=int(p.sparse == "b"),
-                       a_buf=p.a_buf, b_buf=p.b_buf, idx_buf="wgt", mt=mt, nt=nt, k=kt)
+@functools.lru_cache(maxsize=65536)
+def _tile_gemm_cycles(nm: tuple[int, int] | None, sparse_b: bool, mt: int, nt: int, kt: int,
+                      dataflow: str, cfg: HardwareConfig) -> int:
+    """The cycle model's cycles of one tile GEMM (memoised: the tile search asks often)."""
+    n, m = nm or (0, 0)
+    return gemm_cycles(Instruction("gemm", dataflow=dataflow, n=n, m=m, sparse_b=int(sparse_b),
+                                   a_buf="wgt", b_buf="act", idx_buf="wgt", mt=mt, nt=nt, k=kt),
+                       cfg)
 
 
 def estimate_cycles(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, slots: int,
@@ -200,7 +218,8 @@ def estimate_cycles(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, sl
     steps_k = nk * (p.taps if p.taps_in_k else 1)
     outer = 1 if p.taps_in_k else p.taps
     tiles = outer * nm_ * nn_ * steps_k
-    compute = tiles * (gemm_cycles(_gemm_instr(p, mt, nt, kt, dataflow), cfg) + cfg.issue_cycles)
+    compute = tiles * (_tile_gemm_cycles(p.nm if p.sparse else None, p.sparse == "b", mt, nt, kt,
+                                         dataflow, cfg) + cfg.issue_cycles)
     a_bytes = p.a_tile_bytes(mt, kt) * tiles
     b_bytes = p.b_tile_bytes(kt, nt) * tiles
     c_bytes = outer * p.m * p.n * 4

@@ -3,8 +3,8 @@
 Pipeline (:func:`generate`): plan DRAM (:mod:`.plan`, storages in
 :mod:`.memory`), lower every node through the lowering table
 (:data:`.lowering.LOWERINGS`; entries in :mod:`.gemm`, :mod:`.vector`,
-:mod:`.update`), then derive the dependency tokens from memory hazards
-(:mod:`.tokens`). Consumes IR and a HardwareConfig only; never imports a
+:mod:`.norm`, :mod:`.pool`, :mod:`.update`, :mod:`.transformer`, :mod:`.adamw`), then derive
+the dependency tokens from memory hazards (:mod:`.tokens`). Consumes IR and a HardwareConfig only; never imports a
 frontend. The graph must have been through ``satc.passes.tiling.tile_gemms``.
 """
 
@@ -16,9 +16,10 @@ from typing import Mapping
 import numpy as np
 
 from satc.backends.sat.builder import ProgramBuilder
-from satc.backends.sat.codegen import gemm, norm, update, vector  # noqa: F401  (register lowerings)
+from satc.backends.sat.codegen import (  # noqa: F401  (register lowerings)
+    adamw, gemm, norm, pool, transformer, update, vector)
 from satc.backends.sat.codegen.lowering import LOWERINGS, LowerCtx
-from satc.backends.sat.codegen.plan import MemoryPlan, plan_memory
+from satc.backends.sat.codegen.plan import MemoryPlan, plan_memory, zero_halos
 from satc.backends.sat.codegen.tokens import insert_tokens
 from satc.backends.sat.config import HardwareConfig
 from satc.backends.sat.program import Program
@@ -53,6 +54,9 @@ def generate(graph: Graph, cfg: HardwareConfig,
     spans = []
     for i, node in enumerate(graph.nodes):
         start = len(b.instructions)
+        if i in plan.halos:
+            ctx.begin(node, i)
+            zero_halos(ctx, plan.halos[i])
         ctx.begin(node, i)
         LOWERINGS[node.op].emit(ctx, node)
         spans.append(NodeSpan(node, start, len(b.instructions)))

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from satc.backends.sat.codegen.lowering import MAX_PLANES, LowerCtx, lowering
+from satc.backends.sat.codegen.lowering import MAX_PLANES, MAX_ROWS, LowerCtx, chunks, lowering
 from satc.backends.sat.codegen.memory import Compressed, Dense, TapMajor
 from satc.backends.sat.nmformat import groups, index_bits
 from satc.ir.graph import Node
@@ -96,12 +96,12 @@ class NMOperand:
 
 @dataclass(frozen=True)
 class WindowOperand:
-    """NCHW activation as [C, N*Ho*Wo]; tap ``t``'s window starts at ``origin(t)`` (padded coords)."""
+    """NCHW activation as [C, N*Ho*Wo]: tap ``t``'s window is the stride-1 ``Ho x Wo`` window
+    of storage ``source(t)[0]`` starting at its padded coordinates ``source(t)[1:]`` (a
+    strided conv reads the stride phases of its input, see :func:`_phase_split`)."""
 
-    st: Dense
+    source: Callable[[int], tuple[Dense, int, int]]
     out_hw: tuple[int, int]
-    row_step: int
-    origin: Callable[[int], tuple[int, int]]
     channels_are_k: bool
     sparse = False
 
@@ -111,22 +111,27 @@ class WindowOperand:
         (c0, c1), (l0, l1) = ((k0, k1), (o0, o1)) if self.channels_are_k else ((o0, o1), (k0, k1))
         ho, wo = self.out_hw
         hw = ho * wo
-        oh, ow = self.origin(tap)
-        _, wp = self.st.hw_padded
-        hp = self.st.hw_padded[0]
+        st, oh, ow = self.source(tap)
+        hp, wp = st.hw_padded
         if c1 - c0 > MAX_PLANES:
             raise ctx.fail(f"{c1 - c0} channels in one DMA", "tile channels below 4096")
         for img in range(l0 // hw, l1 // hw):
-            ctx.b.load(buf, addr + (img * hw - l0) * 4, self.st.addr_of(img, c0, oh, ow), ho, wo,
-                       planes=c1 - c0, dram_plane_stride=hp * wp,
-                       dram_row_stride=wp * self.row_step, buf_plane_stride=l1 - l0,
-                       buf_row_stride=wo)
+            ctx.b.load(buf, addr + (img * hw - l0) * 4, st.addr_of(img, c0, oh, ow), ho, wo,
+                       planes=c1 - c0, dram_plane_stride=hp * wp, dram_row_stride=wp,
+                       buf_plane_stride=l1 - l0, buf_row_stride=wo)
         return Loaded(addr, l1 - l0, self.channels_are_k)
 
 
 def _tiled_gemm(ctx: LowerCtx, p: GemmProblem, tile: Tile, a, b,
-                store_c: Callable[[int, int, int, int, int, int], None]) -> None:
-    """Emit the tile loops: per (tap,) M tile, N tile: loads + accumulating GEMMs, then store."""
+                store_c: Callable[[int, int, int, int, int, int], None],
+                tap_sets: list[list[int]] | None = None,
+                finish: Callable[[int, int, int, int], None] | None = None) -> None:
+    """Emit the tile loops: per (tap,) M tile, N tile: loads + accumulating GEMMs, then store.
+
+    ``tap_sets`` (taps in K only) splits the taps of one output tile into sets that
+    accumulate into C tiles of their own (the output phases of a strided input gradient):
+    ``store_c`` gets the set index as its first argument and ``finish`` runs once per
+    output tile after its last group."""
     slots = tile.slots
     a_t = [ctx.alloc(p.a_buf, p.a_tile_bytes(tile.mt, tile.kt), "A tile") for _ in range(slots)]
     b_t = [ctx.alloc(p.b_buf, p.b_tile_bytes(tile.kt, tile.nt), "B tile") for _ in range(slots)]
@@ -144,34 +149,37 @@ def _tiled_gemm(ctx: LowerCtx, p: GemmProblem, tile: Tile, a, b,
             m1 = min(p.m, m0 + tile.mt)
             for n0 in range(0, p.n, tile.nt):
                 n1 = min(p.n, n0 + tile.nt)
-                c_addr = c_t[ct % slots]
-                ct += 1
-                taps = range(p.taps) if p.taps_in_k else [ot]
-                first = True
-                for tap in taps:
-                    for k0 in range(0, p.k, tile.kt):
-                        k1 = min(p.k, k0 + tile.kt)
-                        sa, sb = a_t[it % slots], b_t[it % slots]
-                        it += 1
-                        la = a.load(ctx, tap, m0, m1, k0, k1, p.a_buf, sa,
-                                    idx_of(sa, tile.mt, p.a_bytes))
-                        lb = b.load(ctx, tap, n0, n1, k0, k1, p.b_buf, sb,
-                                    idx_of(sb, tile.nt, p.b_bytes))
-                        sparse = la if a.sparse else lb if b.sparse else None
-                        ctx.b.gemm(m1 - m0, n1 - n0, k1 - k0, a_buf=p.a_buf, a_addr=la.addr,
-                                   a_stride=la.stride, a_dtype=la.dtype, b_buf=p.b_buf,
-                                   b_addr=lb.addr, b_stride=lb.stride, b_dtype=lb.dtype,
-                                   c_addr=c_addr, c_stride=n1 - n0, n=nm[0], m=nm[1],
-                                   sparse_b=b.sparse,
-                                   idx_buf=p.b_buf if b.sparse else p.a_buf,
-                                   idx_addr=sparse.idx_addr if sparse else 0,
-                                   idx_stride=sparse.idx_stride if sparse else None,
-                                   dataflow=tile.dataflow,
-                                   trans_a=la.k_major and not a.sparse,
-                                   trans_b=not lb.k_major and not b.sparse,
-                                   accumulate=not first)
-                        first = False
-                store_c(ot or 0, m0, m1, n0, n1, c_addr)
+                tap_groups = (tap_sets or [list(range(p.taps))]) if p.taps_in_k else [[ot]]
+                for g, taps in enumerate(tap_groups):
+                    c_addr = c_t[ct % slots]
+                    ct += 1
+                    first = True
+                    for tap in taps:
+                        for k0 in range(0, p.k, tile.kt):
+                            k1 = min(p.k, k0 + tile.kt)
+                            sa, sb = a_t[it % slots], b_t[it % slots]
+                            it += 1
+                            la = a.load(ctx, tap, m0, m1, k0, k1, p.a_buf, sa,
+                                        idx_of(sa, tile.mt, p.a_bytes))
+                            lb = b.load(ctx, tap, n0, n1, k0, k1, p.b_buf, sb,
+                                        idx_of(sb, tile.nt, p.b_bytes))
+                            sparse = la if a.sparse else lb if b.sparse else None
+                            ctx.b.gemm(m1 - m0, n1 - n0, k1 - k0, a_buf=p.a_buf, a_addr=la.addr,
+                                       a_stride=la.stride, a_dtype=la.dtype, b_buf=p.b_buf,
+                                       b_addr=lb.addr, b_stride=lb.stride, b_dtype=lb.dtype,
+                                       c_addr=c_addr, c_stride=n1 - n0, n=nm[0], m=nm[1],
+                                       sparse_b=b.sparse,
+                                       idx_buf=p.b_buf if b.sparse else p.a_buf,
+                                       idx_addr=sparse.idx_addr if sparse else 0,
+                                       idx_stride=sparse.idx_stride if sparse else None,
+                                       dataflow=tile.dataflow,
+                                       trans_a=la.k_major and not a.sparse,
+                                       trans_b=not lb.k_major and not b.sparse,
+                                       accumulate=not first)
+                            first = False
+                    store_c(ot if ot is not None else g, m0, m1, n0, n1, c_addr)
+                if finish is not None:
+                    finish(m0, m1, n0, n1)
 
 
 def _problem(ctx: LowerCtx, node: Node) -> tuple[GemmProblem, Tile]:
@@ -198,23 +206,41 @@ def _weight(ctx: LowerCtx, node: Node, v, outer_axis_k_last: bool, nm_axis: int)
     return MatrixOperand(lambda t, a=addr: a, cols, outer_axis_k_last)
 
 
-def _store_matrix(ctx: LowerCtx, out) -> Callable:
-    addr, _, cols = ctx.dense(out).matrix()
+def _stacked(ctx: LowerCtx, v) -> tuple[int, int, int]:
+    """(address, row length, bytes per matrix) of a row-major matmul operand: its last axis
+    is the row; batch ``t`` of a batched matmul starts ``t`` matrices further."""
+    s = ctx.dense(v)
+    if not isinstance(s, Dense) or s.padded:
+        raise ctx.fail(f"%{v.name} is not a row-major matrix", "check the memory plan")
+    cols = v.shape[-1] if v.shape else 1
+    rows = v.shape[-2] if len(v.shape) > 1 else 1
+    return s.region.addr, cols, rows * cols * 4
 
-    def store(_t, m0, m1, n0, n1, c):
-        ctx.b.store("acc", c, addr + (m0 * cols + n0) * 4, m1 - m0, n1 - n0, dram_row_stride=cols)
+
+def _store_matrix(ctx: LowerCtx, out) -> Callable:
+    addr, cols, plane = _stacked(ctx, out)
+
+    def store(t, m0, m1, n0, n1, c):
+        ctx.b.store("acc", c, addr + t * plane + (m0 * cols + n0) * 4, m1 - m0, n1 - n0,
+                    dram_row_stride=cols)
     return store
 
 
 @lowering("matmul")
 def lower_matmul(ctx: LowerCtx, node: Node) -> None:
-    """2-D matmul with transposes; input 1 may be an N:M weight (FF: trans_b, BP: plain)."""
+    """Matmul with transposes: 2-D, or [..., K] rows times a 2-D weight, where input 1 may
+    be an N:M weight (FF: trans_b, BP: plain); or batched over equal leading axes (one GEMM
+    problem per batch matrix, both operands dense activations: attention)."""
     p, tile = _problem(ctx, node)
     a, b = node.inputs
     ta, tb = node.attrs.get("trans_a", False), node.attrs.get("trans_b", False)
-    aaddr, _, acols = ctx.dense(a).matrix()
-    opa = MatrixOperand(lambda t: aaddr, acols, not ta)
-    opb = _weight(ctx, node, b, tb, 1 if tb else 0)
+    aaddr, acols, aplane = _stacked(ctx, a)
+    opa = MatrixOperand(lambda t: aaddr + t * aplane, acols, not ta)
+    if p.taps_in_k:
+        opb = _weight(ctx, node, b, tb, 1 if tb else 0)
+    else:
+        baddr, bcols, bplane = _stacked(ctx, b)
+        opb = MatrixOperand(lambda t: baddr + t * bplane, bcols, tb)
     _tiled_gemm(ctx, p, tile, opa, opb, _store_matrix(ctx, node.outputs[0]))
 
 
@@ -238,64 +264,199 @@ def _store_nchw(ctx: LowerCtx, out, hw: tuple[int, int]) -> Callable:
     return store
 
 
+# ---------------------------------------------------------------- strided convolution
+def _conv_geom(node: Node) -> tuple:
+    """(x, sh, sw, pt, pl, kh, kw, ho, wo) of a conv2d / conv2d_grad_weight node."""
+    x = node.inputs[0] if node.op == "conv2d" else node.inputs[1]
+    kh, kw = (node.attrs.get("weight_shape") or node.inputs[1].shape)[2:]
+    ho, wo = node.outputs[0].shape[2:] if node.op == "conv2d" else node.inputs[0].shape[2:]
+    sh, sw = node.attrs["stride"]
+    pt, pl = node.attrs["padding"][:2]
+    return x, sh, sw, pt, pl, kh, kw, ho, wo
+
+
+def _phase_keys(node: Node) -> dict[tuple[int, int], tuple[str, tuple[int, ...]]]:
+    """Stride phases of a strided conv's input: (a, b) -> (derived key, shape).
+
+    Phase (a, b) is ``P[n, c, i, j] = x_pad[n, c, a + sh*i, b + sw*j]`` (``x_pad``: x with
+    the conv's padding), so tap (u, v) of the stride-(sh, sw) conv is the stride-1 window
+    of phase (u % sh, v % sw) at (u // sh, v // sw). Only phases some tap reads exist."""
+    x, sh, sw, pt, pl, kh, kw, ho, wo = _conv_geom(node)
+    if (sh, sw) == (1, 1):
+        return {}
+    n, c = x.shape[:2]
+    return {(a, b): (f"{x.name}#phase{a},{b}/s{sh},{sw}/k{kh},{kw}/p{pt},{pl}/o{ho},{wo}",
+                     (n, c, (kh - 1 - a) // sh + ho, (kw - 1 - b) // sw + wo))
+            for a in range(min(kh, sh)) for b in range(min(kw, sw))}
+
+
+def _derived(node: Node) -> dict[str, tuple[int, ...]]:
+    return dict(_phase_keys(node).values())
+
+
+def _phase_split(ctx: LowerCtx, st: Dense, ph: Dense, a: int, b: int, sh: int, sw: int,
+                 pt: int, pl: int) -> None:
+    """Write phase (a, b) of ``st``: DMA picks every sh-th row (row stride), the vector unit
+    every sw-th element of a row (``maxpool`` with a 1x1 window and column stride sw)."""
+    n, c, ha, wb = ph.shape
+    hp, wp = st.hw_padded
+    r0, c0 = st.pads[0] - pt + a, st.pads[1] - pl + b
+    cw = sw * (wb - 1) + 1
+    per_plane = ha * cw * 4 + (ha * wb * 4 if sw > 1 else 0)
+    ctx.fresh_arena()
+    free = ctx.arena.free_bytes("vec")
+    limit = min(n * c, MAX_PLANES, MAX_ROWS // ha)
+    step, slots = min(limit, (free - 256) // (2 * per_plane)), 2
+    if step < 1:
+        step, slots = min(limit, (free - 128) // per_plane), 1
+    if step < 1:
+        raise ctx.fail(f"one {ha}x{cw} plane of the stride-phase split does not fit the vec buffer",
+                       "raise vec_buffer_bytes")
+    tiles = [(ctx.alloc("vec", step * ha * cw * 4, "phase source"),
+              ctx.alloc("vec", step * ha * wb * 4, "phase") if sw > 1 else None)
+             for _ in range(slots)]
+    view = ph.view3()
+    for i, (p0, p1) in enumerate(chunks(n * c, step)):
+        tin, tout = tiles[i % slots]
+        ctx.b.load("vec", tin, st.region.addr + ((p0 * hp + r0) * wp + c0) * 4, ha, cw,
+                   planes=p1 - p0, dram_plane_stride=hp * wp, dram_row_stride=sh * wp,
+                   buf_plane_stride=ha * cw)
+        if sw > 1:
+            ctx.b.vec("maxpool", (p1 - p0) * ha, cw, s0_addr=tin, d_addr=tout,
+                      window=(1, 1, 1, sw))
+        ctx.dma3("store", view, p0, p1, "vec", tout if sw > 1 else tin)
+
+
 def _conv_pads(node: Node) -> dict[int, tuple[int, int, int, int]]:
     pt, pl, pb, pr = node.attrs["padding"]
     if node.op == "conv2d":
         return {0: (pt, pl, pb, pr)}
     if node.op == "conv2d_grad_weight":
         return {1: (pt, pl, pb, pr)}
-    kh, kw = node.inputs[1].shape[2:]
-    return {0: (kh - 1 - pt, kw - 1 - pl, kh - 1 - pb, kw - 1 - pr)}
+    hm, wm, phases = bp_phases(node)
+    dis = [di for _, _, taps in phases for _, di, _ in taps]
+    djs = [dj for _, _, taps in phases for _, _, dj in taps]
+    ho, wo = node.inputs[0].shape[2:]
+    return {0: (max(0, -min(dis)), max(0, -min(djs)), max(0, hm - ho + max(dis)),
+                max(0, wm - wo + max(djs)))}
 
 
-def _x_window(ctx: LowerCtx, node: Node, x, channels_are_k: bool) -> WindowOperand:
-    """The conv input's window operand (FF B operand, WU B operand)."""
-    s = _act(ctx, x)
+def bp_phases(node: Node) -> tuple[int, int, list[tuple[int, int, list[tuple[int, int, int]]]]]:
+    """The input gradient of a stride-(sh, sw) conv as sh*sw stride-1 correlations.
+
+    Output phase (rho, sig) holds ``dX[sh*I + rho, sw*J + sig]`` for I < Hm = ceil(H/sh),
+    J < Wm = ceil(W/sw) (rows past H are computed and dropped). It sums, over the taps
+    (u, v) with u = rho + pt (mod sh) and v = sig + pl (mod sw),
+    ``W_uv^T dY[I + di, J + dj]`` with di = (rho + pt - u) / sh, dj = (sig + pl - v) / sw.
+    Returns (Hm, Wm, [(rho, sig, [(tap, di, dj)])]); stride 1 is the single phase (0, 0)
+    with every tap, the flipped-kernel correlation.
+    """
+    sh, sw = node.attrs["stride"]
     pt, pl = node.attrs["padding"][:2]
-    kw = (node.attrs.get("weight_shape") or node.inputs[1].shape)[3]
-    ho, wo = node.outputs[0].shape[2:] if node.op == "conv2d" else node.inputs[0].shape[2:]
-    return WindowOperand(s, (ho, wo), node.attrs["stride"][0],
-                         lambda t: (s.pads[0] - pt + t // kw, s.pads[1] - pl + t % kw),
-                         channels_are_k)
+    kh, kw = node.inputs[1].shape[2:]
+    xs = node.attrs["input_shape"]
+    out = []
+    for rho in range(sh):
+        for sig in range(sw):
+            taps = [(u * kw + v, (rho + pt - u) // sh, (sig + pl - v) // sw)
+                    for u in range(kh) for v in range(kw)
+                    if (rho + pt - u) % sh == 0 and (sig + pl - v) % sw == 0]
+            if taps:
+                out.append((rho, sig, taps))
+    return -(-xs[2] // sh), -(-xs[3] // sw), out
 
 
-@lowering("conv2d", pads=_conv_pads)
+def _x_window(ctx: LowerCtx, node: Node, channels_are_k: bool) -> WindowOperand:
+    """The conv input's window operand (FF B operand, WU B operand); a strided conv reads
+    the stride phases of its input (made here by the first node that needs them)."""
+    x, sh, sw, pt, pl, kh, kw, ho, wo = _conv_geom(node)
+    s = _act(ctx, x)
+    if (sh, sw) == (1, 1):
+        return WindowOperand(lambda t: (s, s.pads[0] - pt + t // kw, s.pads[1] - pl + t % kw),
+                             (ho, wo), channels_are_k)
+    phases = {}
+    for (a, b), (key, _) in _phase_keys(node).items():
+        ph = phases[(a, b)] = ctx.storage[key]
+        if ctx.first_use(key):
+            _phase_split(ctx, s, ph, a, b, sh, sw, pt, pl)
+    return WindowOperand(lambda t: (phases[(t // kw % sh, t % kw % sw)], t // kw // sh,
+                                    t % kw // sw), (ho, wo), channels_are_k)
+
+
+@lowering("conv2d", pads=_conv_pads, derived=_derived)
 def lower_conv2d(ctx: LowerCtx, node: Node) -> None:
     """FF conv: Y[Co, L] = sum over taps of W_tap[Co, Ci] X_tap[Ci, L] (W_ff N:M along Ci)."""
     p, tile = _problem(ctx, node)
-    x, w = node.inputs
-    opa = _weight(ctx, node, w, True, 1)
-    opb = _x_window(ctx, node, x, channels_are_k=True)
+    opb = _x_window(ctx, node, channels_are_k=True)
+    opa = _weight(ctx, node, node.inputs[1], True, 1)
+    ctx.fresh_arena()
     _tiled_gemm(ctx, p, tile, opa, opb, _store_nchw(ctx, node.outputs[0], node.outputs[0].shape[2:]))
 
 
 @lowering("conv2d_grad_input", pads=_conv_pads)
 def lower_conv2d_grad_input(ctx: LowerCtx, node: Node) -> None:
-    """BP conv: dX[Ci, L] = sum over taps of W_tap^T[Ci, Co] dY_flipped-tap[Co, L] (stride 1)."""
+    """BP conv: per output phase (:func:`bp_phases`), dX_phase[Ci, L] = sum over its taps of
+    W_tap^T[Ci, Co] dY_window[Co, L]; stride 1 is one phase, stored directly. A strided conv
+    scatters each phase's C tile into an on-chip dX tile (``avgpool_grad`` with a 1x1
+    window and strides (sh, sw): the zero-dilation of the phase), which is stored once."""
     p, tile = _problem(ctx, node)
     dy, w = node.inputs
-    kh, kw = w.shape[2:]
+    sh, sw = node.attrs["stride"]
     opa = _weight(ctx, node, w, False, 0)
     s = _act(ctx, dy)
-    need = _conv_pads(node)[0]
-    if min(need) < 0:
-        raise ctx.fail(f"padding {node.attrs['padding']} larger than kernel-1",
+    hm, wm, phases = bp_phases(node)
+    shift = {t: (di, dj) for _, _, taps in phases for t, di, dj in taps}
+    opb = WindowOperand(lambda t: (s, s.pads[0] + shift[t][0], s.pads[1] + shift[t][1]),
+                        (hm, wm), True)
+    if (sh, sw) == (1, 1):
+        _tiled_gemm(ctx, p, tile, opa, opb, _store_nchw(ctx, node.outputs[0], (hm, wm)))
+        return
+    if phases[0][:2] != (0, 0):
+        raise ctx.fail(f"stride {node.attrs['stride']} with padding {node.attrs['padding']} "
+                       "leaves input-gradient phase (0, 0) without taps",
                        "not supported by the SAT lowering yet")
-    xs = node.attrs["input_shape"]
-    opb = WindowOperand(s, (xs[2], xs[3]), 1,
-                        lambda t: (s.pads[0] - need[0] + kh - 1 - t // kw,
-                                   s.pads[1] - need[1] + kw - 1 - t % kw), True)
-    _tiled_gemm(ctx, p, tile, opa, opb, _store_nchw(ctx, node.outputs[0], (xs[2], xs[3])))
+    dx = _act(ctx, node.outputs[0])
+    h, w_ = dx.shape[2:]
+    hp, wp = dx.hw_padded
+    full = [ctx.alloc("vec", sh * sw * tile.mt * tile.nt * 4, "dX tile") for _ in range(tile.slots)]
+    count = [0]
+
+    def scatter(g, m0, m1, n0, n1, c):
+        rho, sig, _ = phases[g]
+        f = full[count[0] % tile.slots]
+        per_ci = (n1 - n0) // wm                 # C rows of length Wm per channel
+        if sh * per_ci > MAX_ROWS:
+            raise ctx.fail(f"{per_ci} rows per channel in one input-gradient tile",
+                           "use fewer images per tile")
+        step = MAX_ROWS // (sh * per_ci)
+        for c0, c1 in chunks(m1 - m0, step):
+            q = (c1 - c0) * per_ci
+            ctx.b.vec("avgpool_grad", sh * q - rho, sw * wm - sig, s1_buf="acc",
+                      s1_addr=c + c0 * (n1 - n0) * 4, s1_stride=wm,
+                      d_addr=f + ((c0 * per_ci * sh + rho) * sw * wm + sig) * 4, d_stride=sw * wm,
+                      window=(1, 1, sh, sw), accumulate=g > 0)
+
+    def finish(m0, m1, n0, n1):
+        f = full[count[0] % tile.slots]
+        count[0] += 1
+        imgs, img0 = (n1 - n0) // (hm * wm), n0 // (hm * wm)
+        for j in range(imgs):
+            ctx.b.store("vec", f + j * sh * hm * sw * wm * 4,
+                        dx.addr_of(img0 + j, m0, dx.pads[0], dx.pads[1]), h, w_, planes=m1 - m0,
+                        dram_plane_stride=hp * wp, dram_row_stride=wp,
+                        buf_plane_stride=imgs * sh * hm * sw * wm, buf_row_stride=sw * wm)
+    _tiled_gemm(ctx, p, tile, opa, opb, scatter, [[t for t, _, _ in taps] for _, _, taps in phases],
+                finish)
 
 
-@lowering("conv2d_grad_weight", pads=_conv_pads)
+@lowering("conv2d_grad_weight", pads=_conv_pads, derived=_derived)
 def lower_conv2d_grad_weight(ctx: LowerCtx, node: Node) -> None:
     """WU conv: per tap dW_tap[Co, Ci] = dY[Co, L] X_tap[Ci, L]^T, dense, accumulated over L tiles."""
     p, tile = _problem(ctx, node)
-    dy, x = node.inputs
+    dy = node.inputs[0]
     sdy = _act(ctx, dy)
-    opa = WindowOperand(sdy, dy.shape[2:], 1, lambda t: (sdy.pads[0], sdy.pads[1]), False)
-    opb = _x_window(ctx, node, x, channels_are_k=False)
+    opb = _x_window(ctx, node, channels_are_k=False)
+    opa = WindowOperand(lambda t: (sdy, sdy.pads[0], sdy.pads[1]), dy.shape[2:], False)
     out = ctx.st(node.outputs[0])
     if not isinstance(out, TapMajor):
         raise ctx.fail("the weight gradient is not stored tap-major", "check the memory plan")
@@ -304,4 +465,5 @@ def lower_conv2d_grad_weight(ctx: LowerCtx, node: Node) -> None:
     def store(t, m0, m1, n0, n1, c):
         ctx.b.store("acc", c, out.tap_addr(t) + (m0 * ci + n0) * 4, m1 - m0, n1 - n0,
                     dram_row_stride=ci)
+    ctx.fresh_arena()
     _tiled_gemm(ctx, p, tile, opa, opb, store)

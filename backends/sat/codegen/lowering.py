@@ -4,9 +4,11 @@ Each IR op the SAT backend supports has one :class:`Lowering` in
 :data:`LOWERINGS`, registered with :func:`lowering` (like the op table of
 the IR): its ``emit`` function turns one node into instructions through a
 :class:`LowerCtx`; optional hooks tell the memory planner the zero halo an
-input needs (``pads``) and whether an output may share its input's DRAM
-storage (``alias``). Supporting a new op means adding a table entry, not
-touching the driver.
+input needs (``pads``), whether an output may share its input's DRAM
+storage (``alias``) and which DRAM scratch tensors the node reads or makes
+(``derived``: key -> shape, e.g. the stride phases of a conv input, shared
+by every node that names the same key and made by the first of them).
+Supporting a new op means adding a table entry, not touching the driver.
 
 Lowerings emit instructions without dependency tokens: every node loads
 its operands from DRAM, computes on chip and stores its results back, and
@@ -40,18 +42,20 @@ class Lowering:
     emit: Callable[["LowerCtx", Node], None]
     pads: Callable[[Node], dict[int, Pads]] | None = None
     alias: Callable[[Node, Storage], Storage | None] | None = None
+    derived: Callable[[Node], dict[str, tuple[int, ...]]] | None = None
 
 
 LOWERINGS: dict[str, Lowering] = {}
 
 
-def lowering(*ops: str, pads: Callable | None = None, alias: Callable | None = None):
+def lowering(*ops: str, pads: Callable | None = None, alias: Callable | None = None,
+             derived: Callable | None = None):
     """Decorator registering ``emit`` as the lowering of ``ops``."""
     def deco(fn: Callable[["LowerCtx", Node], None]):
         for op in ops:
             if op in LOWERINGS:
                 raise CompileError(f"op {op!r} has two SAT lowerings")
-            LOWERINGS[op] = Lowering(fn, pads, alias)
+            LOWERINGS[op] = Lowering(fn, pads, alias, derived)
         return fn
     return deco
 
@@ -68,12 +72,18 @@ class LowerCtx:
         self.node: Node | None = None
         self.arena: Arena | None = None
         self._consts: dict[str, Region] = {}
+        self._made: set[str] = set()
 
     # ---- per node
     def begin(self, node: Node, index: int) -> None:
         """Start lowering ``node`` (the ``index``-th node): a fresh arena."""
         self.node = node
         self.arena = Arena(self.cfg, self.where, from_top=index % 2 == 1)
+
+    def fresh_arena(self) -> None:
+        """Free every on-chip tile of the current node (its earlier work is done; the
+        token pass orders the reuse)."""
+        self.arena = Arena(self.cfg, self.where, from_top=self.arena.from_top)
 
     @property
     def where(self) -> str:
@@ -96,6 +106,13 @@ class LowerCtx:
             raise self.fail(f"%{v.name} is stored as {type(s).__name__}, this op reads dense data",
                             "only N:M GEMMs may read a pruned weight; check the sparsify pass")
         return s
+
+    def first_use(self, key: str) -> bool:
+        """True the first time a node asks for derived tensor ``key`` (that node makes it)."""
+        if key in self._made:
+            return False
+        self._made.add(key)
+        return True
 
     def alloc(self, buf: str, nbytes: int, what: str) -> int:
         """A fresh on-chip tile of the current node."""

@@ -12,20 +12,33 @@ Decisions, in order:
 5. aliasing: a state update is written in place into the state's storage
    (checked: no node reads the old state after the update), and a
    lowering's ``alias`` hook may reuse its input's storage (reshape);
-6. regions are allocated in a fixed order -- inputs, state, constants,
-   node outputs in node order -- so the same graph always gives the same
-   layout. Every intermediate keeps its own region (no reuse yet).
+6. permanent regions are allocated in a fixed order -- inputs, state,
+   constants, graph outputs in node order -- so the same graph always
+   gives the same layout;
+7. liveness-based reuse: every other node output, and every scratch tensor
+   a lowering's ``derived`` hook names, lives in one DRAM pool from the
+   node that makes it to its last reader (aliases extend the range). Offsets
+   are assigned in node order by best fit over the free blocks (lowest
+   offset on ties, so the layout is deterministic); a block is released
+   after the node of its last read, so a node's outputs never share bytes
+   with its inputs. The token pass orders the new tenant's writes after the
+   old tenant's reads. A pooled tensor with a zero halo gets its halo
+   written by the node that makes it (:attr:`MemoryPlan.halos`), since the
+   pool has no initial image.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
 from satc.backends.sat.builder import ProgramBuilder
-from satc.backends.sat.codegen.lowering import LOWERINGS
+from satc.backends.sat.codegen.lowering import LOWERINGS, MAX_PLANES, LowerCtx
 from satc.backends.sat.codegen.memory import Compressed, Dense, OneHot, Storage, TapMajor
+from satc.backends.sat.program import Region
 from satc.errors import CompileError
 from satc.ir.graph import Graph, Value
 from satc.ir.types import Stage
@@ -41,6 +54,8 @@ class MemoryPlan:
     state: dict[str, Storage]
     inputs: dict[str, Storage]
     outputs: dict[str, Storage]
+    halos: dict[int, list[Dense]] = field(default_factory=dict)
+    pool_bytes: int = 0
 
     def table(self) -> str:
         """A text table of the DRAM regions: name, address, bytes, dtype."""
@@ -60,6 +75,45 @@ def _max_pads(a, b):
     return tuple(max(x, y) for x, y in zip(a, b))
 
 
+class _Pool:
+    """Best-fit offsets in the intermediate pool (bytes, 64-byte aligned)."""
+
+    def __init__(self) -> None:
+        self.free: list[tuple[int, int]] = []     # (offset, size), sorted by offset
+        self.top = 0
+
+    def alloc(self, size: int) -> int:
+        size = -(-size // POOL_ALIGN) * POOL_ALIGN
+        fits = [(sz, off, i) for i, (off, sz) in enumerate(self.free) if sz >= size]
+        if not fits:
+            if self.free and self.free[-1][0] + self.free[-1][1] == self.top:
+                off = self.free.pop()[0]             # grow the last free block
+            else:
+                off = self.top
+            self.top = off + size
+            return off
+        sz, off, i = min(fits)
+        if sz == size:
+            del self.free[i]
+        else:
+            self.free[i] = (off + size, sz - size)
+        return off
+
+    def release(self, off: int, size: int) -> None:
+        size = -(-size // POOL_ALIGN) * POOL_ALIGN
+        blocks = sorted(self.free + [(off, size)])
+        merged: list[tuple[int, int]] = []
+        for o, sz in blocks:
+            if merged and merged[-1][0] + merged[-1][1] == o:
+                merged[-1] = (merged[-1][0], merged[-1][1] + sz)
+            else:
+                merged.append((o, sz))
+        self.free = merged
+
+
+POOL_ALIGN = 64
+
+
 def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -> MemoryPlan:
     """Allocate DRAM for ``graph`` in ``b`` with ``state`` as the initial state contents."""
     cfg = b.config
@@ -67,16 +121,22 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
     pads: dict[str, tuple] = {}
     nm_state: dict[str, tuple[int, int, int]] = {}
     classes: dict[str, int] = {}
-    for node in graph.nodes:
+    derived: dict[str, tuple[int, ...]] = {}
+    derived_span: dict[str, list[int]] = {}
+    for i, node in enumerate(graph.nodes):
         low = LOWERINGS.get(node.op)
         if low is None:
             raise CompileError(f"layer {node.layer!r} ({node.name}, {node.op}, {node.stage}): op "
                                f"{node.op!r} has no SAT lowering yet; supported: "
                                f"{', '.join(sorted(LOWERINGS))}")
         if low.pads is not None:
-            for i, p in low.pads(node).items():
-                v = node.inputs[i]
+            for j, p in low.pads(node).items():
+                v = node.inputs[j]
                 pads[v.name] = _max_pads(pads.get(v.name, (0, 0, 0, 0)), tuple(max(x, 0) for x in p))
+        if low.derived is not None:
+            for key, shape in low.derived(node).items():
+                derived.setdefault(key, tuple(shape))
+                derived_span.setdefault(key, [i, i])[1] = i
         if "nm" in node.attrs:
             w = node.inputs[1]
             if w.name not in graph.state:
@@ -107,8 +167,14 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
         update_of[id(v)] = k
 
     storage: dict[str, Storage] = {}
+    Alloc = Callable[[str, tuple[int, ...], str, np.ndarray | None], Region]
 
-    def fresh(v: Value, weight_side: bool, init: np.ndarray | None = None) -> Storage:
+    def permanent(name: str, shape: tuple[int, ...], dtype: str, init: np.ndarray | None) -> Region:
+        return b.alloc(name, shape, dtype, init=init)
+
+    pooled: dict[str, list[int]] = {}          # region name -> [first node, last node]
+
+    def make(v: Value, weight_side: bool, alloc: Alloc, init: np.ndarray | None = None) -> Storage:
         if v.dtype != "float32":
             raise CompileError(f"%{v.name} has dtype {v.dtype}; SAT tensors are float32 "
                                "(int64 is supported for loss labels only)")
@@ -118,12 +184,12 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
             probe = Compressed(None, None, shape, n, m, axis)      # sizes only
             dt = "fp16" if mixed else "fp32"
             s: Storage = Compressed(
-                b.alloc(f"{v.name}#val", (probe.taps * probe.outer, probe.val_cols), dt),
-                b.alloc(f"{v.name}#idx", (probe.taps * probe.outer, probe.idx_cols), "u8"),
+                alloc(f"{v.name}#val", (probe.taps * probe.outer, probe.val_cols), dt, None),
+                alloc(f"{v.name}#idx", (probe.taps * probe.outer, probe.idx_cols), "u8", None),
                 shape, n, m, axis)
         elif len(shape) == 4 and weight_side:
             co, ci, kh, kw = shape
-            s = TapMajor(b.alloc(v.name, (kh * kw, co, ci)), shape)
+            s = TapMajor(alloc(v.name, (kh * kw, co, ci), "fp32", None), shape)
         else:
             p = pads.get(v.name, (0, 0, 0, 0))
             if any(p) and len(shape) != 4:
@@ -131,12 +197,16 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
             if any(p):
                 n, c, h, w = shape
                 padded = (n, c, h + p[0] + p[2], w + p[1] + p[3])
-                s = Dense(b.alloc(v.name, padded, init=np.zeros(padded, np.float32)), shape, p)
+                zeros = np.zeros(padded, np.float32) if alloc is permanent else None
+                s = Dense(alloc(v.name, padded, "fp32", zeros), shape, p)
             else:
-                s = Dense(b.alloc(v.name, shape if shape else (1,)), shape)
+                s = Dense(alloc(v.name, shape if shape else (1,), "fp32", None), shape)
         if init is not None:
             _set_init(b, s, init)
         return s
+
+    def in_pool(name: str, shape: tuple[int, ...], dtype: str, init: np.ndarray | None) -> Region:
+        return Region(name, 0, shape, dtype)       # placeholder address, rebased below
 
     inputs = {}
     for v in graph.inputs:
@@ -147,31 +217,107 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
             shape = (v.shape[0], classes[v.name])
             s = OneHot(b.alloc(v.name, shape, init=np.zeros(shape, np.float32)), classes[v.name])
         else:
-            s = fresh(v, False, np.zeros(v.shape, np.float32))
+            s = make(v, False, permanent, np.zeros(v.shape, np.float32))
         inputs[v.name] = storage[v.name] = s
     states = {}
     for k, v in graph.state.items():
-        states[k] = storage[k] = fresh(v, True, state[k])
+        states[k] = storage[k] = make(v, True, permanent, state[k])
     for k, v in graph.constants.items():
         if v.dtype == "float32":
-            storage[k] = fresh(v, False, graph.initializers[k])
-    for node in graph.nodes:
+            storage[k] = make(v, False, permanent, graph.initializers[k])
+    out_names = {v.name for v in graph.outputs.values()}
+    halo_owner: dict[str, int] = {}
+    for i, node in enumerate(graph.nodes):
         low = LOWERINGS[node.op]
         for j, v in enumerate(node.outputs):
             if id(v) in update_of:
                 storage[v.name] = states[update_of[id(v)]]
                 continue
-            if j == 0 and low.alias is not None and v.name not in pads:
+            if j == 0 and low.alias is not None and v.name not in pads and v.name not in out_names:
                 s = low.alias(node, storage[node.inputs[0].name])
                 if s is not None:
                     storage[v.name] = s
                     continue
-            storage[v.name] = fresh(v, len(v.shape) == 4 and node.stage in WEIGHT_STAGES)
+            weight_side = len(v.shape) == 4 and node.stage in WEIGHT_STAGES
+            if v.name in out_names:
+                storage[v.name] = make(v, weight_side, permanent)
+            else:
+                storage[v.name] = make(v, weight_side, in_pool)
+                pooled[v.name] = [i, i]
+                if isinstance(storage[v.name], Dense) and storage[v.name].padded:
+                    halo_owner[v.name] = i
+    for key, shape in derived.items():
+        storage[key] = Dense(Region(key, 0, shape, "fp32"), shape)
+        pooled[key] = list(derived_span[key])
+    for i, node in enumerate(graph.nodes):
+        for v in node.inputs:
+            s = storage.get(v.name)
+            if s is not None:
+                name = s.regions[0].name
+                if name in pooled:
+                    pooled[name][1] = max(pooled[name][1], i)
+    base, size, offsets = _place(b, pooled, storage)
+
+    def rebase(s: Storage) -> Storage:
+        if isinstance(s, (Dense, TapMajor)) and s.region.name in offsets:
+            return dataclasses.replace(s, region=dataclasses.replace(
+                s.region, addr=base + offsets[s.region.name]))
+        return s
+    storage = {k: rebase(s) for k, s in storage.items()}
+    halos: dict[int, list[Dense]] = {}
+    for name, i in halo_owner.items():
+        halos.setdefault(i, []).append(storage[name])
     outputs = {k: storage[v.name] for k, v in graph.outputs.items()}
-    return MemoryPlan(storage, states, inputs, outputs)
+    return MemoryPlan(storage, states, inputs, outputs, halos, size)
+
+
+def _place(b: ProgramBuilder, pooled: dict[str, list[int]], storage: dict[str, Storage]
+           ) -> tuple[int, int, dict[str, int]]:
+    """Offsets of the pooled regions by liveness; allocates the pool region in ``b``.
+
+    Returns (pool base address, pool bytes, region name -> offset)."""
+    sizes = {name: storage[name].regions[0].nbytes for name in pooled}
+    starts: dict[int, list[str]] = {}
+    ends: dict[int, list[str]] = {}
+    for name, (first, last) in pooled.items():
+        starts.setdefault(first, []).append(name)
+        ends.setdefault(last, []).append(name)
+    pool = _Pool()
+    offsets: dict[str, int] = {}
+    for i in sorted(set(starts) | set(ends)):
+        for name in starts.get(i, []):
+            offsets[name] = pool.alloc(sizes[name])
+        for name in ends.get(i, []):
+            pool.release(offsets[name], sizes[name])
+    if pool.top == 0:
+        return 0, 0, offsets
+    region = b.alloc("#pool", (pool.top,), "u8")
+    return region.addr, pool.top, offsets
 
 
 def _set_init(b: ProgramBuilder, s: Storage, value: np.ndarray) -> None:
     """Replace the initial contents of ``s``'s regions in the builder with ``value`` encoded."""
     for region, arr in s.encode(value):
         b.set_init(region.name, arr)
+
+
+def zero_halos(ctx: LowerCtx, tensors: list[Dense]) -> None:
+    """Write the zero halo of pooled padded tensors (DMA stores from one zero row on chip,
+    buffer strides 0: the same zeros are stored to every row of every plane)."""
+    width = max(s.hw_padded[1] for s in tensors)
+    zeros = ctx.const(f"zeros/{width}", np.zeros(width, np.float32))
+    z = ctx.alloc("vec", width * 4, "zero row")
+    ctx.b.load("vec", z, zeros.addr, 1, width)
+    for s in tensors:
+        n, c, h, w = s.shape
+        pt, pl, pb, pr = s.pads
+        hp, wp = s.hw_padded
+        for p0 in range(0, n * c, MAX_PLANES):
+            planes = min(MAX_PLANES, n * c - p0)
+            base = s.region.addr + p0 * hp * wp * 4
+            for off, rows, cols in ((0, pt, wp), ((pt + h) * wp, pb, wp), (pt * wp, h, pl),
+                                    (pt * wp + pl + w, h, pr)):
+                if rows and cols:
+                    ctx.b.store("vec", z, base + off * 4, rows, cols, planes=planes,
+                                dram_plane_stride=hp * wp, dram_row_stride=wp,
+                                buf_plane_stride=0, buf_row_stride=0)

@@ -5,10 +5,11 @@ Lowerings emit instructions without ``wait`` / ``signal`` masks.
 and writes (:func:`satc.backends.sat.access.accesses`): an instruction
 must follow every earlier instruction on another engine that wrote bytes
 it reads (RAW), or read or wrote bytes it writes (WAR, WAW). Memory is
-tracked in granules of :data:`GRANULE` bytes (a conservative over-
-approximation: sharing a granule counts as overlap), per engine, so only
-the latest conflicting instruction of each engine matters (queues are in
-order).
+tracked in granules of :data:`GRANULE` bytes, coarser in memories of more
+than :data:`MAX_GRANULES` of them (:func:`granule`: 512 B for a 335 MB
+DRAM image), per engine (a conservative over-approximation: sharing a
+granule counts as overlap), so only the latest conflicting instruction of
+each engine matters (queues are in order).
 
 Each needed edge ``i -> j`` becomes one token: ``signal`` bit of j's
 engine on i, ``wait`` bit of i's engine on j -- unless j already follows i
@@ -25,39 +26,54 @@ from typing import Sequence
 
 import numpy as np
 
-from satc.backends.sat.access import accesses
+from satc.backends.sat.access import Access, accesses
 from satc.backends.sat.isa import ENGINES, Instruction
 
-GRANULE = 32
+GRANULE = 32             # bytes per tracked granule (the smallest)
+MAX_GRANULES = 1 << 20   # per memory space: larger spaces (DRAM) get coarser granules
 _E = {e: i for i, e in enumerate(ENGINES)}
+_BIT = {e: 1 << i for i, e in enumerate(ENGINES)}
+
+
+def granule(nbytes: int) -> int:
+    """Tracking granule of a memory space of ``nbytes``: GRANULE, doubled until the space
+    has at most MAX_GRANULES of them (keeps the tables small for GiB-sized DRAM images)."""
+    g = GRANULE
+    while -(-nbytes // g) > MAX_GRANULES:
+        g *= 2
+    return g
 
 
 class HazardTracker:
     """Latest reader / writer per engine of every memory granule."""
 
     def __init__(self, sizes: dict[str, int]) -> None:
-        n = {s: -(-b // GRANULE) for s, b in sizes.items()}
-        self.last_read = {s: np.full((len(ENGINES), k), -1, np.int64) for s, k in n.items()}
-        self.last_write = {s: np.full((len(ENGINES), k), -1, np.int64) for s, k in n.items()}
+        self.gran = {s: granule(b) for s, b in sizes.items()}
+        n = {s: -(-b // self.gran[s]) for s, b in sizes.items()}
+        self.last_read = {s: np.full((len(ENGINES), k), -1, np.int32) for s, k in n.items()}
+        self.last_write = {s: np.full((len(ENGINES), k), -1, np.int32) for s, k in n.items()}
 
-    def deps(self, ins: Instruction) -> list[int]:
-        """Earlier instructions (at most one per engine) that ``ins`` must follow."""
-        best = np.full(len(ENGINES), -1, np.int64)
-        for a in accesses(ins):
+    def deps(self, acc: Sequence[Access]) -> list[int]:
+        """Earlier instructions (at most one per engine) that an instruction with accesses
+        ``acc`` must follow."""
+        best = np.full(len(ENGINES), -1, np.int32)
+        for a in acc:
             lo, hi = a.extent
-            g0, g1 = lo // GRANULE, -(-hi // GRANULE)
+            g = self.gran[a.space]
+            g0, g1 = lo // g, -(-hi // g)
             np.maximum(best, self.last_write[a.space][:, g0:g1].max(axis=1), out=best)
             if a.write:
                 np.maximum(best, self.last_read[a.space][:, g0:g1].max(axis=1), out=best)
         return [int(i) for i in best if i >= 0]
 
-    def record(self, index: int, ins: Instruction) -> None:
-        """Note what instruction ``index`` reads and writes."""
-        e = _E[ins.engine]
-        for a in accesses(ins):
+    def record(self, index: int, engine: str, acc: Sequence[Access]) -> None:
+        """Note what instruction ``index`` (on ``engine``) reads and writes."""
+        e = _E[engine]
+        for a in acc:
             lo, hi = a.extent
+            g = self.gran[a.space]
             table = self.last_write if a.write else self.last_read
-            table[a.space][e, lo // GRANULE:-(-hi // GRANULE)] = index
+            table[a.space][e, lo // g:-(-hi // g)] = index
 
 
 def insert_tokens(instrs: Sequence[Instruction], sizes: dict[str, int]) -> list[Instruction]:
@@ -69,26 +85,26 @@ def insert_tokens(instrs: Sequence[Instruction], sizes: dict[str, int]) -> list[
     engines = [ins.engine for ins in instrs]
     clocks: list[np.ndarray] = []              # per instruction: latest index per engine it follows
     last_on = {e: -1 for e in ENGINES}
-    waits: list[set[str]] = [set() for _ in instrs]
-    signals: list[set[str]] = [set() for _ in instrs]
+    waits = [0] * len(instrs)
+    signals = [0] * len(instrs)
     for j, ins in enumerate(instrs):
         e = engines[j]
+        acc = accesses(ins)
         prev = last_on[e]
         vc = clocks[prev].copy() if prev >= 0 else np.full(len(ENGINES), -1, np.int64)
-        for i in sorted(tracker.deps(ins), reverse=True):
+        for i in sorted(tracker.deps(acc), reverse=True):
             src = engines[i]
             if src == e or vc[_E[src]] >= i:
                 continue
-            signals[i].add(e)
-            waits[j].add(src)
+            signals[i] |= _BIT[e]
+            waits[j] |= _BIT[src]
             np.maximum(vc, clocks[i], out=vc)
         vc[_E[e]] = j
         clocks.append(vc)
         last_on[e] = j
-        tracker.record(j, ins)
-    order = {e: k for k, e in enumerate(ENGINES)}
-    return [ins.replace(wait=tuple(sorted(waits[j], key=order.get)),
-                        signal=tuple(sorted(signals[j], key=order.get)))
+        tracker.record(j, e, acc)
+    return [ins if not (waits[j] or signals[j]) else
+            Instruction.from_raw(ins.op, {**ins.raw, "wait": waits[j], "signal": signals[j]})
             for j, ins in enumerate(instrs)]
 
 
@@ -128,8 +144,9 @@ def unordered_hazards(instrs: Sequence[Instruction], sizes: dict[str, int]) -> l
     tracker = HazardTracker(sizes)
     bad = []
     for j, ins in enumerate(instrs):
-        for i in tracker.deps(ins):
+        acc = accesses(ins)
+        for i in tracker.deps(acc):
             if clocks[j][_E[instrs[i].engine]] < i:
                 bad.append((i, j))
-        tracker.record(j, ins)
+        tracker.record(j, ins.engine, acc)
     return bad

@@ -1,4 +1,4 @@
-"""Lowerings on the vector unit: activations, bias, loss, layout, batchnorm, pooling.
+"""Lowerings on the vector unit: activations, bias, loss, layout (pooling: :mod:`.pool`).
 
 Activations are streamed in chunks of whole planes (View3 planes: rows of
 a matrix, or (n, c) planes of an NCHW tensor): DMA in, one or a few
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from satc.backends.sat.codegen.lowering import (LowerCtx, chunks, lcm, lowering, same_views)
 from satc.backends.sat.codegen.memory import Dense, OneHot, Storage
+from satc.backends.sat.codegen.transformer import broadcast_add
 from satc.ir.graph import Node
 
 TILE_ALIGN = 64
@@ -55,11 +56,15 @@ def lower_relu_grad(ctx: LowerCtx, node: Node) -> None:
 
 @lowering("add", "sum")
 def lower_add(ctx: LowerCtx, node: Node) -> None:
-    """Elementwise sum of same-shape inputs (vec add; no broadcasting)."""
+    """Elementwise sum of same-shape inputs (vec add); a two-input add may broadcast one
+    operand over leading axes (:func:`.transformer.broadcast_add`)."""
     ins = list(node.inputs)
     if any(v.shape != node.outputs[0].shape for v in ins):
-        raise ctx.fail("broadcasting add is not supported by the SAT lowering yet",
-                       "use bias_add for per-channel terms")
+        if len(ins) != 2:
+            raise ctx.fail("broadcasting sum of more than two inputs",
+                           "the SAT lowering broadcasts in two-input adds only")
+        broadcast_add(ctx, ins[0], ins[1], node.outputs[0])
+        return
     if len(ins) == 1:
         _elementwise(ctx, "copy", ins, node.outputs[0])
         return
@@ -76,15 +81,17 @@ def lower_scale(ctx: LowerCtx, node: Node) -> None:
 
 # ---------------------------------------------------------------- channels
 class _Channels:
-    """A rank-2 [rows, F] tensor (channels along the last axis) or NCHW (channels on axis 1)."""
+    """A [rows, F] tensor (channels along the last axis; rank 3 [B, T, F] is seen as
+    [B*T, F], ``rank`` 2) or NCHW (channels on axis 1)."""
 
     def __init__(self, ctx: LowerCtx, v, axis: int) -> None:
         s = ctx.dense(v)
         self.view = s.view3()
         self.rank = len(v.shape)
         axis %= self.rank
-        if self.rank == 2 and axis == 1:
-            self.channels, self.count = v.shape[1], v.shape[0]
+        if self.rank in (2, 3) and axis == self.rank - 1:
+            self.channels, self.count = v.shape[-1], self.view.planes
+            self.rank = 2
         elif self.rank == 4 and axis == 1:
             self.channels = v.shape[1]
             self.count = v.shape[0] * v.shape[2] * v.shape[3]
@@ -251,50 +258,3 @@ def lower_reshape(ctx: LowerCtx, node: Node) -> None:
     for g0, g1 in chunks(total, groups_per):
         ctx.dma3("load", vi, g0 * per_in, g1 * per_in, "vec", t)
         ctx.dma3("store", vo, g0 * per_out, g1 * per_out, "vec", t)
-
-
-# ---------------------------------------------------------------- pooling
-def _pool_check(ctx: LowerCtx, node: Node) -> tuple[int, int]:
-    a = node.attrs
-    kh, kw = a["kernel"]
-    x = node.inputs[0] if node.op == "maxpool2d" else node.inputs[1]
-    if any(a["padding"]) or tuple(a["stride"]) != (kh, kw) or \
-            tuple(a.get("dilation", (1, 1))) != (1, 1) or x.shape[2] % kh or x.shape[3] % kw:
-        raise ctx.fail(f"max-pool {a['kernel']} stride {a['stride']} padding {a['padding']} over "
-                       f"{x.shape}", "only non-overlapping unpadded windows that tile H and W are "
-                       "supported by the SAT lowering yet")
-    return kh, kw
-
-
-@lowering("maxpool2d")
-def lower_maxpool(ctx: LowerCtx, node: Node) -> None:
-    """Non-overlapping max-pool: vec maxpool over [planes*H, W] tiles (windows stay in a plane)."""
-    kh, kw = _pool_check(ctx, node)
-    vi, vo = ctx.dense(node.inputs[0]).view3(), ctx.dense(node.outputs[0]).view3()
-    step = ctx.plane_chunk(vi, 2)
-    tx = ctx.alloc("vec", _tile_bytes(step * vi.rows, vi.cols), "pool input")
-    ty = ctx.alloc("vec", _tile_bytes(step * vo.rows, vo.cols), "pool output")
-    for p0, p1 in chunks(vi.planes, step):
-        ctx.dma3("load", vi, p0, p1, "vec", tx)
-        ctx.b.vec("maxpool", (p1 - p0) * vi.rows, vi.cols, s0_addr=tx, d_addr=ty,
-                  window=(kh, kw, kh, kw))
-        ctx.dma3("store", vo, p0, p1, "vec", ty)
-
-
-@lowering("maxpool2d_grad")
-def lower_maxpool_grad(ctx: LowerCtx, node: Node) -> None:
-    """dx: vec maxpool_grad routes each pooled gradient to its window's first maximum."""
-    kh, kw = _pool_check(ctx, node)
-    dy, x = node.inputs
-    vdy, vx = ctx.dense(dy).view3(), ctx.dense(x).view3()
-    vo = ctx.dense(node.outputs[0]).view3()
-    step = ctx.plane_chunk(vx, 3)
-    tx = ctx.alloc("vec", _tile_bytes(step * vx.rows, vx.cols), "pool input")
-    tdy = ctx.alloc("vec", _tile_bytes(step * vdy.rows, vdy.cols), "pooled gradient")
-    tdx = ctx.alloc("vec", _tile_bytes(step * vx.rows, vx.cols), "input gradient")
-    for p0, p1 in chunks(vx.planes, step):
-        ctx.dma3("load", vx, p0, p1, "vec", tx)
-        ctx.dma3("load", vdy, p0, p1, "vec", tdy)
-        ctx.b.vec("maxpool_grad", (p1 - p0) * vx.rows, vx.cols, s0_addr=tx, s1_addr=tdy,
-                  d_addr=tdx, window=(kh, kw, kh, kw))
-        ctx.dma3("store", vo, p0, p1, "vec", tdx)

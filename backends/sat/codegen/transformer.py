@@ -1,0 +1,491 @@
+"""Transformer lowerings: layernorm, GELU, softmax, layout changes and token reductions.
+
+Tensors are row-major :class:`~.memory.Dense` storages seen as matrices
+``[rows, cols]`` whose cols are the trailing axes the op works along (the
+normalised axes of layernorm, the softmax axis). Row chunks stream through
+the vector buffer (two slots when the tensor needs more than one chunk);
+per-row statistics are ``[rows, 1]`` columns applied with ``col``
+broadcasts, per-feature vectors (gamma, beta) with ``row`` broadcasts.
+
+* ``layernorm`` -- two passes per chunk as the reference: mean, then the
+  variance of ``x - mean``; ``y = (x - mean) * invstd * gamma + beta``;
+  ``layernorm_grad_input`` -- ``dx = invstd * (g - mean(g) - xhat *
+  mean(g * xhat))`` with ``g = dy * gamma``; ``layernorm_grad_params`` --
+  ``dgamma = sum(dy * xhat)``, ``dbeta = sum(dy)`` over rows;
+* ``gelu`` / ``gelu_grad`` (exact erf), ``softmax`` / ``softmax_grad`` along
+  the last axis: vector functions per chunk;
+* ``transpose`` -- a strided DMA gather in output order into the vector
+  buffer, then a contiguous store: a permutation that keeps the last axis
+  moves runs of it; one that moves the last axis moves single elements;
+* ``reduce_mean`` and ``sum_to`` over one contiguous run of axes (the
+  tensor as ``[outer, R, inner]``): ``reduce_sum`` along rows or cols,
+  accumulated across chunks; ``broadcast_to`` -- a DMA store whose buffer
+  strides are 0 along the broadcast axes;
+* ``dropout`` -- the identity in the compiled step (as the IR kernel): the
+  output aliases the input's storage.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from satc.backends.sat.codegen.lowering import (MAX_PLANES, MAX_ROWS, LowerCtx, chunks,
+                                                lowering)
+from satc.backends.sat.codegen.memory import ALIGN, Dense, Storage, View3
+from satc.ir.graph import Node, Value
+
+
+# ---------------------------------------------------------------- helpers
+def _flat(ctx: LowerCtx, v: Value) -> Dense:
+    """The unpadded row-major storage of ``v`` (every op here reads logical order)."""
+    s = ctx.dense(v)
+    if not isinstance(s, Dense) or s.padded:
+        raise ctx.fail(f"%{v.name} is not stored row-major without a halo ({type(s).__name__})",
+                       "transformer ops read plain row-major activations; check the memory plan")
+    return s
+
+
+def _matrix(ctx: LowerCtx, v: Value, cols: int) -> View3:
+    """``v`` as ``rows x cols`` (rows = numel / cols), one row per View3 plane."""
+    s = _flat(ctx, v)
+    rows = int(np.prod(v.shape)) // cols
+    return View3(rows, 1, cols, s.region.addr, cols, cols, "logical")
+
+
+def _row_tiles(ctx: LowerCtx, rows: int, per_row: dict[str, int],
+               what: str) -> tuple[int, list[dict[str, int]]]:
+    """Rows per chunk and the chunk tiles (name -> vec address; ``per_row`` elements each).
+
+    One slot when the whole tensor fits, else two (double buffering) when
+    a row fits twice, else one.
+    """
+    free = ctx.arena.free_bytes("vec")
+    width = 4 * sum(per_row.values())
+    n = len(per_row)
+    one = min(MAX_ROWS, (free - n * ALIGN) // width)
+    if one >= rows:
+        step, slots = rows, 1
+    else:
+        two = min(MAX_ROWS, (free - 2 * n * ALIGN) // (2 * width))
+        step, slots = (two, 2) if two >= 1 else (one, 1)
+    if step < 1:
+        raise ctx.fail(f"one row of {what} ({width} bytes of tiles) does not fit the {free} free "
+                       "bytes of the vec buffer", "raise vec_buffer_bytes in the hardware config")
+    tiles = [{k: ctx.alloc("vec", step * c * 4, f"{what} {k}") for k, c in per_row.items()}
+             for _ in range(slots)]
+    return step, tiles
+
+
+def _load_row_vector(ctx: LowerCtx, v: Value, what: str) -> int:
+    """Load a per-feature tensor (gamma, beta) as one ``1 x numel`` row into vec."""
+    s = _flat(ctx, v)
+    n = int(np.prod(v.shape))
+    addr = ctx.alloc("vec", n * 4, what)
+    ctx.b.load("vec", addr, s.region.addr, 1, n)
+    return addr
+
+
+def _map(ctx: LowerCtx, func: str, srcs: list[Value], out: Value) -> None:
+    """out = func(srcs...) over row chunks (s0 = srcs[0], s1 = srcs[1]); same-shape operands."""
+    if any(tuple(v.shape) != tuple(out.shape) for v in srcs):
+        raise ctx.fail(f"{func} over shapes {[tuple(v.shape) for v in srcs]}",
+                       "elementwise operands must have the output's shape")
+    cols = out.shape[-1] if out.shape else 1
+    views = [_matrix(ctx, v, cols) for v in srcs]
+    ov = _matrix(ctx, out, cols)
+    step, slots = _row_tiles(ctx, ov.planes, {f"s{i}": cols for i in range(len(srcs))}, func)
+    for i, (r0, r1) in enumerate(chunks(ov.planes, step)):
+        t = slots[i % len(slots)]
+        for j, v in enumerate(views):
+            ctx.dma3("load", v, r0, r1, "vec", t[f"s{j}"])
+        ctx.b.vec(func, r1 - r0, cols, s0_addr=t["s0"], s1_addr=t.get("s1", 0), d_addr=t["s0"])
+        ctx.dma3("store", ov, r0, r1, "vec", t["s0"])
+
+
+def _col(ctx: LowerCtx, func: str, rows: int, s0: int, d: int, imm: float = 0.0) -> None:
+    """An elementwise op over a packed ``rows x 1`` column (as one row of ``rows``)."""
+    ctx.b.vec(func, 1, rows, s0_addr=s0, d_addr=d, imm=imm)
+
+
+def _norm_cols(node: Node, x: Value) -> int:
+    """Columns of a layernorm: the product of its normalised (trailing) axes."""
+    k = node.attrs["ndim"]
+    return int(np.prod(x.shape[len(x.shape) - k:]))
+
+
+# ---------------------------------------------------------------- layernorm
+@lowering("layernorm")
+def lower_layernorm(ctx: LowerCtx, node: Node) -> None:
+    """y = (x - mean) * invstd * gamma + beta over the trailing axes; also mean and invstd."""
+    x, gamma, beta = node.inputs
+    y, mean, invstd = node.outputs
+    d = _norm_cols(node, x)
+    xv, yv = _matrix(ctx, x, d), _matrix(ctx, y, d)
+    mdram, idram = _flat(ctx, mean).region.addr, _flat(ctx, invstd).region.addr
+    vg, vb = _load_row_vector(ctx, gamma, "gamma"), _load_row_vector(ctx, beta, "beta")
+    eps = float(node.attrs["eps"])
+    step, slots = _row_tiles(ctx, xv.planes, {"x": d, "y": d, "mean": 1, "var": 1, "inv": 1},
+                             "layernorm")
+    for i, (r0, r1) in enumerate(chunks(xv.planes, step)):
+        t, r = slots[i % len(slots)], r1 - r0
+        ctx.dma3("load", xv, r0, r1, "vec", t["x"])
+        ctx.b.vec("reduce_sum", r, d, s0_addr=t["x"], d_addr=t["mean"], axis=1)
+        _col(ctx, "mul_imm", r, t["mean"], t["mean"], imm=1.0 / d)
+        ctx.b.vec("sub", r, d, s0_addr=t["x"], s1_addr=t["mean"], d_addr=t["y"], bcast="col")
+        ctx.b.vec("reduce_sumsq", r, d, s0_addr=t["y"], d_addr=t["var"], axis=1)
+        _col(ctx, "mul_imm", r, t["var"], t["var"], imm=1.0 / d)
+        _col(ctx, "rsqrt", r, t["var"], t["inv"], imm=eps)
+        ctx.b.vec("mul", r, d, s0_addr=t["y"], s1_addr=t["inv"], d_addr=t["y"], bcast="col")
+        ctx.b.vec("mul", r, d, s0_addr=t["y"], s1_addr=vg, d_addr=t["y"], bcast="row")
+        ctx.b.vec("add", r, d, s0_addr=t["y"], s1_addr=vb, d_addr=t["y"], bcast="row")
+        ctx.dma3("store", yv, r0, r1, "vec", t["y"])
+        ctx.b.store("vec", t["mean"], mdram + r0 * 4, 1, r)
+        ctx.b.store("vec", t["inv"], idram + r0 * 4, 1, r)
+
+
+def _xhat(ctx: LowerCtx, t: dict[str, int], r: int, d: int) -> None:
+    """t['x'] <- (x - mean) * invstd in place."""
+    ctx.b.vec("sub", r, d, s0_addr=t["x"], s1_addr=t["mean"], d_addr=t["x"], bcast="col")
+    ctx.b.vec("mul", r, d, s0_addr=t["x"], s1_addr=t["inv"], d_addr=t["x"], bcast="col")
+
+
+def _load_ln_chunk(ctx: LowerCtx, views: dict[str, View3], stats: tuple[int, int],
+                   t: dict[str, int], r0: int, r1: int) -> None:
+    for k, v in views.items():
+        ctx.dma3("load", v, r0, r1, "vec", t[k])
+    ctx.b.load("vec", t["mean"], stats[0] + r0 * 4, 1, r1 - r0)
+    ctx.b.load("vec", t["inv"], stats[1] + r0 * 4, 1, r1 - r0)
+
+
+@lowering("layernorm_grad_input")
+def lower_layernorm_grad_input(ctx: LowerCtx, node: Node) -> None:
+    """dx = invstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma, per row."""
+    dy, x, gamma, mean, invstd = node.inputs
+    d = _norm_cols(node, x)
+    views = {"x": _matrix(ctx, x, d), "dy": _matrix(ctx, dy, d)}
+    out = _matrix(ctx, node.outputs[0], d)
+    stats = (_flat(ctx, mean).region.addr, _flat(ctx, invstd).region.addr)
+    vg = _load_row_vector(ctx, gamma, "gamma")
+    step, slots = _row_tiles(ctx, out.planes, {"x": d, "dy": d, "t": d, "mean": 1, "inv": 1,
+                                                "a": 1, "b": 1}, "layernorm_grad_input")
+    for i, (r0, r1) in enumerate(chunks(out.planes, step)):
+        t, r = slots[i % len(slots)], r1 - r0
+        _load_ln_chunk(ctx, views, stats, t, r0, r1)
+        _xhat(ctx, t, r, d)
+        ctx.b.vec("mul", r, d, s0_addr=t["dy"], s1_addr=vg, d_addr=t["dy"], bcast="row")
+        ctx.b.vec("reduce_sum", r, d, s0_addr=t["dy"], d_addr=t["a"], axis=1)
+        ctx.b.vec("mul", r, d, s0_addr=t["dy"], s1_addr=t["x"], d_addr=t["t"])
+        ctx.b.vec("reduce_sum", r, d, s0_addr=t["t"], d_addr=t["b"], axis=1)
+        _col(ctx, "mul_imm", r, t["a"], t["a"], imm=1.0 / d)
+        _col(ctx, "mul_imm", r, t["b"], t["b"], imm=1.0 / d)
+        ctx.b.vec("mul", r, d, s0_addr=t["x"], s1_addr=t["b"], d_addr=t["t"], bcast="col")
+        ctx.b.vec("sub", r, d, s0_addr=t["dy"], s1_addr=t["t"], d_addr=t["t"])
+        ctx.b.vec("sub", r, d, s0_addr=t["t"], s1_addr=t["a"], d_addr=t["t"], bcast="col")
+        ctx.b.vec("mul", r, d, s0_addr=t["t"], s1_addr=t["inv"], d_addr=t["t"], bcast="col")
+        ctx.dma3("store", out, r0, r1, "vec", t["t"])
+
+
+@lowering("layernorm_grad_params")
+def lower_layernorm_grad_params(ctx: LowerCtx, node: Node) -> None:
+    """dgamma = sum over rows of dy * xhat, dbeta = sum over rows of dy."""
+    dy, x, mean, invstd = node.inputs
+    d = _norm_cols(node, x)
+    views = {"x": _matrix(ctx, x, d), "dy": _matrix(ctx, dy, d)}
+    stats = (_flat(ctx, mean).region.addr, _flat(ctx, invstd).region.addr)
+    dgamma, dbeta = (ctx.alloc("vec", d * 4, n) for n in ("dgamma", "dbeta"))
+    rows = views["x"].planes
+    step, slots = _row_tiles(ctx, rows, {"x": d, "dy": d, "mean": 1, "inv": 1},
+                             "layernorm_grad_params")
+    for i, (r0, r1) in enumerate(chunks(rows, step)):
+        t, r = slots[i % len(slots)], r1 - r0
+        _load_ln_chunk(ctx, views, stats, t, r0, r1)
+        _xhat(ctx, t, r, d)
+        ctx.b.vec("mul", r, d, s0_addr=t["x"], s1_addr=t["dy"], d_addr=t["x"])
+        ctx.b.vec("reduce_sum", r, d, s0_addr=t["x"], d_addr=dgamma, axis=0, accumulate=i > 0)
+        ctx.b.vec("reduce_sum", r, d, s0_addr=t["dy"], d_addr=dbeta, axis=0, accumulate=i > 0)
+    for v, addr in zip(node.outputs, (dgamma, dbeta)):
+        ctx.b.store("vec", addr, _flat(ctx, v).region.addr, 1, d)
+
+
+# ---------------------------------------------------------------- activations
+def _exact_gelu(ctx: LowerCtx, node: Node) -> None:
+    if node.attrs.get("approximate", "none") != "none":
+        raise ctx.fail(f"GELU approximate={node.attrs['approximate']!r}",
+                       "the vector unit implements the exact erf GELU; use approximate='none'")
+
+
+@lowering("gelu")
+def lower_gelu(ctx: LowerCtx, node: Node) -> None:
+    """Exact GELU: vec gelu."""
+    _exact_gelu(ctx, node)
+    _map(ctx, "gelu", [node.inputs[0]], node.outputs[0])
+
+
+@lowering("gelu_grad")
+def lower_gelu_grad(ctx: LowerCtx, node: Node) -> None:
+    """gelu_grad(dy, x) = dy * gelu'(x): vec gelu_grad(s0=x, s1=dy)."""
+    _exact_gelu(ctx, node)
+    dy, x = node.inputs
+    _map(ctx, "gelu_grad", [x, dy], node.outputs[0])
+
+
+def _last_axis(ctx: LowerCtx, node: Node, v: Value) -> int:
+    axis = node.attrs["axis"] % len(v.shape)
+    if axis != len(v.shape) - 1:
+        raise ctx.fail(f"softmax over axis {node.attrs['axis']} of {v.shape}",
+                       "the SAT lowering supports softmax over the last axis; transpose first")
+    return v.shape[-1]
+
+
+@lowering("softmax")
+def lower_softmax(ctx: LowerCtx, node: Node) -> None:
+    """Softmax along the last axis: vec softmax per row chunk."""
+    x = node.inputs[0]
+    n = _last_axis(ctx, node, x)
+    xv, yv = _matrix(ctx, x, n), _matrix(ctx, node.outputs[0], n)
+    step, slots = _row_tiles(ctx, xv.planes, {"x": n}, "softmax")
+    for i, (r0, r1) in enumerate(chunks(xv.planes, step)):
+        t = slots[i % len(slots)]["x"]
+        ctx.dma3("load", xv, r0, r1, "vec", t)
+        ctx.b.vec("softmax", r1 - r0, n, s0_addr=t, d_addr=t, axis=1)
+        ctx.dma3("store", yv, r0, r1, "vec", t)
+
+
+@lowering("softmax_grad")
+def lower_softmax_grad(ctx: LowerCtx, node: Node) -> None:
+    """dx = y * (dy - sum(dy * y)) along the last axis."""
+    dy, y = node.inputs
+    n = _last_axis(ctx, node, y)
+    views = {"dy": _matrix(ctx, dy, n), "y": _matrix(ctx, y, n)}
+    out = _matrix(ctx, node.outputs[0], n)
+    step, slots = _row_tiles(ctx, out.planes, {"dy": n, "y": n, "t": n, "s": 1}, "softmax_grad")
+    for i, (r0, r1) in enumerate(chunks(out.planes, step)):
+        t, r = slots[i % len(slots)], r1 - r0
+        for k, v in views.items():
+            ctx.dma3("load", v, r0, r1, "vec", t[k])
+        ctx.b.vec("mul", r, n, s0_addr=t["dy"], s1_addr=t["y"], d_addr=t["t"])
+        ctx.b.vec("reduce_sum", r, n, s0_addr=t["t"], d_addr=t["s"], axis=1)
+        ctx.b.vec("sub", r, n, s0_addr=t["dy"], s1_addr=t["s"], d_addr=t["dy"], bcast="col")
+        ctx.b.vec("mul", r, n, s0_addr=t["dy"], s1_addr=t["y"], d_addr=t["dy"])
+        ctx.dma3("store", out, r0, r1, "vec", t["dy"])
+
+
+# ---------------------------------------------------------------- layout
+def _dropout_alias(node: Node, src: Storage) -> Storage | None:
+    if isinstance(src, Dense) and not src.padded:
+        return Dense(src.region, tuple(node.outputs[0].shape))
+    return None
+
+
+@lowering("dropout", alias=_dropout_alias)
+def lower_dropout(ctx: LowerCtx, node: Node) -> None:
+    """The identity (dropout is not emulated, as in the IR): a view of the input's storage."""
+    src, dst = ctx.dense(node.inputs[0]), ctx.dense(node.outputs[0])
+    if dst.regions != src.regions:
+        _map(ctx, "copy", [node.inputs[0]], node.outputs[0])
+
+
+def _merge(axes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """Drop size-1 axes and merge neighbours that are contiguous in every stride column.
+
+    ``axes`` are (size, stride, stride, ...) rows, outermost first.
+    """
+    out: list[tuple[int, ...]] = []
+    for ax in axes:
+        if ax[0] == 1:
+            continue
+        if out and all(o == s * ax[0] for o, s in zip(out[-1][1:], ax[1:])):
+            out[-1] = (out[-1][0] * ax[0],) + ax[1:]
+        else:
+            out.append(ax)
+    return out
+
+
+def _strides(shape: tuple[int, ...]) -> list[int]:
+    """Row-major element strides of ``shape``."""
+    out, acc = [], 1
+    for s in reversed(shape):
+        out.append(acc)
+        acc *= s
+    return out[::-1]
+
+
+@lowering("transpose")
+def lower_transpose(ctx: LowerCtx, node: Node) -> None:
+    """Permute axes: strided DMA gathers in output order into vec, contiguous stores out.
+
+    The output is walked as [loops..., planes, rows, cols]: cols is the
+    output's last axis when it is also contiguous in the input (runs move
+    whole), else 1 (single elements); planes and rows are the next two
+    axes; further axes become separate DMAs.
+    """
+    x, y = node.inputs[0], node.outputs[0]
+    perm = list(node.attrs["perm"])
+    sx, sy = _flat(ctx, x), _flat(ctx, y)
+    st = _strides(tuple(x.shape))
+    axes = _merge([(x.shape[p], st[p]) for p in perm])
+    cols = axes.pop()[0] if axes and axes[-1][1] == 1 else 1
+    axes = [(1, 0)] * max(0, 2 - len(axes)) + axes
+    (planes, pst), (rows, rst) = axes[-2], axes[-1]
+    loops = axes[:-2]
+    if rows > MAX_ROWS or cols > MAX_ROWS:
+        raise ctx.fail(f"transpose {perm} of {x.shape} moves {rows} x {cols} tiles",
+                       "DMA rows and cols are 16-bit fields; split the tensor")
+    block = rows * cols                                  # elements per plane
+    free = ctx.arena.free_bytes("vec")
+    fit1, fit2 = (free - ALIGN) // (block * 4), (free - 2 * ALIGN) // (2 * block * 4)
+    if fit1 < 1:
+        raise ctx.fail(f"one {rows} x {cols} plane of the transpose does not fit the vec buffer",
+                       "raise vec_buffer_bytes in the hardware config")
+    nloop = int(np.prod([a[0] for a in loops])) if loops else 1
+    if nloop == 1 and min(fit1, MAX_PLANES) >= planes:
+        pstep, slots = planes, 1
+    else:
+        pstep, slots = (min(planes, MAX_PLANES, fit2), 2) if fit2 >= 1 else \
+            (min(planes, MAX_PLANES, fit1), 1)
+    tiles = [ctx.alloc("vec", pstep * block * 4, "transpose tile") for _ in range(slots)]
+    it = 0
+    for li in range(nloop):
+        off, rem = 0, li
+        for size, stride in reversed(loops):
+            off += (rem % size) * stride
+            rem //= size
+        for p0, p1 in chunks(planes, pstep):
+            t = tiles[it % slots]
+            it += 1
+            ctx.b.load("vec", t, sx.region.addr + (off + p0 * pst) * 4, rows, cols,
+                       planes=p1 - p0, dram_plane_stride=pst, dram_row_stride=rst,
+                       buf_plane_stride=block, buf_row_stride=cols)
+            dst = sy.region.addr + (li * planes + p0) * block * 4
+            ctx.b.store("vec", t, dst, rows, cols, planes=p1 - p0, dram_plane_stride=block,
+                        buf_plane_stride=block)
+
+
+# ---------------------------------------------------------------- reductions, broadcasts
+def _run(ctx: LowerCtx, shape: tuple[int, ...], axes: set[int]) -> tuple[int, int, int]:
+    """(outer, R, inner) of ``shape`` reduced over ``axes``; they must form one contiguous run
+    once size-1 axes are ignored."""
+    real = sorted(a for a in axes if shape[a] > 1)
+    if not real:
+        return int(np.prod(shape)), 1, 1
+    a0, a1 = real[0], real[-1]
+    if any(shape[a] > 1 and a not in axes for a in range(a0, a1 + 1)):
+        raise ctx.fail(f"reduction over axes {sorted(axes)} of {shape} that are not adjacent",
+                       "the SAT lowering reduces one contiguous run of axes; transpose first")
+    return (int(np.prod(shape[:a0])), int(np.prod(shape[a0:a1 + 1])),
+            int(np.prod(shape[a1 + 1:])))
+
+
+def _reduce(ctx: LowerCtx, x: Value, out: Value, axes: set[int], factor: float) -> None:
+    """out = factor * sum of x over ``axes`` (one contiguous run), x as [outer, R, inner]."""
+    outer, red, inner = _run(ctx, tuple(x.shape), axes)
+    sx, so = _flat(ctx, x), _flat(ctx, out)
+    if inner == 1:          # reduce along cols: rows of R, chunks of outer rows
+        xv = View3(outer, 1, red, sx.region.addr, red, red, "logical")
+        if red > MAX_ROWS:
+            raise ctx.fail(f"a reduction over {red} contiguous elements",
+                           "the vector unit's cols field is 16 bits; reduce in two steps")
+        step, slots = _row_tiles(ctx, outer, {"x": red, "s": 1}, "reduction")
+        for i, (o0, o1) in enumerate(chunks(outer, step)):
+            t = slots[i % len(slots)]
+            ctx.dma3("load", xv, o0, o1, "vec", t["x"])
+            ctx.b.vec("reduce_sum", o1 - o0, red, s0_addr=t["x"], d_addr=t["s"], axis=1)
+            if factor != 1.0:
+                _col(ctx, "mul_imm", o1 - o0, t["s"], t["s"], imm=factor)
+            ctx.b.store("vec", t["s"], so.region.addr + o0 * 4, 1, o1 - o0)
+        return
+    if inner > MAX_ROWS:
+        raise ctx.fail(f"a reduction keeping {inner} contiguous elements",
+                       "the vector unit's cols field is 16 bits; split the tensor")
+    acc = ctx.alloc("vec", inner * 4, "reduction result")
+    step, slots = _row_tiles(ctx, red, {"x": inner}, "reduction")
+    it = 0
+    for o in range(outer):
+        for r0, r1 in chunks(red, step):
+            t = slots[it % len(slots)]["x"]
+            it += 1
+            ctx.b.load("vec", t, sx.region.addr + (o * red + r0) * inner * 4, r1 - r0, inner)
+            ctx.b.vec("reduce_sum", r1 - r0, inner, s0_addr=t, d_addr=acc, axis=0,
+                      accumulate=r0 > 0)
+        if factor != 1.0:
+            ctx.b.vec("mul_imm", 1, inner, s0_addr=acc, d_addr=acc, imm=factor)
+        ctx.b.store("vec", acc, so.region.addr + o * inner * 4, 1, inner)
+
+
+@lowering("reduce_mean")
+def lower_reduce_mean(ctx: LowerCtx, node: Node) -> None:
+    """Mean over ``axes`` (one contiguous run, e.g. tokens): reduce_sum, then scale."""
+    x = node.inputs[0]
+    axes = {a % len(x.shape) for a in node.attrs["axes"]}
+    count = int(np.prod([x.shape[a] for a in axes]))
+    _reduce(ctx, x, node.outputs[0], axes, 1.0 / count)
+
+
+@lowering("sum_to")
+def lower_sum_to(ctx: LowerCtx, node: Node) -> None:
+    """Sum a broadcast gradient down to ``shape`` (e.g. the batch axis of a position embedding)."""
+    x, y = node.inputs[0], node.outputs[0]
+    lead = len(x.shape) - len(y.shape)
+    target = (1,) * lead + tuple(y.shape)
+    axes = {i for i, (s, t) in enumerate(zip(x.shape, target)) if t == 1 and s != 1}
+    _reduce(ctx, x, y, axes, 1.0)
+
+
+@lowering("broadcast_to")
+def lower_broadcast_to(ctx: LowerCtx, node: Node) -> None:
+    """Repeat the input along its size-1 axes: load it once, store with zero buffer strides."""
+    x, y = node.inputs[0], node.outputs[0]
+    shape = tuple(y.shape)
+    xs = (1,) * (len(shape) - len(x.shape)) + tuple(x.shape)
+    sx, sy = _flat(ctx, x), _flat(ctx, y)
+    n = int(np.prod(xs))
+    src = _strides(xs)
+    axes = _merge([(s, src[i] if xs[i] == s else 0, o)
+                   for i, (s, o) in enumerate(zip(shape, _strides(shape)))])
+    cols = axes.pop()[0] if axes and axes[-1][1:] == (1, 1) else 1
+    axes = [(1, 0, 0)] * max(0, 2 - len(axes)) + axes
+    (planes, pb, pd), (rows, rb, rd) = axes[-2], axes[-1]
+    loops = axes[:-2]
+    if max(rows, cols, rb) > MAX_ROWS or planes > MAX_PLANES or pb > 0xFFFFFF:
+        raise ctx.fail(f"broadcast of {x.shape} to {shape} needs DMA tiles of {planes} x {rows} x "
+                       f"{cols}", "split the broadcast; DMA fields are 12/16 bits")
+    t = ctx.alloc("vec", n * 4, "broadcast source")
+    ctx.b.load("vec", t, sx.region.addr, 1, n)
+    nloop = int(np.prod([a[0] for a in loops])) if loops else 1
+    for li in range(nloop):
+        ob = od = 0
+        rem = li
+        for size, sb, sd in reversed(loops):
+            ob += (rem % size) * sb
+            od += (rem % size) * sd
+            rem //= size
+        ctx.b.store("vec", t + ob * 4, sy.region.addr + od * 4, rows, cols, planes=planes,
+                    dram_plane_stride=pd, dram_row_stride=rd, buf_plane_stride=pb,
+                    buf_row_stride=rb)
+
+
+def broadcast_add(ctx: LowerCtx, a: Value, b: Value, out: Value) -> None:
+    """out = a + b where one operand is broadcast over leading axes of the other (a position
+    embedding over the batch): the small operand stays in vec, row-broadcast over chunks."""
+    shape = tuple(out.shape)
+    big, small = (a, b) if tuple(a.shape) == shape else (b, a)
+    ss = (1,) * (len(shape) - len(small.shape)) + tuple(small.shape)
+    k = 0
+    while k < len(shape) and ss[k] == 1 and shape[k] != 1:
+        k += 1
+    if tuple(big.shape) != shape or ss[k:] != shape[k:]:
+        raise ctx.fail(f"add of {a.shape} and {b.shape}",
+                       "the SAT lowering broadcasts one operand over leading axes only")
+    inner = int(np.prod(shape[k:]))
+    if inner > MAX_ROWS:
+        raise ctx.fail(f"a broadcast operand of {inner} elements",
+                       "the vector unit's cols field is 16 bits; split the tensor")
+    vs = _load_row_vector(ctx, small, "broadcast operand")
+    bv, ov = _matrix(ctx, big, inner), _matrix(ctx, out, inner)
+    step, slots = _row_tiles(ctx, bv.planes, {"x": inner}, "broadcast add")
+    for i, (r0, r1) in enumerate(chunks(bv.planes, step)):
+        t = slots[i % len(slots)]["x"]
+        ctx.dma3("load", bv, r0, r1, "vec", t)
+        ctx.b.vec("add", r1 - r0, inner, s0_addr=t, s1_addr=vs, d_addr=t, bcast="row")
+        ctx.dma3("store", ov, r0, r1, "vec", t)
+
