@@ -176,3 +176,27 @@ def test_mixed_precision_vcu1525(name, monkeypatch):
                 np.testing.assert_allclose(prog.state[k], v, rtol=0, atol=2e-3 * np.abs(v).max() + 1e-7,
                                            err_msg=f"step {step} state {k}")
         state = ref.new_state
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_without_pregeneration_sore_runs_inside_the_step_with_the_same_numbers(model):
+    """The pre-generation ablation: nm_prune outputs that are not state get their own regions."""
+    from satc.passes.sparsify import sparsify
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 1, 8, 8)
+    y = np.arange(8) % 10
+    tg = satc.build_training_graph(satc.import_torch(get_model(model), (x,)),
+                                   optimizer=satc.SGD(lr=0.05, momentum=0.9))
+    late = sparsify(tg, "bdwp:2:8", pregenerate=False)
+    prog = satc.compile(late, hw="sat-small")
+    regions = [r for r in prog.program.regions if r.name.endswith(("#val", "#idx"))]
+    assert regions and len({r.addr for r in regions}) == len(regions), "each has its own DRAM"
+    state = late.initial_state()
+    for _ in range(2):
+        res = prog.step(x.numpy(), y)
+        ref = satc.interpret(late, {"x": x.numpy(), "y": y}, state)
+        state = ref.new_state
+        assert res.loss == pytest.approx(ref.loss, rel=1e-5)
+    for k, v in state.items():
+        np.testing.assert_allclose(prog.state[k], v, rtol=1e-4, atol=1e-5, err_msg=k)

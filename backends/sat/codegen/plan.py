@@ -139,10 +139,11 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
                 derived_span.setdefault(key, [i, i])[1] = i
         if "nm" in node.attrs:
             w = node.inputs[1]
-            if w.name not in graph.state:
+            pruned_here = w.producer is not None and w.producer.op == "nm_prune"
+            if w.name not in graph.state and not pruned_here:
                 raise CompileError(f"layer {node.layer!r} ({node.name}): the N:M operand %{w.name} "
-                                   "is not a state tensor; SAT reads pruned weights pre-generated "
-                                   "by SORE, run the sparsify pass")
+                                   "is neither a state tensor nor made by nm_prune; SAT reads "
+                                   "pruned weights made by SORE, run the sparsify pass")
             spec = tuple(node.attrs["nm"])
             if nm_state.setdefault(w.name, spec) != spec:
                 raise CompileError(f"state {w.name!r} is read with two N:M patterns")
@@ -205,7 +206,10 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
             _set_init(b, s, init)
         return s
 
+    placeholders: set[str] = set()
+
     def in_pool(name: str, shape: tuple[int, ...], dtype: str, init: np.ndarray | None) -> Region:
+        placeholders.add(name)
         return Region(name, 0, shape, dtype)       # placeholder address, rebased below
 
     inputs = {}
@@ -239,7 +243,7 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
                     storage[v.name] = s
                     continue
             weight_side = len(v.shape) == 4 and node.stage in WEIGHT_STAGES
-            if v.name in out_names:
+            if v.name in out_names or v.name in nm_state:  # compressed (two regions): not pooled
                 storage[v.name] = make(v, weight_side, permanent)
             else:
                 storage[v.name] = make(v, weight_side, in_pool)
@@ -257,6 +261,9 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
                 if name in pooled:
                     pooled[name][1] = max(pooled[name][1], i)
     base, size, offsets = _place(b, pooled, storage)
+    unplaced = placeholders - set(offsets)
+    if unplaced:
+        raise CompileError(f"internal: pooled regions {sorted(unplaced)} got no pool offset")
 
     def rebase(s: Storage) -> Storage:
         if isinstance(s, (Dense, TapMajor)) and s.region.name in offsets:
