@@ -158,9 +158,23 @@ class CompiledProgram:
         return StepResult(float(outs["loss"]), self.timing.total_cycles, self.per_layer(),
                           self.timing, grads, outs)
 
+    def schedule(self, method: str = "cpsat", **options: Any) -> Any:
+        """Schedule this step offline (``satc.passes.schedule.schedule_program``), labelled by layer.
+
+        Returns the ScheduleResult: ``.makespan``, ``.lower_bounds``, ``.ratio``,
+        ``.check()``; ``format_report`` / ``write_trace`` / ``write_gantt`` /
+        ``satc.runner.rescheduled`` take it from there.
+        """
+        from satc.passes.schedule import schedule_program
+        from satc.runner import instruction_labels, with_manifest
+
+        return schedule_program(with_manifest(self), method, labels=instruction_labels(self), **options)
+
     def save(self, path: str | Path) -> None:
-        """Write the program file (current state as the state regions' contents)."""
-        self.program.save(path)
+        """Write the program file (current state in the state regions, with the I/O manifest)."""
+        from satc.runner import with_manifest
+
+        with_manifest(self).save(path)
 
 
 def _np(dtype: str) -> np.dtype:

@@ -57,7 +57,7 @@ def instruction_labels(compiled: Any) -> list[str]:
 
 
 def with_manifest(compiled: Any) -> Program:
-    """The compiled program with its I/O manifest and instruction labels in ``meta``."""
+    """The compiled program (current state in its regions) with its I/O manifest and labels in ``meta``."""
     plan = compiled.plan
     state_regions = sorted({r.name for s in plan.state.values() for r in s.regions})
     manifest = {

@@ -39,3 +39,13 @@ def test_runner_needs_a_manifest():
         ProgramRunner(prog.program)
     blob = with_manifest(prog).to_bytes()
     assert Program.from_bytes(blob).meta["satc"]["input_order"] == ["x", "y"]
+
+
+def test_prog_schedule_and_save_carry_the_manifest(tmp_path):
+    prog = satc.compile("mlp", input_shapes={"x": [4, 1, 8, 8]}, hw="sat-small", sparsity="bdwp:2:8")
+    result = prog.schedule("list")
+    result.check()
+    assert result.makespan <= prog.timing.total_cycles
+    assert any("/WU/" in t.label for t in result.graph.tasks)
+    prog.save(tmp_path / "p.satbin")
+    assert ProgramRunner.load(tmp_path / "p.satbin").labels == result.graph.program.meta["satc"]["labels"]
