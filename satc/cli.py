@@ -77,7 +77,6 @@ def cmd_ops(args) -> None:
 
 def cmd_demo(args) -> None:
     """The main job: compile a training step for SAT, train on the emulator, schedule, compare."""
-    import numpy as np
 
     from satc.compiler import compile as compile_step, format_per_layer
     from satc.data import batches, digits
