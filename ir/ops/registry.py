@@ -26,10 +26,12 @@ class GradContext(Protocol):
     """What a gradient rule may call: emit a backward node for input ``wrt``."""
 
     def emit(self, op: str, inputs: Sequence[Any], attrs: Attrs | None = None,
-             wrt: int = 0) -> Any: ...
+             wrt: int = 0) -> Any:
+        """Append a single-output backward op for input ``wrt``; None if it needs no gradient."""
 
     def emit_multi(self, op: str, inputs: Sequence[Any], attrs: Attrs | None = None,
-                   wrt: int = 0) -> tuple[Any, ...]: ...
+                   wrt: int = 0) -> tuple[Any, ...]:
+        """Like :meth:`emit` for an op with several outputs."""
 
 
 GradFn = Callable[[GradContext, Any, list[Any]], list[Any]]
