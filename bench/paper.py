@@ -159,7 +159,7 @@ def main() -> None:
         r.speedup = base.cycles / r.cycles
     bdwp = [r.speedup for r in rows if r.mode == "bdwp:2:8"]
     lines = [f"# SAT results (`{args.hw}`)", "",
-             f"Regenerate: `.venv/bin/python bench/paper.py` (models {args.models}).", "",
+             f"Regenerate: `.venv/bin/python bench/paper.py --models {args.models} --modes {args.modes}`.", "",
              *_table(rows), "",
              f"**BDWP 2:8 average speedup over dense: {np.mean(bdwp):.2f}x** "
              f"(paper: {PAPER_SPEEDUP}x, ceiling {CEILING}x)." if bdwp else ""]
