@@ -49,11 +49,16 @@ def _close(got, want, what):
 @pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_three_steps_match_interpreter(name, sparsity):
-    prog = _compile(name, sparsity)
     x, y = _data(name)
-    feeds = {"x": x.numpy(), "y": y.numpy()}
+    check_steps(_compile(name, sparsity), x.numpy(), y.numpy(), 3)
+
+
+def check_steps(prog, x, y, steps: int) -> None:
+    """``steps`` emulated steps equal the interpreter: loss, logits, every gradient, all state."""
+    feeds = {"x": np.asarray(x), "y": np.asarray(y)}
     state = prog.graph.initial_state()
-    for step in range(3):
+    prog.state = {k: v.copy() for k, v in state.items()}
+    for step in range(steps):
         res = prog.step(x, y)
         ref = interpret(prog.graph, feeds, state)
         _close(res.loss, ref.loss, f"step {step} loss")

@@ -21,7 +21,7 @@ from satc.backends.sat.config import load_hardware
 from satc.errors import CompileError
 from satc.ir.interpreter import interpret
 from satc.models import get_model
-from tests.satc.test_compile import _fp16_gemm_reference
+from tests.satc.test_compile import _fp16_gemm_reference, check_steps
 
 RTOL, ATOL = 1e-4, 1e-5
 TINY = {"dim": 16, "depth": 1, "heads": 2}
@@ -47,33 +47,10 @@ def _compile_vit(sparsity: str) -> satc.compiler.CompiledProgram:
                         optimizer=satc.SGD(lr=0.05, momentum=0.9, weight_decay=5e-4))
 
 
-def _close(got, want, what):
-    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=what)
-
-
-def _check_steps(prog, x, y, steps: int) -> None:
-    """``steps`` emulated steps equal the interpreter: loss, logits, every gradient, all state."""
-    feeds = {"x": np.asarray(x), "y": np.asarray(y)}
-    state = prog.graph.initial_state()
-    prog.state = {k: v.copy() for k, v in state.items()}
-    for step in range(steps):
-        res = prog.step(x, y)
-        ref = interpret(prog.graph, feeds, state)
-        _close(res.loss, ref.loss, f"step {step} loss")
-        _close(res.outputs["logits"], ref.outputs["logits"], f"step {step} logits")
-        assert res.grads.keys() == ref.grads.keys()
-        for k, g in ref.grads.items():
-            _close(res.grads[k], g, f"step {step} grad {k}")
-        assert prog.state.keys() == ref.new_state.keys()
-        for k, v in ref.new_state.items():
-            _close(prog.state[k], v, f"step {step} state {k}")
-        state = ref.new_state
-
-
 @pytest.mark.parametrize("sparsity,steps", [("dense", 1), ("bdwp:2:8", 3)])
 def test_vit_steps_match_interpreter(sparsity, steps):
     x, y = _images()
-    _check_steps(_compile_vit(sparsity), x.numpy(), y.numpy(), steps)
+    check_steps(_compile_vit(sparsity), x.numpy(), y.numpy(), steps)
 
 
 def test_vit_program_uses_sat_units():
@@ -120,7 +97,7 @@ def test_layout_paths_match_interpreter():
     x, y = torch.randn(3, 12, 8), torch.randint(0, 10, (3,))
     prog = satc.compile(model, example_inputs=(x,), hw="sat-small",
                         optimizer=satc.SGD(lr=0.1, momentum=0.9))
-    _check_steps(prog, x.numpy(), y.numpy(), 2)
+    check_steps(prog, x.numpy(), y.numpy(), 2)
 
 
 @pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
@@ -132,7 +109,7 @@ def test_adamw_three_steps_match_interpreter(sparsity):
     prog = satc.compile(model, example_inputs=(x,), sparsity=sparsity, hw="sat-small",
                         optimizer=satc.AdamW(lr=1e-2, betas=(0.9, 0.99), weight_decay=0.05))
     assert any(i.op == "wuve" and i.func == "adamw" for i in prog.program.instructions)
-    _check_steps(prog, x.numpy(), y.numpy(), 3)
+    check_steps(prog, x.numpy(), y.numpy(), 3)
     assert prog.state["optimizer.step"] == 3
 
 
@@ -183,4 +160,4 @@ def test_full_size_vit_tiny_step(sparsity):
     x, y = _images()
     prog = satc.compile(_vit(), example_inputs=(x,), sparsity=sparsity, hw=cfg,
                         optimizer=satc.SGD(lr=0.05, momentum=0.9))
-    _check_steps(prog, x.numpy(), y.numpy(), 1)
+    check_steps(prog, x.numpy(), y.numpy(), 1)

@@ -181,3 +181,10 @@ def chunks(total: int, step: int):
 def lcm(a: int, b: int) -> int:
     """Least common multiple."""
     return a * b // math.gcd(a, b)
+
+
+def view_alias(node: Node, src: Storage) -> Storage | None:
+    """The output as a view of an unpadded dense input's region (reshape, dropout), else None."""
+    if isinstance(src, Dense) and not src.padded:
+        return Dense(src.region, tuple(node.outputs[0].shape))
+    return None

@@ -30,8 +30,8 @@ from __future__ import annotations
 import numpy as np
 
 from satc.backends.sat.codegen.lowering import (MAX_PLANES, MAX_ROWS, LowerCtx, chunks,
-                                                lowering)
-from satc.backends.sat.codegen.memory import ALIGN, Dense, Storage, View3
+                                                lowering, view_alias)
+from satc.backends.sat.codegen.memory import ALIGN, Dense, View3
 from satc.ir.graph import Node, Value
 
 
@@ -271,13 +271,7 @@ def lower_softmax_grad(ctx: LowerCtx, node: Node) -> None:
 
 
 # ---------------------------------------------------------------- layout
-def _dropout_alias(node: Node, src: Storage) -> Storage | None:
-    if isinstance(src, Dense) and not src.padded:
-        return Dense(src.region, tuple(node.outputs[0].shape))
-    return None
-
-
-@lowering("dropout", alias=_dropout_alias)
+@lowering("dropout", alias=view_alias)
 def lower_dropout(ctx: LowerCtx, node: Node) -> None:
     """The identity (dropout is not emulated, as in the IR): a view of the input's storage."""
     src, dst = ctx.dense(node.inputs[0]), ctx.dense(node.outputs[0])

@@ -9,8 +9,9 @@ batchnorm) uses chunks of one image's channels as a ``[C, H*W]`` tile and
 
 from __future__ import annotations
 
-from satc.backends.sat.codegen.lowering import (LowerCtx, chunks, lcm, lowering, same_views)
-from satc.backends.sat.codegen.memory import Dense, OneHot, Storage
+from satc.backends.sat.codegen.lowering import (LowerCtx, chunks, lcm, lowering, same_views,
+                                                view_alias)
+from satc.backends.sat.codegen.memory import OneHot
 from satc.backends.sat.codegen.transformer import broadcast_add
 from satc.ir.graph import Node
 
@@ -235,13 +236,7 @@ def lower_cross_entropy_grad(ctx: LowerCtx, node: Node) -> None:
 
 
 # ---------------------------------------------------------------- layout
-def _reshape_alias(node: Node, src: Storage) -> Storage | None:
-    if isinstance(src, Dense) and not src.padded:
-        return Dense(src.region, tuple(node.outputs[0].shape))
-    return None
-
-
-@lowering("reshape", alias=_reshape_alias)
+@lowering("reshape", alias=view_alias)
 def lower_reshape(ctx: LowerCtx, node: Node) -> None:
     """A view when the planner aliased the storage; otherwise a DMA copy in logical order."""
     src, dst = ctx.dense(node.inputs[0]), ctx.dense(node.outputs[0])
