@@ -83,7 +83,11 @@ class CompiledProgram:
 
     @property
     def program(self) -> Program:
-        """The SAT program; its state regions hold the current :attr:`state`."""
+        """The SAT program; its state regions hold the current :attr:`state`.
+
+        Built on every access (the state is encoded into the regions): keep a
+        reference rather than reading ``prog.program`` in a loop.
+        """
         regions = []
         images = self._state_images()
         for r in self._program.regions:
