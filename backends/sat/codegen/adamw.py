@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 
 from satc.backends.sat.codegen.lowering import MAX_ROWS, LowerCtx, chunks, lowering
-from satc.backends.sat.codegen.update import _flat
-from satc.backends.sat.wuve import HP_BYTES, HP_FIELDS, hp_record
+from satc.backends.sat.codegen.update import _flat, load_hp_record
+from satc.backends.sat.wuve import HP_FIELDS
 from satc.ir.graph import Node
 
 BC1 = HP_FIELDS["adamw"].index("bias_correction1")
@@ -54,12 +54,9 @@ def lower_adamw(ctx: LowerCtx, node: Node) -> None:
         raise ctx.fail("AdamW outputs are not the weight and moment states",
                        "the WUVE updates in place; the planner aliases state updates")
     numel = views[0][1]
-    hp = hp_record("adamw", lr=a["lr"], beta1=a["beta1"], beta2=a["beta2"], eps=a["eps"],
-                   weight_decay=a["weight_decay"], bias_correction1=0.0, bias_correction2=0.0)
-    key = "/".join(repr(a[k]) for k in ("lr", "beta1", "beta2", "eps", "weight_decay"))
-    hreg = ctx.const(f"hp/adamw/{key}", hp)
-    haddr = ctx.alloc("vec", HP_BYTES, "hyper-parameters")
-    ctx.b.load("vec", haddr, hreg.addr, 1, hp.size)
+    haddr = load_hp_record(ctx, "adamw", lr=a["lr"], beta1=a["beta1"], beta2=a["beta2"],
+                           eps=a["eps"], weight_decay=a["weight_decay"], bias_correction1=0.0,
+                           bias_correction2=0.0)
     _bias_corrections(ctx, node, haddr)
     # per slot: weights and both moments (wgt), the gradient (vec); 64-byte alignment each
     per = min(MAX_ROWS, (ctx.arena.free_bytes("wgt") - 6 * 64) // 24,

@@ -45,6 +45,17 @@ def _tap_matrices(ctx: LowerCtx, v) -> tuple[list[int], int, int]:
     return [addr], rows, cols
 
 
+def load_hp_record(ctx: LowerCtx, func: str, **hyper: float) -> int:
+    """Load the WUVE hyper-parameter record of ``func`` (one read-only region per distinct
+    record) into the vec buffer; returns its buffer address."""
+    hp = hp_record(func, **hyper)
+    key = "/".join(f"{k}={v!r}" for k, v in hyper.items())
+    region = ctx.const(f"hp/{func}/{key}", hp)
+    addr = ctx.alloc("vec", HP_BYTES, "hyper-parameters")
+    ctx.b.load("vec", addr, region.addr, 1, hp.size)
+    return addr
+
+
 @lowering("sgd")
 def lower_sgd(ctx: LowerCtx, node: Node) -> None:
     """SGD with momentum and weight decay on the WUVE, chunk by chunk, in place."""
@@ -59,10 +70,8 @@ def lower_sgd(ctx: LowerCtx, node: Node) -> None:
     if len({(n, o) for _, n, o in views + outs}) != 1:
         raise ctx.fail("SGD operands differ in size or layout", "check the memory plan")
     numel = views[0][1]
-    hp = hp_record("sgd", lr=a["lr"], momentum=a["momentum"], weight_decay=a["weight_decay"])
-    hreg = ctx.const(f"hp/sgd/{a['lr']!r}/{a['momentum']!r}/{a['weight_decay']!r}", hp)
-    haddr = ctx.alloc("vec", HP_BYTES, "hyper-parameters")
-    ctx.b.load("vec", haddr, hreg.addr, 1, hp.size)
+    haddr = load_hp_record(ctx, "sgd", lr=a["lr"], momentum=a["momentum"],
+                           weight_decay=a["weight_decay"])
     # two slots of weights + momentum (wgt) and of the gradient (vec), plus alignment
     per = min(MAX_ROWS, (ctx.arena.free_bytes("wgt") - 4 * 64) // 16,
               (ctx.arena.free_bytes("vec") - 2 * 64) // 8)
