@@ -101,16 +101,18 @@ class Tile:
     dataflow: str
     slots: int
     cycles: int
+    interleave: bool = True
 
     def as_attr(self) -> dict:
         """The form stored in ``node.attrs['tile']``."""
         return {"mt": self.mt, "nt": self.nt, "kt": self.kt, "dataflow": self.dataflow,
-                "slots": self.slots, "est_cycles": self.cycles}
+                "slots": self.slots, "est_cycles": self.cycles, "interleave": self.interleave}
 
     @classmethod
     def from_attr(cls, a: dict) -> "Tile":
         """Inverse of :meth:`as_attr`."""
-        return cls(a["mt"], a["nt"], a["kt"], a["dataflow"], a["slots"], a["est_cycles"])
+        return cls(a["mt"], a["nt"], a["kt"], a["dataflow"], a["slots"], a["est_cycles"],
+                   a.get("interleave", True))
 
 
 def _align(nbytes: int) -> int:
@@ -203,23 +205,23 @@ def _candidates(full: int, quantum: int) -> list[int]:
 
 @functools.lru_cache(maxsize=65536)
 def _tile_gemm_cycles(nm: tuple[int, int] | None, sparse_b: bool, mt: int, nt: int, kt: int,
-                      dataflow: str, cfg: HardwareConfig) -> int:
+                      dataflow: str, interleave: bool, cfg: HardwareConfig) -> int:
     """The cycle model's cycles of one tile GEMM (memoised: the tile search asks often)."""
     n, m = nm or (0, 0)
     return gemm_cycles(Instruction("gemm", dataflow=dataflow, n=n, m=m, sparse_b=int(sparse_b),
-                                   a_buf="wgt", b_buf="act", idx_buf="wgt", mt=mt, nt=nt, k=kt),
-                       cfg)
+                                   a_buf="wgt", b_buf="act", idx_buf="wgt", mt=mt, nt=nt, k=kt,
+                                   interleave=int(interleave)), cfg)
 
 
 def estimate_cycles(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, slots: int,
-                    cfg: HardwareConfig) -> int:
+                    cfg: HardwareConfig, interleave: bool = True) -> int:
     """Estimated cycles of the whole tiled GEMM (see the module docstring)."""
     nm_, nn_, nk = -(-p.m // mt), -(-p.n // nt), -(-p.k // kt)
     steps_k = nk * (p.taps if p.taps_in_k else 1)
     outer = 1 if p.taps_in_k else p.taps
     tiles = outer * nm_ * nn_ * steps_k
     compute = tiles * (_tile_gemm_cycles(p.nm if p.sparse else None, p.sparse == "b", mt, nt, kt,
-                                         dataflow, cfg) + cfg.issue_cycles)
+                                         dataflow, interleave, cfg) + cfg.issue_cycles)
     a_bytes = p.a_tile_bytes(mt, kt) * tiles
     b_bytes = p.b_tile_bytes(kt, nt) * tiles
     c_bytes = outer * p.m * p.n * 4
@@ -230,8 +232,10 @@ def estimate_cycles(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, sl
     return int(max(compute, dma) if slots == 2 else compute + dma)
 
 
-def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig) -> Tile:
-    """The cheapest tiling of ``p`` that fits ``cfg``'s buffers; CompileError if none does."""
+def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: bool = True) -> Tile:
+    """The cheapest tiling of ``p`` that fits ``cfg``'s buffers; CompileError if none does.
+
+    ``interleave``: the GEMMs use interleave mapping (see the cycle model)."""
     best: Tile | None = None
     for mt in _candidates(p.m, p.m_quantum):
         for nt in _candidates(p.n, p.n_quantum):
@@ -242,7 +246,8 @@ def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig) -> Tile:
                         continue
                     for df in cfg.dataflows:
                         t = Tile(mt, nt, kt, df, slots,
-                                 estimate_cycles(p, mt, nt, kt, df, slots, cfg))
+                                 estimate_cycles(p, mt, nt, kt, df, slots, cfg, interleave),
+                                 interleave)
                         if best is None or t.cycles < best.cycles:
                             best = t
     if best is None:
@@ -261,11 +266,15 @@ def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig) -> Tile:
     return best
 
 
-def tile_gemms(graph: Graph, cfg: HardwareConfig) -> Graph:
-    """IR -> IR: a copy of ``graph`` whose GEMM nodes carry ``attrs['tile']``."""
+def tile_gemms(graph: Graph, cfg: HardwareConfig, interleave: bool = True) -> Graph:
+    """IR -> IR: a copy of ``graph`` whose GEMM nodes carry ``attrs['tile']``.
+
+    ``interleave=False`` maps without interleave mapping (an ablation): every
+    array pass then waits for the previous one to drain."""
     g = graph.clone()
+    g.meta["interleave"] = interleave
     for node in g.nodes:
         p = gemm_problem(node, cfg)
         if p is not None:
-            node.attrs["tile"] = choose_tile(node, p, cfg).as_attr()
+            node.attrs["tile"] = choose_tile(node, p, cfg, interleave).as_attr()
     return verify(g, after_pass="tile_gemms")

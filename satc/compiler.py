@@ -214,18 +214,19 @@ def _training_graph(model: Any, example_inputs: Sequence[Any] | None, sparsity: 
 def compile(model: Any, example_inputs: Sequence[Any] | None = None, sparsity: str = "dense",
             hw: str | Path | HardwareConfig = "sat-vcu1525", optimizer: Any = None,
             input_shapes: Mapping[str, Sequence[int]] | None = None,
-            exclude: Sequence[str] = (), state: Mapping[str, np.ndarray] | None = None
-            ) -> CompiledProgram:
+            exclude: Sequence[str] = (), state: Mapping[str, np.ndarray] | None = None,
+            interleave: bool = True) -> CompiledProgram:
     """Compile one training step of ``model`` for SAT.
 
     ``model``: a torch ``nn.Module`` (with ``example_inputs``), an ONNX path
     (with ``input_shapes`` for symbolic dims), a zoo model name, or a satc
     Graph (forward, or a training graph used as is). ``hw``: preset name,
     TOML path or HardwareConfig. ``state`` overrides the initial state.
+    ``interleave=False`` turns off interleave mapping (an ablation).
     """
     cfg = hw if isinstance(hw, HardwareConfig) else load_hardware(hw)
     graph = _training_graph(model, example_inputs, sparsity, optimizer, input_shapes, exclude)
-    passes = [("tile_gemms", lambda g: tile_gemms(g, cfg))]
+    passes = [("tile_gemms", lambda g: tile_gemms(g, cfg, interleave))]
     for name, run in passes:
         graph = verify(run(graph), after_pass=name)
     init = dict(state) if state is not None else graph.initial_state()

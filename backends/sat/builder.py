@@ -123,9 +123,10 @@ class ProgramBuilder:
              sparse_b: bool = False, idx_buf: str = "wgt", idx_addr: int = 0,
              a_stride: int | None = None, b_stride: int | None = None, c_stride: int | None = None,
              idx_stride: int | None = None, dataflow: str = "ws", trans_a: bool = False,
-             trans_b: bool = False, accumulate: bool = False, wait: Deps = (),
-             signal: Deps = ()) -> int:
-        """C[mt, nt] (+)= A @ B; with ``n, m`` set, A (or B if ``sparse_b``) is N:M compressed."""
+             trans_b: bool = False, accumulate: bool = False, interleave: bool = False,
+             wait: Deps = (), signal: Deps = ()) -> int:
+        """C[mt, nt] (+)= A @ B; with ``n, m`` set, A (or B if ``sparse_b``) is N:M compressed;
+        ``interleave`` sets the pass order of the cycle model (interleave mapping)."""
         sparse = n > 0
         packed = groups(k, m) * n if sparse else 0
         if a_stride is None:
@@ -140,7 +141,7 @@ class ProgramBuilder:
             a_addr=a_addr, a_stride=a_stride, b_buf=b_buf, b_dtype=b_dtype, b_addr=b_addr,
             b_stride=b_stride, idx_buf=idx_buf, idx_addr=idx_addr if sparse else 0,
             idx_stride=idx_stride, c_addr=c_addr, c_stride=nt if c_stride is None else c_stride,
-            mt=mt, nt=nt, k=k, wait=_deps(wait), signal=_deps(signal)))
+            mt=mt, nt=nt, k=k, interleave=int(interleave), wait=_deps(wait), signal=_deps(signal)))
 
     def vec(self, func: str, rows: int, cols: int, *, s0_buf: str = "vec", s0_addr: int = 0,
             s1_buf: str = "vec", s1_addr: int = 0, d_buf: str = "vec", d_addr: int = 0,

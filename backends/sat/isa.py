@@ -127,6 +127,8 @@ OPS: tuple[OpSpec, ...] = (
         _u("mt", 16, "rows of C"),
         _u("nt", 16, "columns of C"),
         _u("k", 16, "reduction length"),
+        _u("interleave", 1, "1: interleave mapping -- consecutive array passes go to independent "
+           "output blocks, so the array drains only between dependent passes (timing only)", 0),
     ), "C[mt, nt] (+)= A[mt, k] @ B[k, nt] on the STCE, dense or N:M."),
     OpSpec("vec", 4, "vector", (
         _e("func", 6, VEC_FUNC_NAMES, "vector function (table in docs/isa.md)"),

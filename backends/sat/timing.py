@@ -12,12 +12,26 @@ comes from the :class:`HardwareConfig`:
   ``ceil(ceil(k / M) / nm_groups_per_cycle)`` N:M (one group of M per USPE per
   cycle); ``fill = rows + cols`` (systolic fill and drain).
 
-  - OS: each PE owns one output; ``ceil(mt/rows) * ceil(nt/cols)`` passes of
-    ``ksteps + fill + rows * os_drain_cycles_per_row`` (results shift out).
+  - OS: each PE owns one output; ``ceil(mt/rows) * ceil(nt/cols)`` passes,
+    each streaming ``body = ksteps + rows * os_drain_cycles_per_row``
+    (results shift out).
   - WS: the stationary operand (the compressed one for N:M, else B) sits in
-    the array, one k-step per PE row: ``ceil(ksteps/rows) * ceil(S/cols)``
-    passes of ``rows * ws_preload_cycles_per_row + T + fill``, where S is the
-    stationary operand's outer size and T the streamed one's.
+    the array, one k-step per PE row: ``K = ceil(ksteps/rows)`` k-slices
+    times ``C = ceil(S/cols)`` column blocks of passes, each streaming
+    ``body = rows * ws_preload_cycles_per_row + T``, where S is the
+    stationary operand's outer size and T the streamed one's. Consecutive
+    k-slices of one column block accumulate into the same outputs.
+
+  Fill and drain (``fill``) depend on the pass order, set by the
+  instruction's ``interleave`` bit (the compiler's interleave mapping):
+
+  - ``interleave=0``: passes run back to back on dependent data, every pass
+    waits for the previous one to drain: ``passes * (body + fill)``;
+  - ``interleave=1``: consecutive passes go to independent output blocks
+    (OS: every block; WS: column blocks innermost), so the pipeline fills
+    once per instruction and a pass stalls only for the unfinished drain of
+    the pass it accumulates onto: OS ``passes * body + fill``; WS
+    ``passes * body + fill + (K - 1) * max(0, fill - (C - 1) * body)``.
 
   So OS pays per output tile and favours long k; WS pays per k-slice and
   favours a long streamed dimension (large batch).
@@ -94,11 +108,15 @@ def gemm_cycles(ins: Instruction, cfg: HardwareConfig) -> int:
     fill = cfg.rows + cfg.cols
     if ins.dataflow == "os":
         passes = math.ceil(ins.mt / cfg.rows) * math.ceil(ins.nt / cfg.cols)
-        return passes * (ksteps + fill + cfg.rows * cfg.os_drain_cycles_per_row)
+        body = ksteps + cfg.rows * cfg.os_drain_cycles_per_row
+        return passes * body + fill if ins.interleave else passes * (body + fill)
     a_stationary = ins.n > 0 and not ins.sparse_b
     stationary, streamed = (ins.mt, ins.nt) if a_stationary else (ins.nt, ins.mt)
-    passes = math.ceil(ksteps / cfg.rows) * math.ceil(stationary / cfg.cols)
-    return passes * (cfg.rows * cfg.ws_preload_cycles_per_row + streamed + fill)
+    kslices, blocks = math.ceil(ksteps / cfg.rows), math.ceil(stationary / cfg.cols)
+    body = cfg.rows * cfg.ws_preload_cycles_per_row + streamed
+    if not ins.interleave:
+        return kslices * blocks * (body + fill)
+    return kslices * blocks * body + fill + (kslices - 1) * max(0, fill - (blocks - 1) * body)
 
 
 def instruction_cycles(ins: Instruction, cfg: HardwareConfig) -> int:

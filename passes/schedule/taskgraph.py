@@ -17,7 +17,11 @@ row run), and a task must follow
 * the last earlier writer of every byte it writes (WAW),
 * every earlier reader, since that last write, of every byte it writes (WAR),
 
-in each on-chip buffer and in DRAM. Optionally the program's own token edges
+in each on-chip buffer and in DRAM. RAW and WAW come from a forward pass
+keeping the last writer of every elementary segment (the pieces between
+all interval end points); WAR from a backward pass keeping the next writer
+(a reader must precede the first later writer of each byte it reads, which
+is the same relation). Identical accesses share one cut. Optionally the program's own token edges
 (the k-th signal ``A -> B`` pairs with the k-th wait of ``B`` on ``A``) are
 added too, contracted through nops.
 
@@ -196,47 +200,70 @@ def _segments(bounds: np.ndarray, iv: np.ndarray) -> np.ndarray:
     return shift + np.arange(int(n.sum()), dtype=np.int64)
 
 
-def _hazard_preds(task_access: list[list[tuple[str, bool, np.ndarray]]]) -> list[set[int]]:
-    """RAW / WAW / WAR predecessors of every task (see the module docstring)."""
+def _sorted_distinct(v: np.ndarray) -> np.ndarray:
+    """The distinct values of ``v``, ascending (a sort beats numpy's hash unique on large int arrays)."""
+    v = np.sort(v, kind="stable")      # timsort: the input is a concatenation of sorted runs
+    keep = np.empty(len(v), bool)
+    keep[:1] = True
+    np.not_equal(v[1:], v[:-1], out=keep[1:])
+    return v[keep]
+
+
+def _distinct(arrays: list[np.ndarray]) -> set[int]:
+    """The distinct values of ``arrays``; runs of equal neighbours are collapsed first (cheap)."""
+    if not arrays:
+        return set()
+    v = np.concatenate(arrays)
+    if len(v) > 1:
+        keep = np.empty(len(v), bool)
+        keep[0] = True
+        np.not_equal(v[1:], v[:-1], out=keep[1:])
+        v = v[keep]
+    return set(v.tolist())
+
+
+def _as_slice(ix: np.ndarray) -> np.ndarray | slice:
+    """``ix`` as a slice when it is one contiguous ascending run (views beat gathers), else as int32."""
+    if len(ix) and int(ix[-1]) - int(ix[0]) == len(ix) - 1:
+        return slice(int(ix[0]), int(ix[-1]) + 1)
+    return ix.astype(np.int32)
+
+
+def _hazard_preds(task_access: list[list[tuple[int, bool]]], regions: list[tuple[str, np.ndarray]]
+                  ) -> list[set[int]]:
+    """RAW / WAW / WAR predecessors of every task (see the module docstring).
+
+    ``task_access[t]`` lists (region id, write) pairs; ``regions[r]`` is (space, byte intervals).
+    Identical regions are shared, so each is cut into elementary segments once.
+    """
     bounds = {}
     for s in SPACES:
-        ends = [iv.ravel() for acc in task_access for sp, _, iv in acc if sp == s]
-        bounds[s] = np.unique(np.concatenate(ends)) if ends else np.zeros(0, np.int64)
-    segs = [[(sp, w, _segments(bounds[sp], iv)) for sp, w, iv in acc] for acc in task_access]
+        ends = [iv.ravel() for sp, iv in regions if sp == s]
+        bounds[s] = _sorted_distinct(np.concatenate(ends)) if ends else np.zeros(0, np.int64)
+    segs = [(sp, _as_slice(_segments(bounds[sp], iv))) for sp, iv in regions]
     nseg = {s: max(len(b) - 1, 0) for s, b in bounds.items()}
-    last_write = {s: np.full(k, -1, np.int64) for s, k in nseg.items()}
-    read_head = {s: np.full(k, -1, np.int64) for s, k in nseg.items()}
-    nodes = sum(len(ix) for acc in segs for _, w, ix in acc if not w)
-    node_task = np.empty(nodes, np.int64)
-    node_next = np.empty(nodes, np.int64)
-    top = 0
     out: list[set[int]] = []
-    for t, acc in enumerate(segs):
-        found: list[np.ndarray] = []
-        for sp, w, ix in acc:
-            found.append(last_write[sp][ix])
-            if w:
-                h = read_head[sp][ix]
-                h = h[h >= 0]
-                while h.size:
-                    found.append(node_task[h])
-                    h = node_next[h]
-                    h = h[h >= 0]
-        preds = set(np.unique(np.concatenate(found)).tolist()) if found else set()
+    last_write = {s: np.full(k, -1, np.int32) for s, k in nseg.items()}
+    for t, acc in enumerate(task_access):            # RAW and WAW: the last earlier writer
+        preds = _distinct([last_write[segs[r][0]][segs[r][1]] for r, _ in acc])
         preds.discard(-1)
         preds.discard(t)
         out.append(preds)
-        for sp, w, ix in acc:
-            if not w:
-                k = len(ix)
-                node_task[top:top + k] = t
-                node_next[top:top + k] = read_head[sp][ix]
-                read_head[sp][ix] = np.arange(top, top + k)
-                top += k
-        for sp, w, ix in acc:
+        for r, w in acc:
             if w:
+                sp, ix = segs[r]
                 last_write[sp][ix] = t
-                read_head[sp][ix] = -1
+    next_write = {s: np.full(k, -1, np.int32) for s, k in nseg.items()}
+    for t in range(len(task_access) - 1, -1, -1):    # WAR: a read precedes the first later writer
+        acc = task_access[t]
+        later = _distinct([next_write[segs[r][0]][segs[r][1]] for r, w in acc if not w])
+        later.discard(-1)
+        for v in later:
+            out[v].add(t)
+        for r, w in acc:
+            if w:
+                sp, ix = segs[r]
+                next_write[sp][ix] = t
     return out
 
 
@@ -291,6 +318,8 @@ def build_task_graph(program: Program, labels: Sequence[str] | None = None, *,
     tasks: list[Task] = []
     task_access = []
     footprint = []
+    region_of: dict[tuple, int] = {}
+    regions: list[tuple[str, np.ndarray]] = []
     for i in order:
         ins = instrs[i]
         if ins.op == "nop":
@@ -300,15 +329,10 @@ def build_task_graph(program: Program, labels: Sequence[str] | None = None, *,
             raise ScheduleError(f"instruction {i} ({ins.op}) lasts {d} cycles; tasks need >= 1")
         label = labels[i] if labels is not None else ""
         tasks.append(Task(len(tasks), i, ins.engine, ins.op, d, label or f"{ins.op}#{i}", label))
-        acc = [(a.space, a.write, byte_intervals(a)) for a in accesses(ins)]
+        acc = [(_region_id(a, region_of, regions), a.write) for a in accesses(ins)]
         task_access.append(acc)
-        fp = []
-        for b in BUFFER_NAMES:
-            ivs = [iv for sp, _, iv in acc if sp == b]
-            merged = merge_intervals(np.concatenate(ivs)) if ivs else np.zeros((0, 2), np.int64)
-            fp.append(int((merged[:, 1] - merged[:, 0]).sum()))
-        footprint.append(fp)
-    preds = _hazard_preds(task_access)
+        footprint.append(_footprint([r for r, _ in acc], regions))
+    preds = _hazard_preds(task_access, regions)
     task_of = {t.index: t.id for t in tasks}
     if include_tokens:
         for t, extra in enumerate(_token_preds(program, order, task_of)):
@@ -337,6 +361,26 @@ def build_task_graph(program: Program, labels: Sequence[str] | None = None, *,
     end = max((e.end for e in timeline), default=0)
     return TaskGraph(program, tasks, [tuple(sorted(p)) for p in preds], [tuple(s) for s in succs],
                      fpa, budget, start, end, include_tokens)
+
+
+def _region_id(a: Access, region_of: dict[tuple, int], regions: list[tuple[str, np.ndarray]]) -> int:
+    """Id of the byte region ``a`` touches; equal (space, offset, shape, strides, itemsize) share one."""
+    key = (a.space, a.offset, a.shape, a.strides, a.dtype.itemsize)
+    r = region_of.get(key)
+    if r is None:
+        r = region_of[key] = len(regions)
+        regions.append((a.space, byte_intervals(a)))
+    return r
+
+
+def _footprint(region_ids: list[int], regions: list[tuple[str, np.ndarray]]) -> list[int]:
+    """Distinct bytes of each on-chip buffer the regions touch together."""
+    fp = []
+    for b in BUFFER_NAMES:
+        ivs = [regions[r][1] for r in region_ids if regions[r][0] == b]
+        merged = merge_intervals(np.concatenate(ivs)) if len(ivs) > 1 else (ivs[0] if ivs else np.zeros((0, 2), np.int64))
+        fp.append(int((merged[:, 1] - merged[:, 0]).sum()))
+    return fp
 
 
 def peak_usage(start: np.ndarray, end: np.ndarray, footprint: np.ndarray) -> np.ndarray:

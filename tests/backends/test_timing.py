@@ -119,3 +119,25 @@ def test_sparse_faster_than_dense_at_2_8():
     assert dense == cfg.issue_cycles + passes * (1024 // 2 + drain)
     assert sparse == cfg.issue_cycles + passes * (1024 // 8 + drain)
     assert 2.5 < dense / sparse < 4.0               # 4x the K rate, minus fill and drain
+
+
+def test_interleave_mapping_fills_once_for_independent_passes():
+    from satc.backends.sat.config import load_hardware
+    cfg = load_hardware("sat-vcu1525")                              # 32 x 32, 2 multipliers
+    fill = cfg.rows + cfg.cols                                      # 64
+    b = ProgramBuilder(cfg)
+    kw = dict(a_buf="act", a_addr=0, b_buf="wgt", b_addr=0, c_addr=0)
+    os0 = b.gemm(128, 64, 256, dataflow="os", **kw)
+    os1 = b.gemm(128, 64, 256, dataflow="os", interleave=True, **kw)
+    ws0 = b.gemm(100, 96, 256, dataflow="ws", **kw)                 # S = nt = 96: 3 column blocks
+    ws1 = b.gemm(100, 96, 256, dataflow="ws", interleave=True, **kw)
+    one = b.gemm(20, 32, 256, dataflow="ws", interleave=True, **kw)  # one column block, T = 20
+    cyc = [gemm_cycles(b.instructions[i], cfg) for i in (os0, os1, ws0, ws1, one)]
+    os_body = 256 // 2 + 32                                         # ksteps + rows * drain
+    assert cyc[0] == 8 * (os_body + fill)
+    assert cyc[1] == 8 * os_body + fill
+    ws_body = 32 + 100                                              # preload + T; K = 4 slices, C = 3
+    assert cyc[2] == 12 * (ws_body + fill)
+    assert cyc[3] == 12 * ws_body + fill                            # 2 passes between dependent ones
+    assert cyc[4] == 4 * (32 + 20) + fill + 3 * fill                # each k-slice waits for the drain
+    assert b.instructions[ws1].interleave == 1 and b.instructions[ws0].interleave == 0

@@ -49,7 +49,7 @@ def generate(graph: Graph, cfg: HardwareConfig,
     """Lower a tiled training graph to a SAT program whose DRAM starts from ``state``."""
     b = ProgramBuilder(cfg)
     plan = plan_memory(graph, b, dict(state) if state is not None else graph.initial_state())
-    ctx = LowerCtx(cfg, b, plan.storage)
+    ctx = LowerCtx(cfg, b, plan.storage, interleave=graph.meta.get("interleave", True))
     ctx.graph_constants = {k: graph.initializers[k] for k in graph.constants}
     spans = []
     for i, node in enumerate(graph.nodes):

@@ -61,11 +61,13 @@ def lowering(*ops: str, pads: Callable | None = None, alias: Callable | None = N
 
 
 class LowerCtx:
-    """What a lowering sees: config, builder, storages, the node's arena and constants."""
+    """What a lowering sees: config, builder, storages, the node's arena and constants;
+    ``interleave``: GEMMs outside the tiling pass use interleave mapping too."""
 
     def __init__(self, cfg: HardwareConfig, builder: ProgramBuilder,
-                 storage: dict[str, Storage]) -> None:
+                 storage: dict[str, Storage], interleave: bool = True) -> None:
         self.cfg = cfg
+        self.interleave = interleave
         self.b = builder
         self.storage = storage
         self.graph_constants: dict[str, np.ndarray] = {}

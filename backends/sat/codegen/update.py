@@ -175,7 +175,8 @@ def lower_srste_grad(ctx: LowerCtx, node: Node) -> None:
                 v0 = c0 // m * n
                 ctx.b.gemm(r, c1 - c0, c1 - c0, a_buf="wgt", a_addr=tv + v0 * 4, a_stride=vcols,
                            b_buf="act", b_addr=teye, b_stride=kb, c_addr=tc + c0 * 4, c_stride=ci,
-                           n=n, m=m, idx_buf="wgt", idx_addr=ti + v0 * bits // 8, idx_stride=rb)
+                           n=n, m=m, idx_buf="wgt", idx_addr=ti + v0 * bits // 8, idx_stride=rb,
+                           interleave=ctx.interleave)
             ctx.b.vec("sub", r, ci, s0_buf="wgt", s0_addr=tw, s1_buf="acc", s1_addr=tc,
                       d_addr=tt)
             ctx.b.load("vec", tg, ga + r0 * ci * 4, r, ci)
