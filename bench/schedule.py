@@ -6,12 +6,12 @@ layers in independent chains, buffer slots reused) -- or for saved program
 files given with ``--program`` -- prints one row per program: tasks, the
 makespan in cycles of the program's own order, of the list schedule and of
 CP-SAT, the best proven lower bound (max of the per-engine work bound, the
-critical path and CP-SAT's bound on a single model), CP-SAT's makespan / bound,
-its wall time and status (``OPTIMAL``: makespan meets the bound; the
+critical path, the cut-chain bound and CP-SAT's bound on a single model),
+CP-SAT's makespan / bound, its wall time and status (``OPTIMAL``: makespan meets the bound; the
 solver's own status for one model or the window count).
 
 Usage: ``.venv/bin/python bench/schedule.py [--preset sat-vcu1525] [--layers 2,4,8,32,128]
-[--time-limit 10] [--window 400] [--program prog.satbin ...]``
+[--time-limit 10] [--window 400] [--program prog.satbin ...] [--zoo resnet18_cifar:32:dense,...]``
 """
 
 from __future__ import annotations
@@ -21,7 +21,11 @@ import time
 
 from satc.backends.sat.config import load_hardware
 from satc.backends.sat.program import Program
+from satc.compiler import compile as compile_step
+from satc.driver import load_forward_graph, training_pipeline
+from satc.passes.optimizer import SGD
 from satc.passes.schedule import build_task_graph, schedule_graph, synthetic_program
+from satc.runner import instruction_labels
 
 
 def bench_row(name: str, program: Program, labels: list[str] | None, time_limit: float, window: int,
@@ -40,6 +44,18 @@ def bench_row(name: str, program: Program, labels: list[str] | None, time_limit:
             f"{graph_s:>6.1f} {solve_s:>7.1f}  {cp.status} ({how})")
 
 
+def zoo_run(spec: str, preset: str) -> tuple[str, Program, list[str]]:
+    """Compile ``MODEL:BATCH:SPARSITY`` (SGD, momentum 0.9) and return (name, program, labels)."""
+    model, batch, sparsity = spec.split(":", 2)
+    graph = training_pipeline(load_forward_graph(model, int(batch)).graph, sparsity,
+                              SGD(lr=0.05, momentum=0.9, weight_decay=5e-4))
+    prog = compile_step(graph, hw=preset)
+    program = prog.program
+    short = {"resnet18_cifar": "r18c", "resnet50_cifar": "r50c", "resnet18": "r18", "resnet50": "r50",
+             "vgg16_bn": "vgg16", "vit_tiny": "vit"}.get(model, model)
+    return f"{short}/{sparsity}"[:12], program, instruction_labels(prog)
+
+
 def main() -> None:
     """Print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -51,12 +67,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--program", action="append", default=[], help="a saved program file (repeatable)")
+    ap.add_argument("--zoo", default="", help="compiled zoo steps, MODEL:BATCH:SPARSITY comma list, "
+                    "e.g. resnet18_cifar:32:dense,resnet18_cifar:32:bdwp:2:8")
     args = ap.parse_args()
     print(f"{'program':<12} {'tasks':>7} {'in-order':>10} {'list':>10} {'cp-sat':>10} {'bound':>10} "
           f"{'ratio':>6} {'speedup':>6} {'graph':>6} {'solve s':>7}  status")
     runs: list[tuple[str, Program, list[str] | None]] = []
     if args.program:
         runs = [(p.rsplit("/", 1)[-1][:12], Program.load(p), None) for p in args.program]
+    elif args.zoo:
+        runs = [zoo_run(spec, args.preset) for spec in args.zoo.split(",")]
     else:
         cfg = load_hardware(args.preset)
         for n in (int(x) for x in args.layers.split(",")):

@@ -75,8 +75,9 @@ def prefix_for(graph: TaskGraph, starts: np.ndarray, lo: int, hi: int) -> Prefix
 
 
 def list_schedule(graph: TaskGraph, lo: int = 0, hi: int | None = None,
-                  prefix: Prefix | None = None) -> np.ndarray:
-    """Start times of tasks ``[lo, hi)`` (default: all) by bottom-level list scheduling."""
+                  prefix: Prefix | None = None, priority: np.ndarray | None = None) -> np.ndarray:
+    """Start times of tasks ``[lo, hi)`` (default: all) by list scheduling; ``priority`` (one
+    value per window task, larger first) defaults to the bottom level."""
     hi = graph.n if hi is None else hi
     n = hi - lo
     prefix = prefix or Prefix.empty(n)
@@ -84,7 +85,7 @@ def list_schedule(graph: TaskGraph, lo: int = 0, hi: int | None = None,
     eng = graph.engine_ids[lo:hi]
     fp = graph.footprint[lo:hi]
     cap = np.array([graph.capacity[b] for b in BUFFER_NAMES], np.int64)
-    prio = graph.bottom_levels()[lo:hi]
+    prio = graph.bottom_levels()[lo:hi] if priority is None else np.asarray(priority, np.int64)
     bg_total = prefix.bg_fp.sum(axis=0)
     bg_times = np.unique(np.concatenate([prefix.bg_start, prefix.bg_end]))
     indeg = np.zeros(n, np.int64)

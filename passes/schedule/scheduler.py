@@ -7,9 +7,11 @@ Methods:
   task list but their time is in the timeline;
 * ``list`` -- bottom-level list scheduling, left-shifted;
 * ``cpsat`` -- CP-SAT (whole graph, or rolling-horizon windows), hinted with
-  the better of the list schedule and the program order left-shifted (the
-  *warm start*), itself left-shifted; never worse than the warm start, so
-  never worse than ``list`` nor than the program's own order.
+  the *warm start*: the better of the list schedule and the program order
+  left-shifted, improved by forward-backward passes
+  (:mod:`satc.passes.schedule.improve`); the result is left-shifted and
+  never worse than the warm start, so never worse than ``list`` nor than the
+  program's own order.
 
 A result's ``starts`` (of ``list`` and ``cpsat``) are exactly what the cycle
 model reports for :func:`satc.passes.schedule.emit.emit_program`'s program.
@@ -27,6 +29,7 @@ from satc.backends.sat.isa import ENGINES
 from satc.backends.sat.program import Program
 from satc.errors import ScheduleError
 from satc.passes.schedule.cpsat import SolverOptions, cpsat_schedule
+from satc.passes.schedule.improve import forward_backward
 from satc.passes.schedule.listsched import compact, list_schedule
 from satc.passes.schedule.taskgraph import TaskGraph, build_task_graph
 
@@ -144,6 +147,7 @@ def schedule_graph(graph: TaskGraph, method: str = "cpsat", *, time_limit_s: flo
             warm, warm_extra = own, own_extra
     except ScheduleError:           # the program as written exceeds a budget passed in
         pass
+    warm, warm_extra = compact(graph, forward_backward(graph, warm))
     opts = SolverOptions(time_limit_s, workers, seed, window, progress, interleave)
     out = cpsat_schedule(graph, warm, opts)
     cp, cp_extra = compact(graph, out.starts)

@@ -52,6 +52,7 @@ from satc.backends.sat.dispatch import issue_order
 from satc.backends.sat.isa import ENGINES
 from satc.backends.sat.program import Program
 from satc.backends.sat.timing import instruction_cycles, simulate
+from satc.passes.schedule.bounds import cut_chain_bound
 from satc.errors import ScheduleError
 
 SPACES: tuple[str, ...] = BUFFER_NAMES + ("dram",)
@@ -97,6 +98,7 @@ class TaskGraph:
     inorder_makespan: int
     token_edges: bool = False
     _bottom: np.ndarray | None = field(default=None, repr=False)
+    _cut_chain: int | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:
@@ -139,9 +141,19 @@ class TaskGraph:
         """Critical-path bound: the longest dependency chain, durations summed."""
         return int(self.bottom_levels().max()) if self.n else 0
 
+    def cut_chain_bound(self) -> int:
+        """Cut-chain bound of the busiest engine (:mod:`satc.passes.schedule.bounds`)."""
+        if self._cut_chain is None:
+            busiest = int(np.bincount(self.engine_ids, weights=self.durations,
+                                      minlength=len(ENGINES)).argmax()) if self.n else 0
+            self._cut_chain = cut_chain_bound(self, busiest) if self.n else 0
+        return self._cut_chain
+
     def lower_bounds(self) -> dict[str, int]:
-        """{'work': per-engine work bound, 'critical_path': longest-path bound}."""
-        return {"work": self.work_bound(), "critical_path": self.critical_path_bound()}
+        """{'work': per-engine work bound, 'critical_path': longest-path bound,
+        'cut_chain': the busiest engine's work plus the idle its dependencies force}."""
+        return {"work": self.work_bound(), "critical_path": self.critical_path_bound(),
+                "cut_chain": self.cut_chain_bound()}
 
     def to_networkx(self) -> nx.DiGraph:
         """The graph as a networkx DiGraph: nodes are task ids with the Task as attribute

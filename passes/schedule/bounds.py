@@ -1,0 +1,130 @@
+"""The cut-chain lower bound: engine work plus the gaps the dependencies force on it.
+
+The per-engine work bound assumes the busiest engine never idles. In a
+training step it must: e.g. no FF GEMM of layer l+1 can start before the
+batch-norm statistics of layer l are complete, and those need every FF GEMM
+of layer l. A task ``c`` is a *cut* of engine ``e`` when every task of
+``e`` is an ancestor or a descendant of ``c``. For a chain of cuts
+``c_1 .. c_k`` whose ancestor sets are nested, the tasks of ``e`` fall into
+segments ``S_0 .. S_k`` (``S_i`` after ``c_i``, before ``c_{i+1}``) and in any
+schedule
+
+    end(c_{i+1}) >= max(head(c_{i+1}), end(c_i) + din_i + work(S_i) + dout_i) + p(c_{i+1})
+
+where ``din_i`` is the shortest of the longest-path distances from the end
+of ``c_i`` to the start of a task of ``S_i`` (whichever of them runs first
+waits at least that long), ``dout_i`` the same from the end of a task of
+``S_i`` to the start of ``c_{i+1}`` (whichever runs last), and ``work(S_i)``
+the segment's durations summed (one engine runs them one at a time). The
+first segment starts no earlier than its smallest head, the last one ends no
+later than its smallest tail before the makespan. With no cut the bound is
+``min head + work + min tail``, never below the work bound.
+
+Ancestor sets of ``e``'s tasks are Python-int bitsets (one bit per task of
+``e``), so finding the cuts costs one pass over the edges each way.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from satc.passes.schedule.taskgraph import TaskGraph
+
+
+def heads(graph: "TaskGraph") -> np.ndarray:
+    """Longest path (durations summed) from the start of the graph to the start of each task."""
+    d = graph.durations
+    h = np.zeros(graph.n, np.int64)
+    for v in range(graph.n):
+        ps = graph.preds[v]
+        if ps:
+            h[v] = max(int(h[p] + d[p]) for p in ps)
+    return h
+
+
+def _bitsets(graph: "TaskGraph", rank: dict[int, int], forward: bool) -> list[int]:
+    """Per task, the bitset of engine tasks among its ancestors (forward) or descendants."""
+    out = [0] * graph.n
+    order = range(graph.n) if forward else range(graph.n - 1, -1, -1)
+    nbrs = graph.preds if forward else graph.succs
+    for v in order:
+        acc = 0
+        for u in nbrs[v]:
+            acc |= out[u]
+            r = rank.get(u)
+            if r is not None:
+                acc |= 1 << r
+        out[v] = acc
+    return out
+
+
+def _dist_from(graph: "TaskGraph", c: int, hi: int) -> dict[int, int]:
+    """Longest-path distance from the end of ``c`` to the start of every descendant with id <= hi."""
+    d = graph.durations
+    dist = {c: 0}
+    for v in range(c + 1, hi + 1):
+        best = -1
+        for p in graph.preds[v]:
+            dp = dist.get(p)
+            if dp is not None:
+                best = max(best, dp if p == c else dp + int(d[p]))
+        if best >= 0:
+            dist[v] = best
+    return dist
+
+
+def _dist_to(graph: "TaskGraph", c: int, lo: int) -> dict[int, int]:
+    """Longest-path distance from the end of every ancestor with id >= lo to the start of ``c``."""
+    d = graph.durations
+    dist = {c: 0}
+    for v in range(c - 1, lo - 1, -1):
+        best = -1
+        for s in graph.succs[v]:
+            ds = dist.get(s)
+            if ds is not None:
+                best = max(best, ds if s == c else ds + int(d[s]))
+        if best >= 0:
+            dist[v] = best
+    return dist
+
+
+def cut_chain_bound(graph: "TaskGraph", engine: int) -> int:
+    """The cut-chain lower bound on the makespan for engine index ``engine`` (module docstring)."""
+    eng = graph.engine_ids
+    members = [int(t) for t in np.flatnonzero(eng == engine)]
+    if not members:
+        return 0
+    rank = {t: r for r, t in enumerate(members)}
+    anc = _bitsets(graph, rank, True)
+    desc = _bitsets(graph, rank, False)
+    full = (1 << len(members)) - 1
+    chain: list[int] = []
+    for c in range(graph.n):
+        if c in rank or (anc[c] | desc[c]) != full or not anc[c] or not desc[c]:
+            continue
+        if chain and (anc[chain[-1]] & ~anc[c] or anc[c] == anc[chain[-1]]):
+            continue                     # not nested strictly inside the previous cut
+        chain.append(c)
+    d = graph.durations
+    h = heads(graph)
+    tails = graph.bottom_levels() - d
+
+    def segment(bits: int) -> list[int]:
+        return [members[r] for r in range(len(members)) if bits >> r & 1]
+
+    prev_bits, end, prev = 0, None, -1
+    for c in chain:
+        seg = segment(anc[c] & ~prev_bits)
+        to_c = _dist_to(graph, c, min(seg))
+        din = int(h[seg].min()) if end is None else \
+            end + min(_dist_from(graph, prev, max(seg))[s] for s in seg)
+        start = din + int(d[seg].sum()) + min(to_c[s] for s in seg)
+        end = max(int(h[c]), start) + int(d[c])
+        prev, prev_bits = c, anc[c]
+    last = segment(full & ~prev_bits)
+    din = int(h[last].min()) if end is None else \
+        end + min(_dist_from(graph, prev, max(last))[s] for s in last)
+    return din + int(d[last].sum()) + int(tails[last].min())

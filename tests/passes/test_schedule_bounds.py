@@ -1,0 +1,81 @@
+"""The cut-chain lower bound and forward-backward improvement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from satc.backends.sat.config import BUFFER_NAMES, load_hardware
+from satc.backends.sat.isa import ENGINES
+from satc.passes.schedule import Task, TaskGraph, build_task_graph, schedule_graph, synthetic_program
+from satc.passes.schedule.bounds import cut_chain_bound, heads
+from satc.passes.schedule.improve import forward_backward, reversed_graph
+from satc.passes.schedule.listsched import capacity_ok, compact, list_schedule
+
+
+def _graph(spec: list[tuple[str, int]], edges: list[tuple[int, int]]) -> TaskGraph:
+    """A task graph from (engine, duration) per task and (u, v) edges, u < v, no buffers."""
+    n = len(spec)
+    tasks = [Task(i, i, e, "x", d, f"t{i}") for i, (e, d) in enumerate(spec)]
+    preds = [tuple(sorted(u for u, v in edges if v == t)) for t in range(n)]
+    succs = [tuple(sorted(v for u, v in edges if u == t)) for t in range(n)]
+    return TaskGraph(None, tasks, preds, succs, np.zeros((n, len(BUFFER_NAMES)), np.int64),
+                     {b: 1 for b in BUFFER_NAMES}, np.zeros(n, np.int64), 0)
+
+
+def test_cut_chain_counts_the_idle_a_reduction_forces():
+    # two independent GEMMs -> a vector reduction over both -> two GEMMs -> a 3-cycle store
+    g = _graph([("stce", 10), ("stce", 10), ("vector", 5), ("stce", 10), ("stce", 10), ("store", 3)],
+               [(0, 2), (1, 2), (2, 3), (2, 4), (3, 5)])
+    assert g.work_bound() == 40 and g.critical_path_bound() == 28
+    assert cut_chain_bound(g, ENGINES.index("stce")) == 10 + 10 + 5 + 10 + 10   # t4 can run last
+    assert g.lower_bounds()["cut_chain"] == 45
+    starts = list_schedule(g)
+    assert int((starts + g.durations).max()) == 45                              # and it is tight
+    assert list(heads(g)) == [0, 0, 10, 15, 15, 25]
+
+
+def test_cut_chain_without_cuts_is_heads_work_tails():
+    g = _graph([("load", 7), ("stce", 10), ("stce", 10), ("store", 4)], [(0, 1), (0, 2), (2, 3)])
+    assert cut_chain_bound(g, ENGINES.index("stce")) == 7 + 20 + 0
+
+
+@pytest.mark.parametrize("layers,streams", [(2, 1), (3, 2), (4, 3)])
+def test_bounds_never_exceed_a_proven_optimum(layers, streams):
+    cfg = load_hardware("sat-small")
+    prog, labels = synthetic_program(cfg, layers, streams=streams)
+    g = build_task_graph(prog, labels)
+    res = schedule_graph(g, "cpsat", time_limit_s=20)
+    assert res.solver_status == "OPTIMAL"
+    assert max(g.lower_bounds().values()) <= res.makespan
+    assert g.lower_bounds()["cut_chain"] >= g.work_bound()
+
+
+def test_reversed_graph_flips_every_edge_and_twice_is_the_original():
+    cfg = load_hardware("sat-small")
+    g = build_task_graph(*synthetic_program(cfg, 3, streams=2))
+    r = reversed_graph(g)
+    n = g.n
+    assert sorted(r.edges()) == sorted((n - 1 - v, n - 1 - u) for u, v in g.edges())
+    rr = reversed_graph(r)
+    assert rr.preds == g.preds and rr.succs == g.succs
+    assert np.array_equal(rr.footprint, g.footprint) and np.array_equal(rr.durations, g.durations)
+
+
+def test_forward_backward_is_feasible_and_never_worse():
+    cfg = load_hardware("sat-small")
+    prog, labels = synthetic_program(cfg, 12, streams=3)
+    g = build_task_graph(prog, labels)
+    start, _ = compact(g, list_schedule(g))
+    better = forward_backward(g, start, rounds=2)
+    d = g.durations
+    assert (better + d).max() <= (start + d).max()
+    assert capacity_ok(g, better).all()
+    for v in range(g.n):                                    # every dependency kept
+        for u in g.preds[v]:
+            assert better[u] + d[u] <= better[v]
+    eng = g.engine_ids
+    for e in range(len(ENGINES)):                           # one task at a time per engine
+        idx = np.flatnonzero(eng == e)
+        idx = idx[np.argsort(better[idx])]
+        assert (better[idx][1:] >= better[idx][:-1] + d[idx][:-1]).all()
