@@ -7,7 +7,7 @@ user-excluded layers, the pass
 * adds state ``<w>.ff`` (and ``<w>.bp``): the pruned weights, initialised
   from the initial dense weight;
 * makes the FF GEMM read ``<w>.ff`` and the BP GEMM read ``<w>.bp``
-  (``bdwp``), or ``<w>.ff`` (``ff``, SR-STE);
+  (``bdwp``), or ``<w>.ff_dense`` (``ff``, SR-STE; see below);
 * adds the SR-STE term to the dense weight gradient (WU stays dense);
 * appends SORE ops after the optimizer update that pre-generate the next
   step's ``<w>.ff`` / ``<w>.bp`` from the updated dense weight
@@ -15,7 +15,9 @@ user-excluded layers, the pass
 
 GEMM nodes that run as N:M GEMMs (their weight is pruned along the axis
 they reduce over) carry ``attrs["nm"] = [n, m, axis]``; in ``ff`` mode the BP
-GEMM reads ``<w>.ff`` but stays a dense GEMM, since W_ff is not N:M along Co.
+GEMM reads W_ff but stays a dense GEMM, since W_ff is not N:M along Co; it reads
+the state ``<w>.ff_dense`` (same values, pre-generated beside ``<w>.ff``), which
+a backend may store uncompressed.
 The report of which layers are sparse, in which stage, is
 ``graph.meta["sparsity"]``.
 """
@@ -130,8 +132,14 @@ def _sparsify_weight(g: Graph, spec: SparsitySpec, ff_node: Node, pregenerate: b
             _replace_input(bp_node, w, w_bp)
             bp_node.attrs["nm"] = [spec.n, spec.m, BP_AXIS]
             bp_desc = f"{nm} along Co"
-        else:  # W_ff is N:M along Ci, not along Co, the axis BP reduces over: a dense GEMM
-            _replace_input(bp_node, w, w_ff)
+        else:  # W_ff is N:M along Ci, not along Co, the axis BP reduces over: a dense GEMM on
+            # a dense-stored copy of W_ff (the FF copy is kept compressed for the N:M GEMM)
+            if pregenerate:
+                w_ffd = g.add_param(f"{name}.ff_dense", _prune(init, spec, FF_AXIS), trainable=False)
+            else:
+                w_ffd = _insert_before(g, bp_node, "nm_prune", [w], ff_attrs, Stage.SORE,
+                                       f"{layer}.sore_ff_dense")
+            _replace_input(bp_node, w, w_ffd)
             bp_desc = "dense GEMM on W_ff"
 
     grad_key = f"grad/{name}"
@@ -154,6 +162,9 @@ def _sparsify_weight(g: Graph, spec: SparsitySpec, ff_node: Node, pregenerate: b
             src = new_ff if spec.mode == "bdwp-nested" else new_w
             g.state_updates[f"{name}.bp"] = g.add1("nm_prune", [src], bp_attrs, Stage.SORE, layer,
                                                    name=f"{layer}.sore_bp")
+        elif bp_node is not None:
+            g.state_updates[f"{name}.ff_dense"] = g.add1("nm_prune", [new_w], ff_attrs, Stage.SORE,
+                                                         layer, name=f"{layer}.sore_ff_dense")
     return LayerSparsity(layer, name, f"{nm} along Ci", bp_desc)
 
 

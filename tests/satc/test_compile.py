@@ -46,7 +46,7 @@ def _close(got, want, what):
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=what)
 
 
-@pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
+@pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8", "ff:2:8"])
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_three_steps_match_interpreter(name, sparsity):
     x, y = _data(name)
@@ -184,8 +184,8 @@ def test_mixed_precision_vcu1525(name, monkeypatch):
         state = ref.new_state
 
 
-@pytest.mark.parametrize("model", ["mlp", "cnn"])
-def test_without_pregeneration_sore_runs_inside_the_step_with_the_same_numbers(model):
+@pytest.mark.parametrize("model,mode", [("mlp", "bdwp:2:8"), ("cnn", "bdwp:2:8"), ("cnn", "ff:2:8")])
+def test_without_pregeneration_sore_runs_inside_the_step_with_the_same_numbers(model, mode):
     """The pre-generation ablation: nm_prune outputs that are not state get their own regions."""
     from satc.passes.sparsify import sparsify
 
@@ -194,7 +194,7 @@ def test_without_pregeneration_sore_runs_inside_the_step_with_the_same_numbers(m
     y = np.arange(8) % 10
     tg = satc.build_training_graph(satc.import_torch(get_model(model), (x,)),
                                    optimizer=satc.SGD(lr=0.05, momentum=0.9))
-    late = sparsify(tg, "bdwp:2:8", pregenerate=False)
+    late = sparsify(tg, mode, pregenerate=False)
     prog = satc.compile(late, hw="sat-small")
     regions = [r for r in prog.program.regions if r.name.endswith(("#val", "#idx"))]
     assert regions and len({r.addr for r in regions}) == len(regions), "each has its own DRAM"

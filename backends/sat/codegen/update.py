@@ -6,7 +6,9 @@
 * ``nm_prune`` -- the SORE stage: each tap matrix of the freshly updated
   dense weight is pruned and compressed by SORE straight into the
   compressed storage of ``<w>.ff`` (groups along Ci) or ``<w>.bp`` (along
-  Co), which the next step's sparse GEMMs read.
+  Co), which the next step's sparse GEMMs read; a dense-stored output (``ff``
+  mode's ``<w>.ff_dense`` for the dense BP GEMM) is compressed and expanded
+  back to dense rows by an identity N:M GEMM, as SR-STE does.
 * ``srste_grad`` -- ``dw + lam * (w - prune(w))``: SORE compresses w (the
   mask is recomputed from w, as the IR op does), an N:M GEMM against a
   small identity block expands it back to the dense pruned weight on the
@@ -101,7 +103,10 @@ def lower_nm_prune(ctx: LowerCtx, node: Node) -> None:
     """SORE pre-generation: prune each tap matrix into the compressed ``<w>.ff`` / ``<w>.bp``."""
     a = node.attrs
     out = ctx.st(node.outputs[0])
-    if not isinstance(out, Compressed) or (out.n, out.m, out.axis) != (a["n"], a["m"], a["axis"]):
+    if not isinstance(out, Compressed):
+        _prune_to_dense(ctx, node)
+        return
+    if (out.n, out.m, out.axis) != (a["n"], a["m"], a["axis"]):
         raise ctx.fail("nm_prune output is not a compressed weight state of the same pattern",
                        "nm_prune lowers only as the SORE update of a pruned weight state")
     taps, co, ci = _tap_matrices(ctx, node.inputs[0])
@@ -133,39 +138,37 @@ def lower_nm_prune(ctx: LowerCtx, node: Node) -> None:
                         out.idx_cols, dtype="u8")
 
 
-@lowering("srste_grad")
-def lower_srste_grad(ctx: LowerCtx, node: Node) -> None:
-    """dw + lam * (w - prune(w)): SORE mask of w, identity N:M GEMM to expand, vector axpy."""
-    a = node.attrs
-    n, m, lam = a["n"], a["m"], float(a["lam"])
-    dw, w = node.inputs
-    if a["axis"] % len(w.shape) != 1:
-        raise ctx.fail("SR-STE over an axis other than Ci", "not supported by the SAT lowering yet")
+def _pruned_rows(ctx: LowerCtx, n: int, m: int, taps_w: list[int], co: int, ci: int,
+                 vec_tiles: int, body) -> None:
+    """Prune each tap's [Co, Ci] weight rows N:M along Ci and expand them back to dense rows.
+
+    Row chunk by row chunk: DMA the rows into ``wgt``, SORE compresses them, and
+    an N:M GEMM against an identity block writes the dense pruned rows into an
+    ``acc`` tile. ``body(tap, r0, r1, w_tile, pruned_tile, vec_tiles)`` then
+    uses them (``vec_tiles`` scratch rows of Ci fp32 in the vec buffer)."""
     if (n, m) not in ctx.cfg.nm_patterns:
         raise ctx.fail(f"N:M {n}:{m} is not supported by {ctx.cfg.name}",
                        f"use one of {ctx.cfg.nm_patterns}")
-    taps_w, co, ci = _tap_matrices(ctx, w)
-    taps_g, _, _ = _tap_matrices(ctx, dw)
-    taps_o, _, _ = _tap_matrices(ctx, node.outputs[0])
     q = nm_k_quantum(n, m)
     kb = ci if ci <= IDENTITY_BLOCK else max(q, IDENTITY_BLOCK // q * q)
     eye = ctx.const(f"eye/{kb}", np.eye(kb, dtype=np.float32))
     teye = ctx.alloc("act", kb * kb * 4, "identity block")
     ctx.b.load("act", teye, eye.addr, kb, kb)
     vcols, rb = groups(ci, m) * n, row_bytes(ci, n, m)
-    per_row = {"wgt": ci * 4 + vcols * 4 + rb + 3 * 64, "acc": ci * 4 + 64, "vec": 2 * ci * 4 + 128}
+    per_row = {"wgt": ci * 4 + vcols * 4 + rb + 3 * 64, "acc": ci * 4 + 64}
+    if vec_tiles:
+        per_row["vec"] = vec_tiles * (ci * 4 + 64)
     step = min([co, MAX_ROWS] + [ctx.arena.free_bytes(b) // r for b, r in per_row.items()])
     if step < 1:
-        raise ctx.fail(f"one row of {ci} weights does not fit the SR-STE tiles",
+        raise ctx.fail(f"one row of {ci} weights does not fit the pruning tiles",
                        "raise wgt, acc and vec buffer bytes")
     tw = ctx.alloc("wgt", step * ci * 4, "weights")
     tv = ctx.alloc("wgt", step * vcols * 4, "compressed values")
     ti = ctx.alloc("wgt", step * rb, "compressed indices")
     tc = ctx.alloc("acc", step * ci * 4, "pruned weights")
-    tg = ctx.alloc("vec", step * ci * 4, "gradient")
-    tt = ctx.alloc("vec", step * ci * 4, "pruned-away part")
+    scratch = [ctx.alloc("vec", step * ci * 4, "scratch") for _ in range(vec_tiles)]
     bits = index_bits(m)
-    for wa, ga, oa in zip(taps_w, taps_g, taps_o):
+    for t, wa in enumerate(taps_w):
         for r0, r1 in chunks(co, step):
             r = r1 - r0
             ctx.b.load("wgt", tw, wa + r0 * ci * 4, r, ci)
@@ -177,9 +180,42 @@ def lower_srste_grad(ctx: LowerCtx, node: Node) -> None:
                            b_buf="act", b_addr=teye, b_stride=kb, c_addr=tc + c0 * 4, c_stride=ci,
                            n=n, m=m, idx_buf="wgt", idx_addr=ti + v0 * bits // 8, idx_stride=rb,
                            interleave=ctx.interleave)
-            ctx.b.vec("sub", r, ci, s0_buf="wgt", s0_addr=tw, s1_buf="acc", s1_addr=tc,
-                      d_addr=tt)
-            ctx.b.load("vec", tg, ga + r0 * ci * 4, r, ci)
-            ctx.b.vec("mul_imm", r, ci, s0_addr=tt, d_addr=tt, imm=lam)
-            ctx.b.vec("add", r, ci, s0_addr=tg, s1_addr=tt, d_addr=tg)
-            ctx.b.store("vec", tg, oa + r0 * ci * 4, r, ci)
+            body(t, r0, r1, tw, tc, scratch)
+
+
+def _prune_to_dense(ctx: LowerCtx, node: Node) -> None:
+    """nm_prune into a dense-stored tensor (ff mode's W_ff for the dense BP GEMM)."""
+    a = node.attrs
+    w, out = node.inputs[0], node.outputs[0]
+    if a["axis"] % len(w.shape) != 1:
+        raise ctx.fail("a dense-stored N:M prune along an axis other than Ci",
+                       "store the pruned weight compressed (read it with an N:M GEMM)")
+    taps_w, co, ci = _tap_matrices(ctx, w)
+    taps_o, _, _ = _tap_matrices(ctx, out)
+
+    def store(t, r0, r1, tw, tc, scratch):
+        ctx.b.store("acc", tc, taps_o[t] + r0 * ci * 4, r1 - r0, ci)
+    _pruned_rows(ctx, a["n"], a["m"], taps_w, co, ci, 0, store)
+
+
+@lowering("srste_grad")
+def lower_srste_grad(ctx: LowerCtx, node: Node) -> None:
+    """dw + lam * (w - prune(w)): SORE mask of w, identity N:M GEMM to expand, vector axpy."""
+    a = node.attrs
+    n, m, lam = a["n"], a["m"], float(a["lam"])
+    dw, w = node.inputs
+    if a["axis"] % len(w.shape) != 1:
+        raise ctx.fail("SR-STE over an axis other than Ci", "not supported by the SAT lowering yet")
+    taps_w, co, ci = _tap_matrices(ctx, w)
+    taps_g, _, _ = _tap_matrices(ctx, dw)
+    taps_o, _, _ = _tap_matrices(ctx, node.outputs[0])
+
+    def axpy(t, r0, r1, tw, tc, scratch):
+        tg, tt = scratch
+        r = r1 - r0
+        ctx.b.vec("sub", r, ci, s0_buf="wgt", s0_addr=tw, s1_buf="acc", s1_addr=tc, d_addr=tt)
+        ctx.b.load("vec", tg, taps_g[t] + r0 * ci * 4, r, ci)
+        ctx.b.vec("mul_imm", r, ci, s0_addr=tt, d_addr=tt, imm=lam)
+        ctx.b.vec("add", r, ci, s0_addr=tg, s1_addr=tt, d_addr=tg)
+        ctx.b.store("vec", tg, taps_o[t] + r0 * ci * 4, r, ci)
+    _pruned_rows(ctx, n, m, taps_w, co, ci, 2, axpy)
