@@ -115,16 +115,30 @@ def cut_chain_bound(graph: "TaskGraph", engine: int) -> int:
     def segment(bits: int) -> list[int]:
         return [members[r] for r in range(len(members)) if bits >> r & 1]
 
+    def other_work(tasks, covers) -> int:
+        """Largest per-engine work of the non-``engine`` tasks among ``tasks`` that ``covers``."""
+        ids = [v for v in tasks if eng[v] != engine and covers(v)]
+        return int(np.bincount(eng[ids], weights=d[ids]).max()) if ids else 0
+
+    def enter(seg: list[int], bits: int, prev: int, end: int | None) -> int:
+        """Earliest start of the first task of ``seg`` (after cut ``prev`` ending at ``end``)."""
+        every = lambda v: desc[v] & bits == bits          # noqa: E731  (before all of seg)
+        if end is None:
+            return max(int(h[seg].min()), other_work(range(min(seg)), every))
+        frm = _dist_from(graph, prev, max(seg))
+        return end + max(min(frm[s] for s in seg), other_work([v for v in frm if v != prev], every))
+
     prev_bits, end, prev = 0, None, -1
     for c in chain:
-        seg = segment(anc[c] & ~prev_bits)
+        bits = anc[c] & ~prev_bits
+        seg = segment(bits)
         to_c = _dist_to(graph, c, min(seg))
-        din = int(h[seg].min()) if end is None else \
-            end + min(_dist_from(graph, prev, max(seg))[s] for s in seg)
-        start = din + int(d[seg].sum()) + min(to_c[s] for s in seg)
+        leave = max(min(to_c[s] for s in seg),
+                    other_work([v for v in to_c if v != c], lambda v: anc[v] & bits == bits))
+        start = enter(seg, bits, prev, end) + int(d[seg].sum()) + leave
         end = max(int(h[c]), start) + int(d[c])
         prev, prev_bits = c, anc[c]
-    last = segment(full & ~prev_bits)
-    din = int(h[last].min()) if end is None else \
-        end + min(_dist_from(graph, prev, max(last))[s] for s in last)
-    return din + int(d[last].sum()) + int(tails[last].min())
+    bits = full & ~prev_bits
+    last = segment(bits)
+    after = other_work(range(min(last), graph.n), lambda v: anc[v] & bits == bits)
+    return enter(last, bits, prev, end) + int(d[last].sum()) + max(int(tails[last].min()), after)

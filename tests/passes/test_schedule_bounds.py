@@ -79,3 +79,12 @@ def test_forward_backward_is_feasible_and_never_worse():
         idx = np.flatnonzero(eng == e)
         idx = idx[np.argsort(better[idx])]
         assert (better[idx][1:] >= better[idx][:-1] + d[idx][:-1]).all()
+
+
+def test_cut_chain_counts_other_engines_work_that_must_wait_for_or_precede_every_gemm():
+    # two loads feed both GEMMs; two stores need both GEMMs: each pair runs one at a time
+    g = _graph([("load", 5), ("load", 5), ("stce", 10), ("stce", 10), ("store", 5), ("store", 5)],
+               [(0, 2), (0, 3), (1, 2), (1, 3), (2, 4), (3, 4), (2, 5), (3, 5)])
+    assert g.work_bound() == 20 and g.critical_path_bound() == 20
+    assert cut_chain_bound(g, ENGINES.index("stce")) == 10 + 20 + 10
+    assert int((list_schedule(g) + g.durations).max()) == 40
