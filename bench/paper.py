@@ -11,7 +11,9 @@ images/s, dense-equivalent GOPS, speedup over dense on the same hardware
 (paper: 48%), each stage's share of the busy cycles and each engine's
 utilisation. Ablations (one row each, on the first model): no
 pre-generation (SORE inside FF/BP), WS-only and OS-only dataflow, program
-order instead of the offline schedule, no interleave mapping.
+order instead of the offline schedule, no interleave mapping; and the
+sensitivity of the bdwp:2:8 speedup to the vector lanes and DRAM bandwidth
+(satc's modelling assumptions).
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ MODELS = ["resnet18_cifar:32", "resnet50_cifar:32", "resnet18:8", "resnet50:8", 
 MODES = ["dense", "ff:2:8", "bdwp:2:8", "bdwp:2:4", "bdwp:1:8"]
 STAGES = [Stage.FF, Stage.BP, Stage.WU, Stage.OPT, Stage.SORE]
 PAPER_SPEEDUP, CEILING = 1.75, 2.0
+#: hardware variants of the sensitivity table: name -> {config field: new value from old}
+SENSITIVITY = [("4x vector lanes", {"vector_lanes": lambda v: 4 * v}),
+               ("2x DRAM bandwidth", {"dram_bandwidth_gbps": lambda v: 2 * v}),
+               ("both", {"vector_lanes": lambda v: 4 * v, "dram_bandwidth_gbps": lambda v: 2 * v})]
 
 
 @dataclasses.dataclass
@@ -179,6 +185,14 @@ def main() -> None:
         lines += ["", f"## Ablations ({model}, batch {batch}, bdwp:2:8)", "",
                   "| variant | cycles | vs full |", "|---|---|---|"]
         lines += [f"| {name} | {c} | {c / full.cycles:.3f}x |" for name, c in abl]
+        base = next(r for r in rows if (r.model, r.batch, r.mode) == (model, batch, "dense"))
+        lines += ["", f"## Sensitivity ({model}, batch {batch}): bdwp:2:8 speedup over dense", "",
+                  "| hardware | dense cycles | bdwp:2:8 cycles | speedup |", "|---|---|---|---|",
+                  f"| {args.hw} | {base.cycles} | {full.cycles} | {base.cycles / full.cycles:.2f}x |"]
+        for name, changes in SENSITIVITY:
+            var = dataclasses.replace(cfg, **{k: f(getattr(cfg, k)) for k, f in changes.items()})
+            d, s_ = (measure(model, batch, mode, var).cycles for mode in ("dense", "bdwp:2:8"))
+            lines.append(f"| {name} | {d} | {s_} | {d / s_:.2f}x |")
     out = Path(args.out)
     out.write_text("\n".join(lines) + "\n")
     _chart(rows, out.with_suffix(".png"))
