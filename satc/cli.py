@@ -155,7 +155,8 @@ def cmd_compile(args) -> None:
         shapes = {"x": [args.batch, *ZOO[args.model].input_shape]}
     t0 = time.perf_counter()
     prog = compile_step(args.model, sparsity=args.sparsity, hw=args.hw, optimizer=_optimizer(args),
-                        input_shapes=shapes, exclude=tuple(args.exclude or ()))
+                        input_shapes=shapes, exclude=tuple(args.exclude or ()),
+                        interleave=not args.no_interleave)
     seconds = time.perf_counter() - t0
     program = with_manifest(prog)
     out = Path(args.output)
@@ -290,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--hw", default="sat-vcu1525", help="hardware preset or TOML file")
     p.add_argument("-o", "--output", default="out", help="output folder (default out/)")
+    p.add_argument("--no-interleave", action="store_true",
+                   help="ablation: no interleave mapping (every array pass fills and drains)")
     p.set_defaults(fn=cmd_compile)
     p = sub.add_parser("run", help="train on the emulator from a program file")
     p.add_argument("program")
@@ -303,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("schedule", help="schedule a program file offline and inspect it")
     p.add_argument("program")
     p.add_argument("--method", choices=("cpsat", "list", "inorder"), default="cpsat")
-    p.add_argument("--time-limit", type=float, default=10.0, help="CP-SAT seconds per window")
+    p.add_argument("--time-limit", type=float, default=10.0, help="CP-SAT seconds for the whole solve (split over windows)")
     p.add_argument("--workers", type=int, default=1, help="CP-SAT workers (1: reproducible)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--trace", help="write a Chrome/Perfetto trace JSON")
@@ -329,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p, DEFAULT_MODEL)
     p.add_argument("--hw", default="sat-vcu1525", help="hardware preset or TOML file")
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--time-limit", type=float, default=5.0, help="CP-SAT seconds per window")
+    p.add_argument("--time-limit", type=float, default=5.0, help="CP-SAT seconds for the whole solve (split over windows)")
     p.set_defaults(fn=cmd_demo, batch=DEFAULT_BATCH, sparsity="bdwp:2:8")
     return ap
 

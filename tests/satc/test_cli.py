@@ -86,3 +86,13 @@ def test_demo_compiles_trains_and_schedules(capsys):
     emu, ref = float(steps[0].split()[4]), float(steps[0].split()[7])
     assert abs(emu - ref) < 1e-2 * abs(ref), "mixed-precision emulator tracks the interpreter"
     assert "operation reduction" in out and "speedup" in out and "makespan" in out
+
+
+def test_compile_no_interleave_clears_the_gemm_interleave_bits(tmp_path, capsys):
+    from satc.backends.sat.program import Program
+    for flag, bit in (([], 1), (["--no-interleave"], 0)):
+        out = tmp_path / f"o{bit}"
+        assert main(["compile", "mlp", "--hw", "sat-small", "--batch", "8", "-o", str(out), *flag]) == 0
+        gemms = [i for i in Program.load(out / "mlp.satbin").instructions if i.op == "gemm"]
+        assert gemms and {i.interleave for i in gemms} == {bit}
+    capsys.readouterr()
