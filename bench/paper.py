@@ -84,6 +84,7 @@ def measure(model: str, batch: int, mode: str, cfg, scheduler: str = "list",
     compile_s = time.perf_counter() - t0
     program = prog.program  # built once: the property encodes the current state every call
     result = schedule_program(program, scheduler, time_limit_s=5)
+    result.check()                     # the independent checker: ScheduleError if anything is off
     busy: dict[str, int] = defaultdict(int)
     for span in prog.spans:
         for i in range(span.start, span.end):

@@ -7,7 +7,9 @@ files given with ``--program`` -- prints one row per program: tasks, the
 makespan in cycles of the program's own order, of the list schedule and of
 CP-SAT, the best proven lower bound (max of the per-engine work bound, the
 critical path, the cut-chain bound and CP-SAT's bound on a single model),
-CP-SAT's makespan / bound, its wall time and status (``OPTIMAL``: makespan meets the bound; the
+CP-SAT's makespan / bound, its wall time, whether the independent checker
+(:func:`satc.passes.schedule.check_schedule`) accepts both the list and the
+CP-SAT schedule, and the status (``OPTIMAL``: makespan meets the bound; the
 solver's own status for one model or the window count).
 
 Usage: ``.venv/bin/python bench/schedule.py [--preset sat-vcu1525] [--layers 2,4,8,32,128]
@@ -39,9 +41,10 @@ def bench_row(name: str, program: Program, labels: list[str] | None, time_limit:
     cp = schedule_graph(g, "cpsat", time_limit_s=time_limit, window=window, workers=workers, seed=seed)
     solve_s = time.perf_counter() - t0
     how = cp.solver_status if cp.windows == 1 else f"{cp.windows} windows"
+    checked = ls.check() == ls.makespan and cp.check() == cp.makespan   # the independent checker
     return (f"{name:<12} {g.n:>7} {g.inorder_makespan:>10} {ls.makespan:>10} {cp.makespan:>10} "
             f"{cp.lower_bound:>10} {cp.ratio:>6.3f} {g.inorder_makespan / cp.makespan:>6.3f} "
-            f"{graph_s:>6.1f} {solve_s:>7.1f}  {cp.status} ({how})")
+            f"{graph_s:>6.1f} {solve_s:>7.1f} {'ok' if checked else 'FAIL':>5}  {cp.status} ({how})")
 
 
 def zoo_run(spec: str, preset: str) -> tuple[str, Program, list[str]]:
@@ -71,7 +74,7 @@ def main() -> None:
                     "e.g. resnet18_cifar:32:dense,resnet18_cifar:32:bdwp:2:8")
     args = ap.parse_args()
     print(f"{'program':<12} {'tasks':>7} {'in-order':>10} {'list':>10} {'cp-sat':>10} {'bound':>10} "
-          f"{'ratio':>6} {'speedup':>6} {'graph':>6} {'solve s':>7}  status")
+          f"{'ratio':>6} {'speedup':>6} {'graph':>6} {'solve s':>7} {'check':>5}  status")
     runs: list[tuple[str, Program, list[str] | None]] = []
     if args.program:
         runs = [(p.rsplit("/", 1)[-1][:12], Program.load(p), None) for p in args.program]

@@ -4,8 +4,10 @@ Validates start times for the instructions of a program without using the
 task graph or any scheduler: it replays the instructions in the program's
 reference order (the emulator's issue order) over the exact bytes each one
 touches (:func:`satc.passes.schedule.taskgraph.byte_intervals` of
-:func:`satc.backends.sat.access.accesses`), keeping per byte the end time of
-its last writer and the latest end of its readers since, and requires
+:func:`satc.backends.sat.access.accesses`, cut into elementary segments by
+``segment_indices``; both are tested against brute force and are the only
+code it shares with the graph), keeping per byte the end time of its last
+writer and the latest end of its readers since, and requires
 
 * every non-nop instruction scheduled exactly once, at a start >= 0, for its
   cycle-model duration;
@@ -33,17 +35,11 @@ from satc.backends.sat.isa import ENGINES
 from satc.backends.sat.program import Program
 from satc.backends.sat.timing import instruction_cycles
 from satc.errors import ScheduleError
-from satc.passes.schedule.taskgraph import byte_intervals
+from satc.passes.schedule.taskgraph import byte_intervals, segment_indices, sorted_distinct
 
 
 def _name(program: Program, i: int) -> str:
     return f"instruction {i} ({program.instructions[i].op} on {program.instructions[i].engine})"
-
-
-def _covering(bounds: np.ndarray, iv: np.ndarray) -> np.ndarray:
-    """Indices of the segments between ``bounds`` that the intervals ``iv`` cover."""
-    parts = [np.arange(np.searchsorted(bounds, lo), np.searchsorted(bounds, hi)) for lo, hi in iv]
-    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def check_schedule(program: Program, starts: Mapping[int, int],
@@ -65,7 +61,15 @@ def check_schedule(program: Program, starts: Mapping[int, int],
         if s < 0:
             raise ScheduleError(f"{_name(program, i)} starts at negative cycle {s}")
     _check_engines(program, start, end)
-    touched = {i: [(a.space, a.write, byte_intervals(a)) for a in accesses(instrs[i])] for i in start}
+    cut: dict[tuple, np.ndarray] = {}          # identical accesses share their intervals
+    touched = {}
+    for i in start:
+        touched[i] = []
+        for a in accesses(instrs[i]):
+            key = (a.space, a.offset, a.shape, a.strides, a.dtype.itemsize)
+            if key not in cut:
+                cut[key] = byte_intervals(a)
+            touched[i].append((a.space, a.write, cut[key]))
     _check_hazards(program, start, end, touched)
     _check_capacity(program, start, end, touched, dict(cfg.buffer_bytes, **(capacity or {})))
     return max(end.values(), default=0)
@@ -82,9 +86,11 @@ def _check_engines(program: Program, start: dict[int, int], end: dict[int, int])
 
 def _check_hazards(program: Program, start: dict[int, int], end: dict[int, int],
                    touched: dict[int, list]) -> None:
-    spaces = {sp for acc in touched.values() for sp, _, _ in acc}
-    bounds = {sp: np.unique(np.concatenate([iv.ravel() for acc in touched.values()
-                                            for s, _, iv in acc if s == sp])) for sp in spaces}
+    distinct = {id(iv): (sp, iv) for acc in touched.values() for sp, _, iv in acc}
+    spaces = {sp for sp, _ in distinct.values()}
+    bounds = {sp: sorted_distinct(np.concatenate([iv.ravel() for s, iv in distinct.values() if s == sp]))
+              for sp in spaces}
+    segs_of = {k: segment_indices(bounds[sp], iv) for k, (sp, iv) in distinct.items()}
     nseg = {sp: max(len(b) - 1, 0) for sp, b in bounds.items()}
     w_end = {sp: np.zeros(k, np.int64) for sp, k in nseg.items()}
     w_by = {sp: np.full(k, -1, np.int64) for sp, k in nseg.items()}
@@ -93,7 +99,7 @@ def _check_hazards(program: Program, start: dict[int, int], end: dict[int, int],
     for i in issue_order(program.instructions):
         if i not in start:
             continue
-        segs = [(sp, w, _covering(bounds[sp], iv)) for sp, w, iv in touched[i]]
+        segs = [(sp, w, segs_of[id(iv)]) for sp, w, iv in touched[i]]
         for sp, w, ix in segs:
             checks = [("RAW" if not w else "WAW", w_end, w_by)] + ([("WAR", r_end, r_by)] if w else [])
             for kind, ends, by in checks:
@@ -116,17 +122,23 @@ def _check_hazards(program: Program, start: dict[int, int], end: dict[int, int],
                 r_by[sp][ix] = -1
 
 
+def _union_bytes(iv: np.ndarray) -> int:
+    """Number of distinct bytes in the union of (k, 2) half-open intervals."""
+    if not len(iv):
+        return 0
+    iv = iv[np.argsort(iv[:, 0], kind="stable")]
+    reach = np.maximum.accumulate(iv[:, 1])
+    prev = np.concatenate(([iv[0, 0]], reach[:-1]))        # furthest byte covered before each
+    return int(np.maximum(iv[:, 1] - np.maximum(iv[:, 0], prev), 0).sum())
+
+
 def _check_capacity(program: Program, start: dict[int, int], end: dict[int, int],
                     touched: dict[int, list], budget: dict[str, int]) -> None:
     for b in BUFFER_NAMES:
         events = []
         for i, acc in touched.items():
-            ivs = sorted((int(lo), int(hi)) for sp, _, iv in acc if sp == b for lo, hi in iv)
-            size, reach = 0, -1
-            for lo, hi in ivs:                  # distinct bytes of the union
-                if hi > reach:
-                    size += hi - max(lo, reach)
-                    reach = hi
+            ivs = [iv for sp, _, iv in acc if sp == b]
+            size = _union_bytes(np.concatenate(ivs)) if ivs else 0
             if size:
                 events += [(end[i], 0, -size, i), (start[i], 1, size, i)]
         used = 0

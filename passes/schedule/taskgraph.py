@@ -201,7 +201,7 @@ def merge_intervals(iv: np.ndarray) -> np.ndarray:
     return np.stack([iv[first, 0], hi_max[last]], axis=1)
 
 
-def _segments(bounds: np.ndarray, iv: np.ndarray) -> np.ndarray:
+def segment_indices(bounds: np.ndarray, iv: np.ndarray) -> np.ndarray:
     """Indices of the elementary segments (between consecutive ``bounds``) covering ``iv``."""
     s0 = np.searchsorted(bounds, iv[:, 0])
     s1 = np.searchsorted(bounds, iv[:, 1])
@@ -212,7 +212,7 @@ def _segments(bounds: np.ndarray, iv: np.ndarray) -> np.ndarray:
     return shift + np.arange(int(n.sum()), dtype=np.int64)
 
 
-def _sorted_distinct(v: np.ndarray) -> np.ndarray:
+def sorted_distinct(v: np.ndarray) -> np.ndarray:
     """The distinct values of ``v``, ascending (a sort beats numpy's hash unique on large int arrays)."""
     v = np.sort(v, kind="stable")      # timsort: the input is a concatenation of sorted runs
     keep = np.empty(len(v), bool)
@@ -251,8 +251,8 @@ def _hazard_preds(task_access: list[list[tuple[int, bool]]], regions: list[tuple
     bounds = {}
     for s in SPACES:
         ends = [iv.ravel() for sp, iv in regions if sp == s]
-        bounds[s] = _sorted_distinct(np.concatenate(ends)) if ends else np.zeros(0, np.int64)
-    segs = [(sp, _as_slice(_segments(bounds[sp], iv))) for sp, iv in regions]
+        bounds[s] = sorted_distinct(np.concatenate(ends)) if ends else np.zeros(0, np.int64)
+    segs = [(sp, _as_slice(segment_indices(bounds[sp], iv))) for sp, iv in regions]
     nseg = {s: max(len(b) - 1, 0) for s, b in bounds.items()}
     out: list[set[int]] = []
     last_write = {s: np.full(k, -1, np.int32) for s, k in nseg.items()}

@@ -13,6 +13,7 @@ from satc.backends.sat.builder import ProgramBuilder
 from satc.backends.sat.config import load_hardware
 from satc.errors import ScheduleError
 from satc.passes.schedule import build_task_graph, byte_intervals, synthetic_program
+from satc.passes.schedule.taskgraph import merge_intervals, segment_indices
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +115,13 @@ def test_graph_errors(small):
         build_task_graph(prog, capacity={"sram": 1})
     with pytest.raises(ScheduleError, match="alone touches"):
         build_task_graph(prog, capacity={"act": 16})
+
+
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(1, 12)), min_size=1, max_size=8))
+def test_segment_indices_match_brute_force(spans):
+    iv = merge_intervals(np.array([(lo, lo + n) for lo, n in spans], np.int64))
+    bounds = np.unique(np.concatenate([iv.ravel(), [0, 80, 3, 41]]))
+    got = segment_indices(bounds, iv)
+    want = [k for k in range(len(bounds) - 1)
+            if any(lo <= bounds[k] and bounds[k + 1] <= hi for lo, hi in iv)]
+    assert got.tolist() == want
