@@ -239,6 +239,13 @@ def cmd_schedule(args) -> None:
         print(f"wrote scheduled program {args.output}")
 
 
+def cmd_bench(args) -> None:
+    """Run a results benchmark: ``paper`` is the paper's SAT comparison (satc.paper)."""
+    from satc.paper import main as paper
+
+    paper(args.args)
+
+
 def cmd_sweep(args) -> None:
     """Design-space sweep over array size, DRAM bandwidth and N:M ratio, on all local cores."""
     from pathlib import Path
@@ -314,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the rescheduled program file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_schedule)
+    p = sub.add_parser("bench", help="results benchmarks: paper (docs/results-sat.md)")
+    p.add_argument("name", choices=("paper",))
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own flags (--help)")
+    p.set_defaults(fn=cmd_bench)
     p = sub.add_parser("sweep", help="design-space sweep: array size x DRAM bandwidth x N:M")
     p.add_argument("model", nargs="?", default="cnn")
     p.add_argument("--batch", type=int, default=16)

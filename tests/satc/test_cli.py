@@ -96,3 +96,15 @@ def test_compile_no_interleave_clears_the_gemm_interleave_bits(tmp_path, capsys)
         gemms = [i for i in Program.load(out / "mlp.satbin").instructions if i.op == "gemm"]
         assert gemms and {i.interleave for i in gemms} == {bit}
     capsys.readouterr()
+
+
+def test_bench_paper_writes_the_results_page(tmp_path, capsys):
+    out = tmp_path / "sat.md"
+    assert main(["bench", "paper", "--models", "mlp:8", "--modes", "dense,bdwp:2:8", "--hw", "sat-small",
+                 "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| mlp | 8 | dense |" in text and "| mlp | 8 | bdwp:2:8 |" in text
+    assert "BDWP 2:8 average speedup over dense" in text and "## Ablations" in text
+    assert "## Sensitivity" in text and "no interleave mapping" in text
+    assert out.with_suffix(".png").stat().st_size > 0
+    capsys.readouterr()
