@@ -61,31 +61,22 @@ def _bitsets(graph: "TaskGraph", rank: dict[int, int], forward: bool) -> list[in
     return out
 
 
-def _dist_from(graph: "TaskGraph", c: int, hi: int) -> dict[int, int]:
-    """Longest-path distance from the end of ``c`` to the start of every descendant with id <= hi."""
+def _distances(graph: "TaskGraph", c: int, stop: int, forward: bool) -> dict[int, int]:
+    """Longest-path distances between ``c`` and the tasks up to id ``stop``: from the end of
+    ``c`` to the start of each descendant (``forward``), or from the end of each ancestor to
+    the start of ``c``. Tasks off every path to or from ``c`` are left out."""
     d = graph.durations
+    if forward:
+        nbrs, ids = graph.preds, range(c + 1, stop + 1)
+    else:
+        nbrs, ids = graph.succs, range(c - 1, stop - 1, -1)
     dist = {c: 0}
-    for v in range(c + 1, hi + 1):
+    for v in ids:
         best = -1
-        for p in graph.preds[v]:
-            dp = dist.get(p)
-            if dp is not None:
-                best = max(best, dp if p == c else dp + int(d[p]))
-        if best >= 0:
-            dist[v] = best
-    return dist
-
-
-def _dist_to(graph: "TaskGraph", c: int, lo: int) -> dict[int, int]:
-    """Longest-path distance from the end of every ancestor with id >= lo to the start of ``c``."""
-    d = graph.durations
-    dist = {c: 0}
-    for v in range(c - 1, lo - 1, -1):
-        best = -1
-        for s in graph.succs[v]:
-            ds = dist.get(s)
-            if ds is not None:
-                best = max(best, ds if s == c else ds + int(d[s]))
+        for u in nbrs[v]:
+            du = dist.get(u)
+            if du is not None:
+                best = max(best, du if u == c else du + int(d[u]))
         if best >= 0:
             dist[v] = best
     return dist
@@ -125,14 +116,14 @@ def cut_chain_bound(graph: "TaskGraph", engine: int) -> int:
         every = lambda v: desc[v] & bits == bits          # noqa: E731  (before all of seg)
         if end is None:
             return max(int(h[seg].min()), other_work(range(min(seg)), every))
-        frm = _dist_from(graph, prev, max(seg))
+        frm = _distances(graph, prev, max(seg), forward=True)
         return end + max(min(frm[s] for s in seg), other_work([v for v in frm if v != prev], every))
 
     prev_bits, end, prev = 0, None, -1
     for c in chain:
         bits = anc[c] & ~prev_bits
         seg = segment(bits)
-        to_c = _dist_to(graph, c, min(seg))
+        to_c = _distances(graph, c, min(seg), forward=False)
         leave = max(min(to_c[s] for s in seg),
                     other_work([v for v in to_c if v != c], lambda v: anc[v] & bits == bits))
         start = enter(seg, bits, prev, end) + int(d[seg].sum()) + leave
