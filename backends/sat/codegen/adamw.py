@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 
-from satc.backends.sat.codegen.lowering import MAX_ROWS, LowerCtx, chunks, lowering
-from satc.backends.sat.codegen.update import _flat, load_hp_record
+from satc.backends.sat.codegen.lowering import LowerCtx, chunks, lowering
+from satc.backends.sat.codegen.update import _flat, load_hp_record, wuve_chunks
 from satc.backends.sat.wuve import HP_FIELDS
 from satc.ir.graph import Node
 
@@ -58,17 +58,9 @@ def lower_adamw(ctx: LowerCtx, node: Node) -> None:
                            eps=a["eps"], weight_decay=a["weight_decay"], bias_correction1=0.0,
                            bias_correction2=0.0)
     _bias_corrections(ctx, node, haddr)
-    # per slot: weights and both moments (wgt), the gradient (vec); 64-byte alignment each
-    per = min(MAX_ROWS, (ctx.arena.free_bytes("wgt") - 6 * 64) // 24,
-              (ctx.arena.free_bytes("vec") - 2 * 64) // 8)
-    step, slots = (numel, 1) if per >= numel else (per, 2)
-    if step < 1:
-        raise ctx.fail("no room for a WUVE chunk", "raise wgt_buffer_bytes and vec_buffer_bytes")
-    tiles = [(ctx.alloc("wgt", step * 4, "weights"), ctx.alloc("wgt", step * 4, "first moment"),
-              ctx.alloc("wgt", step * 4, "second moment"), ctx.alloc("vec", step * 4, "gradient"))
-             for _ in range(slots)]
+    step, tiles = wuve_chunks(ctx, numel, ("weights", "first moment", "second moment"))
     for i, (e0, e1) in enumerate(chunks(numel, step)):
-        tw, tm, tv, tg = tiles[i % slots]
+        tw, tm, tv, tg = tiles[i % len(tiles)]
         n = e1 - e0
         for buf, tile, (addr, _, _) in (("wgt", tw, views[0]), ("vec", tg, views[1]),
                                         ("wgt", tm, views[2]), ("wgt", tv, views[3])):

@@ -58,6 +58,22 @@ def load_hp_record(ctx: LowerCtx, func: str, **hyper: float) -> int:
     return addr
 
 
+def wuve_chunks(ctx: LowerCtx, numel: int, wgt_roles: tuple[str, ...]
+                ) -> tuple[int, list[tuple[int, ...]]]:
+    """(chunk length, per-slot tiles) for a WUVE update of ``numel`` fp32 weights: each slot
+    holds one ``wgt`` tile per role (weights, momentum, ...) and the gradient in ``vec``;
+    two slots (double buffering) unless one chunk covers every weight."""
+    k = len(wgt_roles)
+    per = min(MAX_ROWS, (ctx.arena.free_bytes("wgt") - 2 * k * 64) // (2 * k * 4),
+              (ctx.arena.free_bytes("vec") - 2 * 64) // 8)
+    step, slots = (numel, 1) if per >= numel else (per, 2)
+    if step < 1:
+        raise ctx.fail("no room for a WUVE chunk", "raise wgt_buffer_bytes and vec_buffer_bytes")
+    tiles = [tuple(ctx.alloc("wgt", step * 4, role) for role in wgt_roles)
+             + (ctx.alloc("vec", step * 4, "gradient"),) for _ in range(slots)]
+    return step, tiles
+
+
 @lowering("sgd")
 def lower_sgd(ctx: LowerCtx, node: Node) -> None:
     """SGD with momentum and weight decay on the WUVE, chunk by chunk, in place."""
@@ -74,16 +90,9 @@ def lower_sgd(ctx: LowerCtx, node: Node) -> None:
     numel = views[0][1]
     haddr = load_hp_record(ctx, "sgd", lr=a["lr"], momentum=a["momentum"],
                            weight_decay=a["weight_decay"])
-    # two slots of weights + momentum (wgt) and of the gradient (vec), plus alignment
-    per = min(MAX_ROWS, (ctx.arena.free_bytes("wgt") - 4 * 64) // 16,
-              (ctx.arena.free_bytes("vec") - 2 * 64) // 8)
-    step, slots = (numel, 1) if per >= numel else (per, 2)
-    if step < 1:
-        raise ctx.fail("no room for a WUVE chunk", "raise wgt_buffer_bytes and vec_buffer_bytes")
-    tiles = [(ctx.alloc("wgt", step * 4, "weights"), ctx.alloc("wgt", step * 4, "momentum"),
-              ctx.alloc("vec", step * 4, "gradient")) for _ in range(slots)]
+    step, tiles = wuve_chunks(ctx, numel, ("weights", "momentum"))
     for i, (e0, e1) in enumerate(chunks(numel, step)):
-        tw, tm, tg = tiles[i % slots]
+        tw, tm, tg = tiles[i % len(tiles)]
         n = e1 - e0
         ctx.b.load("wgt", tw, views[0][0] + e0 * 4, 1, n)
         ctx.b.load("vec", tg, views[1][0] + e0 * 4, 1, n)
