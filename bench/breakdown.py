@@ -24,15 +24,8 @@ from satc.backends.sat.config import load_hardware
 from satc.backends.sat.isa import ENGINES
 from satc.backends.sat.timing import gemm_macs, instruction_cycles
 from satc.compiler import compile as compile_step
-from satc.driver import load_forward_graph, training_pipeline
-from satc.passes.optimizer import SGD
+from satc.paper import training_step
 from satc.passes.schedule import schedule_program
-
-
-def _compile(model: str, batch: int, mode: str, cfg, interleave: bool):
-    graph = training_pipeline(load_forward_graph(model, batch).graph, mode,
-                              SGD(lr=0.05, momentum=0.9, weight_decay=5e-4))
-    return compile_step(graph, hw=cfg, interleave=interleave)
 
 
 def _ws_row_share(ins, cfg) -> float:
@@ -58,7 +51,7 @@ def main() -> None:
     kept = {}
     for mode in args.modes.split(","):
         for interleave in (False, True):
-            prog = _compile(model, batch, mode, cfg, interleave)
+            prog = compile_step(training_step(model, batch, mode), hw=cfg, interleave=interleave)
             program = prog.program
             gemms = [i for i in program.instructions if i.op == "gemm"]
             busy = sum(instruction_cycles(i, cfg) for i in gemms)

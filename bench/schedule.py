@@ -24,8 +24,7 @@ import time
 from satc.backends.sat.config import load_hardware
 from satc.backends.sat.program import Program
 from satc.compiler import compile as compile_step
-from satc.driver import load_forward_graph, training_pipeline
-from satc.passes.optimizer import SGD
+from satc.paper import training_step
 from satc.passes.schedule import build_task_graph, schedule_graph, synthetic_program
 from satc.runner import instruction_labels
 
@@ -50,9 +49,7 @@ def bench_row(name: str, program: Program, labels: list[str] | None, time_limit:
 def zoo_run(spec: str, preset: str) -> tuple[str, Program, list[str]]:
     """Compile ``MODEL:BATCH:SPARSITY`` (SGD, momentum 0.9) and return (name, program, labels)."""
     model, batch, sparsity = spec.split(":", 2)
-    graph = training_pipeline(load_forward_graph(model, int(batch)).graph, sparsity,
-                              SGD(lr=0.05, momentum=0.9, weight_decay=5e-4))
-    prog = compile_step(graph, hw=preset)
+    prog = compile_step(training_step(model, int(batch), sparsity), hw=preset)
     program = prog.program
     short = {"resnet18_cifar": "r18c", "resnet50_cifar": "r50c", "resnet18": "r18", "resnet50": "r50",
              "vgg16_bn": "vgg16", "vit_tiny": "vit"}.get(model, model)

@@ -32,6 +32,7 @@ from satc.backends.sat.isa import ENGINES
 from satc.backends.sat.timing import instruction_cycles
 from satc.compiler import compile as compile_step
 from satc.driver import load_forward_graph
+from satc.ir.graph import Graph
 from satc.errors import CompileError
 from satc.ir.types import Stage
 from satc.passes.autodiff import build_training_graph
@@ -70,7 +71,9 @@ class Row:
     speedup: float = 1.0
 
 
-def _graph(model: str, batch: int, mode: str, pregenerate: bool = True):
+def training_step(model: str, batch: int, mode: str, pregenerate: bool = True) -> Graph:
+    """The training graph every SAT benchmark compiles: zoo ``model`` at ``batch``, SGD
+    (lr 0.05, momentum 0.9, weight decay 5e-4), sparsity ``mode``."""
     fwd = load_forward_graph(model, batch).graph
     tg = build_training_graph(fwd, optimizer=SGD(lr=0.05, momentum=0.9, weight_decay=5e-4))
     return sparsify(tg, mode, pregenerate=pregenerate)
@@ -79,7 +82,7 @@ def _graph(model: str, batch: int, mode: str, pregenerate: bool = True):
 def measure(model: str, batch: int, mode: str, cfg, scheduler: str = "list",
             pregenerate: bool = True, interleave: bool = True) -> Row:
     """Compile, schedule and measure one configuration."""
-    graph = _graph(model, batch, mode, pregenerate)
+    graph = training_step(model, batch, mode, pregenerate)
     t0 = time.perf_counter()
     prog = compile_step(graph, hw=cfg, interleave=interleave)
     compile_s = time.perf_counter() - t0
