@@ -34,23 +34,24 @@ def reversed_graph(graph: TaskGraph) -> TaskGraph:
                      dict(graph.capacity), np.zeros(n, np.int64), 0, graph.token_edges)
 
 
-def forward_backward(graph: TaskGraph, starts: np.ndarray, rounds: int = 2) -> np.ndarray:
-    """The best of ``starts`` and ``rounds`` backward-then-forward list-scheduling passes,
-    left-shifted (:func:`~satc.passes.schedule.listsched.compact`)."""
+def forward_backward(graph: TaskGraph, starts: np.ndarray, extra: list[tuple[int, int]],
+                     rounds: int = 2) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The best of the left-shifted schedule ``starts`` (with its capacity-chain edges
+    ``extra``) and ``rounds`` backward-then-forward list-scheduling passes, each left-shifted
+    (:func:`~satc.passes.schedule.listsched.compact`): (starts, capacity-chain edges)."""
     if not graph.n:
-        return starts
+        return starts, extra
     d = graph.durations
     rev = reversed_graph(graph)
-    best = starts
-    best_span = int((starts + d).max())
+    best, best_span = (starts, extra), int((starts + d).max())
     cur = starts
     for _ in range(rounds):
         ends = cur + d
         back = list_schedule(rev, priority=ends[::-1])               # latest end goes first
         span = int((back + rev.durations).max())
         late = span - (back[::-1] + d)                               # forward start times
-        cur, _ = compact(graph, list_schedule(graph, priority=-late))
+        cur, cur_extra = compact(graph, list_schedule(graph, priority=-late))
         cur_span = int((cur + d).max())
         if cur_span < best_span:
-            best, best_span = cur, cur_span
+            best, best_span = (cur, cur_extra), cur_span
     return best

@@ -147,7 +147,7 @@ def schedule_graph(graph: TaskGraph, method: str = "cpsat", *, time_limit_s: flo
             warm, warm_extra = own, own_extra
     except ScheduleError:           # the program as written exceeds a budget passed in
         pass
-    warm, warm_extra = compact(graph, forward_backward(graph, warm))
+    warm, warm_extra = forward_backward(graph, warm, warm_extra)
     opts = SolverOptions(time_limit_s, workers, seed, window, progress, interleave)
     out = cpsat_schedule(graph, warm, opts)
     cp, cp_extra = compact(graph, out.starts)

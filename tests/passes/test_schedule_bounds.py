@@ -66,11 +66,13 @@ def test_forward_backward_is_feasible_and_never_worse():
     cfg = load_hardware("sat-small")
     prog, labels = synthetic_program(cfg, 12, streams=3)
     g = build_task_graph(prog, labels)
-    start, _ = compact(g, list_schedule(g))
-    better = forward_backward(g, start, rounds=2)
+    start, extra = compact(g, list_schedule(g))
+    better, better_extra = forward_backward(g, start, extra, rounds=2)
     d = g.durations
     assert (better + d).max() <= (start + d).max()
     assert capacity_ok(g, better).all()
+    for u, v in better_extra:                               # capacity chains it relies on hold
+        assert better[u] + d[u] <= better[v]
     for v in range(g.n):                                    # every dependency kept
         for u in g.preds[v]:
             assert better[u] + d[u] <= better[v]
