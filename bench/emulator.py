@@ -3,7 +3,10 @@
 For each tile size T a program computes C[S, S] = A[S, S] @ B[S, S] as
 (S/T)^3 accumulating T x T x T GEMM instructions over operands held on chip
 (loaded once), dense and with B = W^T pruned 2:8 (compressed, rebuilt from
-values + packed indices by every instruction). The emulated rate counts
+values + packed indices in the buffer). Each operand tile feeds S/T GEMMs;
+the emulator converts it once and shares it while its bytes are unchanged
+(column ``shared``: GEMMs that reused a converted operand; see
+``satc.backends.sat.operand_cache``). The emulated rate counts
 dense-equivalent MACs over the wall time of ``Emulator.run``; numpy's rate is
 ``np.matmul`` on contiguous T x T x T fp32 operands. Preparation (checks,
 issue order, view resolution) is timed separately. ``mixed`` programs hold
@@ -98,8 +101,8 @@ def numpy_rate(tile: int, repeat: int) -> float:
     return calls * tile ** 3 / best
 
 
-def emulated_rate(prog: Program, size: int, repeat: int) -> tuple[float, float]:
-    """(emulated dense-equivalent MAC/s of run(), preparation seconds)."""
+def emulated_rate(prog: Program, size: int, repeat: int) -> tuple[float, float, int]:
+    """(emulated dense-equivalent MAC/s of run(), preparation seconds, shared operand reads)."""
     t = time.perf_counter()
     emu = Emulator(prog)
     prep = time.perf_counter() - t
@@ -108,7 +111,7 @@ def emulated_rate(prog: Program, size: int, repeat: int) -> tuple[float, float]:
         t = time.perf_counter()
         emu.run()
         best = min(best, time.perf_counter() - t)
-    return size ** 3 / best, prep
+    return size ** 3 / best, prep, emu.shared_operand_reads
 
 
 def main() -> None:
@@ -121,14 +124,15 @@ def main() -> None:
     print(f"C[{args.size}x{args.size}] = A @ B, numpy {np.__version__}, "
           f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}; rates in GMAC/s (dense-equivalent); "
           "mixed = fp16 operands, fp32 accumulate")
-    print(f"{'tile':>5} {'mode':<12} {'instrs':>7} {'prep s':>7} {'emulated':>9} {'numpy':>7} {'ratio':>6}")
+    print(f"{'tile':>5} {'mode':<12} {'instrs':>7} {'shared':>7} {'prep s':>7} {'emulated':>9} "
+          f"{'numpy':>7} {'ratio':>6}")
     for tile in (int(t) for t in args.tiles.split(",")):
         ref = numpy_rate(tile, args.repeat)
         for sparse, precision in ((False, "fp32"), (False, "mixed"), (True, "fp32"), (True, "mixed")):
             prog = gemm_program(args.size, tile, sparse, precision)
-            rate, prep = emulated_rate(prog, args.size, args.repeat)
+            rate, prep, shared = emulated_rate(prog, args.size, args.repeat)
             mode = f"{'2:8' if sparse else 'dense'} {precision}"
-            print(f"{tile:>5} {mode:<12} {len(prog.instructions):>7} {prep:>7.3f} {rate / 1e9:>9.2f} "
+            print(f"{tile:>5} {mode:<12} {len(prog.instructions):>7} {shared:>7} {prep:>7.3f} {rate / 1e9:>9.2f} "
                   f"{ref / 1e9:>7.2f} {rate / ref:>6.0%}")
 
 

@@ -105,11 +105,22 @@ def _grouped(w: np.ndarray, m: int, axis: int) -> tuple[np.ndarray, int]:
 
 
 def _top_n_order(groups: np.ndarray, n: int) -> np.ndarray:
-    """Indices (..., G, N) of the N largest magnitudes per group, ascending; padding last."""
-    key = -np.abs(groups.astype(np.float64))
-    key = np.where(np.isnan(groups), np.inf, key)
-    order = np.argsort(key, axis=-1, kind="stable")[..., :n]
-    return np.sort(order, axis=-1)
+    """Indices (..., G, N) of the N largest magnitudes per group, ascending; padding last.
+
+    N rounds of argmax over the magnitudes (argmax takes the lowest index among
+    ties), each taking the winner out of the race; NaN padding ranks below
+    every real value. Equal to a stable argsort of -|w|, without a sort.
+    """
+    m = groups.shape[-1]
+    mag = np.abs(groups.reshape(-1, m))
+    mag[np.isnan(mag)] = -1
+    rows = np.arange(mag.shape[0])
+    order = np.empty((mag.shape[0], n), np.intp)
+    for j in range(n):
+        order[:, j] = np.argmax(mag, axis=1)
+        mag[rows, order[:, j]] = -2
+    order.sort(axis=1)
+    return order.reshape(groups.shape[:-1] + (n,))
 
 
 def nm_mask(w: np.ndarray, n: int, m: int, axis: int) -> np.ndarray:

@@ -4,7 +4,7 @@
                         optimizer=satc.SGD(lr=0.05, momentum=0.9))
     res = prog.step(x, y)        # one training step on the emulator
     res.loss, res.cycles, res.per_layer, res.grads
-    prog.state                   # dict name -> numpy, the interpreter's state keys
+    prog.state                   # mapping name -> numpy (the interpreter's state keys), lives in DRAM
     prog.save("model.satbin")
 
 The driver is a list of passes: import (torch / ONNX, or a ready graph)
@@ -30,6 +30,7 @@ from satc.errors import CompileError
 from satc.ir.graph import Graph
 from satc.ir.types import Stage
 from satc.ir.verifier import verify
+from satc.live_state import LiveState
 from satc.passes.tiling import tile_gemms
 
 
@@ -78,8 +79,18 @@ class CompiledProgram:
         self.plan = codegen.plan
         self.spans: list[NodeSpan] = codegen.spans
         self._program = codegen.program
-        self.state: dict[str, np.ndarray] = {k: np.array(v) for k, v in state.items()}
+        self._state = LiveState(self.plan.state, state)
         self._emu: Emulator | None = None
+
+    @property
+    def state(self) -> LiveState:
+        """The training state (name -> numpy array); between steps it lives in modelled DRAM."""
+        return self._state
+
+    @state.setter
+    def state(self, values: Mapping[str, np.ndarray]) -> None:
+        """Assign every value in ``values`` (``prog.state = ref_state`` restarts from that state)."""
+        self._state.update(values)
 
     @property
     def program(self) -> Program:
@@ -89,19 +100,13 @@ class CompiledProgram:
         reference rather than reading ``prog.program`` in a loop.
         """
         regions = []
-        images = self._state_images()
+        images = {k: np.ascontiguousarray(v, dtype=_np(self._program.region(k).dtype))
+                  for k, v in self._state.all_images().items()}
         for r in self._program.regions:
             regions.append(Region(r.name, r.addr, r.shape, r.dtype,
                                   images[r.name].tobytes() if r.name in images else r.init))
         return Program(self.config, self._program.instructions, tuple(regions),
                        self._program.dram_size)
-
-    def _state_images(self) -> dict[str, np.ndarray]:
-        out = {}
-        for k, s in self.plan.state.items():
-            for region, arr in s.encode(self.state[k]):
-                out[region.name] = np.ascontiguousarray(arr, dtype=_np(region.dtype))
-        return out
 
     @cached_property
     def timing(self) -> TimingReport:
@@ -138,11 +143,13 @@ class CompiledProgram:
     def step(self, x: np.ndarray | Any, y: np.ndarray | Any) -> StepResult:
         """Run one training step on the emulator with images ``x`` and labels ``y``.
 
-        Loads the inputs and the current :attr:`state` into modelled DRAM,
-        runs the program, reads back loss, gradients and the new state.
+        Loads the inputs and any state assigned since the last step into
+        modelled DRAM (the rest of :attr:`state` is already there), runs the
+        program, reads back loss and gradients; the new state is decoded from
+        DRAM when read.
         """
         feeds = dict(zip([v.name for v in self.graph.inputs], (x, y)))
-        images = self._state_images()
+        images = self._state.pending_images()
         for name, s in self.plan.inputs.items():
             if name not in feeds:
                 raise CompileError(f"step() got no data for input {name!r}")
@@ -154,9 +161,8 @@ class CompiledProgram:
                                    f"for {v.shape}; recompile with example_inputs of that shape")
             for region, data in s.encode(arr):
                 images[region.name] = data
-        emu = self._emulator().run(images)
-        for k, s in self.plan.state.items():
-            self.state[k] = s.decode(emu.read)
+        emu = self._emulator().run(images, keep=self._state.kept_regions())
+        self._state.stepped(emu.read)
         outs = {k: s.decode(emu.read) for k, s in self.plan.outputs.items()}
         grads = {k[5:]: v for k, v in outs.items() if k.startswith("grad/")}
         return StepResult(float(outs["loss"]), self.timing.total_cycles, self.per_layer(),

@@ -87,7 +87,6 @@ class ProgramRunner:
         self.state_regions: list[str] = list(m["state_regions"])
         self.labels: list[str] = list(m["labels"])
         self._emu = Emulator(program)
-        self._state: dict[str, np.ndarray] = {}
         self.cycles = time_program(program).total_cycles
 
     @classmethod
@@ -95,9 +94,13 @@ class ProgramRunner:
         """A runner for the program file at ``path``."""
         return cls(Program.load(path))
 
+    def read(self, region: str) -> np.ndarray:
+        """A copy of DRAM region ``region`` (the state regions hold the state after the last step)."""
+        return self._emu.read(region)
+
     def step(self, *feeds: np.ndarray) -> float:
         """One training step on ``feeds`` (in the graph's input order); returns the loss."""
-        images = dict(self._state)
+        images = {}
         for name, arr in zip(self.input_order, feeds):
             arr = np.asarray(arr)
             if tuple(arr.shape) != self.input_shapes[name]:
@@ -105,8 +108,7 @@ class ProgramRunner:
                                  f"for {self.input_shapes[name]}")
             for region, data in self.inputs[name].encode(arr):
                 images[region.name] = data
-        emu = self._emu.run(images)
-        self._state = {r: np.array(emu.read(r)) for r in self.state_regions}
+        emu = self._emu.run(images, keep=self.state_regions)
         return float(self.loss.decode(emu.read))
 
 

@@ -11,23 +11,27 @@ just calls the closures in issue order.
 Precision: in ``mixed`` configs GEMM operands are rounded to fp16 before the
 multiply and accumulated in fp32 (an fp16 x fp16 product is exact in fp32);
 vector, WUVE and SORE work compute in fp32. N:M GEMMs rebuild each tile from
-the compressed values and packed indices in modelled memory on every
-execution.
+the compressed values and packed indices in modelled memory; a converted
+operand (N:M rebuild, fp16 widening or rounding) is shared with later GEMMs
+that read the same bytes the same way while no instruction wrote them
+(:mod:`~satc.backends.sat.operand_cache`, decided statically from the issue
+order).
 """
 
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Callable, Mapping
+from typing import Callable, Collection, Mapping
 
 import numpy as np
 
 from satc.backends.sat.access import Access, accesses, check
 from satc.backends.sat.config import BUFFER_NAMES
 from satc.backends.sat.dispatch import issue_order
-from satc.backends.sat.fp16 import round_to_fp16, widen_fp16
+from satc.backends.sat.fp16 import fp16_rounder, fp16_widener, single_threaded
 from satc.backends.sat.isa import NP_DTYPES, Instruction
-from satc.backends.sat.nmformat import IndexUnpacker, compress_rows, groups
+from satc.backends.sat.nmformat import IndexOffsets, compress_rows, groups
+from satc.backends.sat.operand_cache import OperandCache, access_key
 from satc.backends.sat.program import Program
 from satc.backends.sat.vecfuncs import VEC_FUNC_BY_NAME
 from satc.backends.sat.wuve import adamw_update, sgd_update
@@ -44,8 +48,10 @@ class Emulator:
         self.program = program
         self.config = program.config
         self.dram = np.zeros(program.dram_size, np.uint8)
-        self._image = [(r.addr, np.frombuffer(r.init, np.uint8)) for r in program.regions
+        self._image = [(r.name, r.addr, np.frombuffer(r.init, np.uint8)) for r in program.regions
                        if r.init is not None]
+        for _, addr, data in self._image:
+            self.dram[addr:addr + data.size] = data
         self.buffers = {b: np.zeros(self.config.buffer_bytes[b], np.uint8) for b in BUFFER_NAMES}
         instrs = program.instructions
         for i, ins in enumerate(instrs):
@@ -58,7 +64,12 @@ class Emulator:
             for a in acc[i]:
                 self._check_bounds(i, ins, a)
         self._check_produced(instrs, acc)
-        self._kernels = [self._kernel(instrs[i], acc[i]) for i in self.order]
+        self._operands = OperandCache(self.config.buffer_bytes)
+        self._scratches: dict[tuple[int, ...], np.ndarray] = {}
+        self._kernels = []
+        for i in self.order:
+            self._kernels.append(self._kernel(instrs[i], acc[i]))
+            self._operands.advance(acc[i])
 
     # ---- preparation
     def _space(self, name: str) -> np.ndarray:
@@ -100,6 +111,17 @@ class Emulator:
                         f"{tuple(int(x) for x in bad)} at {a.space} bytes from {a.offset} that no "
                         "completed instruction produced (missing load or dependency?)")
 
+    @property
+    def shared_operand_reads(self) -> int:
+        """GEMM operand reads served by an earlier GEMM's conversion (see operand_cache)."""
+        return self._operands.shared
+
+    def _scratch(self, shape: tuple[int, ...]) -> np.ndarray:
+        """An fp32 work array of ``shape`` shared by every kernel (kernels run one at a time)."""
+        if shape not in self._scratches:
+            self._scratches[shape] = np.empty(shape, F32)
+        return self._scratches[shape]
+
     def _view(self, a: Access) -> np.ndarray:
         return np.ndarray(a.shape, dtype=a.dtype, buffer=self._space(a.space), offset=a.offset,
                           strides=a.strides)
@@ -108,31 +130,47 @@ class Emulator:
         views: dict[str, np.ndarray] = {}
         for a in acc:
             views[a.role] = self._view(a)
+        if ins.op == "gemm":
+            return _gemm_kernel(self, ins, views, {a.role: a for a in acc if not a.write})
         return _BUILD[ins.op](self, ins, views)
 
     # ---- execution
-    def run(self, images: Mapping[str, np.ndarray] | None = None) -> "Emulator":
-        """Restore the regions' initial contents, overwrite regions named in ``images``
-        (arrays of the region's shape, cast to its dtype), and execute every instruction.
+    def run(self, images: Mapping[str, np.ndarray] | None = None,
+            keep: Collection[str] = ()) -> "Emulator":
+        """Execute every instruction once.
 
-        Only regions with initial contents may be overwritten: preparation
+        Before running, regions with initial contents are restored to them,
+        except the regions named in ``images`` (arrays of the region's shape,
+        cast to its dtype), which get that data, and those named in ``keep``,
+        which carry over what the previous run left in them (their initial
+        contents on the first run): a training step's state stays in DRAM.
+
+        Only regions with initial contents may be given or kept: preparation
         proved that every byte an instruction reads is produced, counting
         those contents. Buffers and uninitialised DRAM keep stale bytes.
         """
-        for addr, data in self._image:
-            self.dram[addr:addr + data.size] = data
-        for name, arr in (images or {}).items():
-            r = self.program.region(name)
-            if r.init is None:
+        given = dict(images or {})
+        for name in set(given) | set(keep):
+            if self.program.region(name).init is None:
                 raise EmulatorError(f"region {name!r} has no initial contents, so the program "
-                                    "cannot read it; give it an init to overwrite it per run")
+                                    "cannot read it; give it an init to set or keep it per run")
+        clash = sorted(set(given) & set(keep))
+        if clash:
+            raise EmulatorError(f"regions {clash} are both given new data and kept; pass each "
+                                "region in images or in keep, not both")
+        for name, addr, data in self._image:
+            if name not in given and name not in keep:
+                self.dram[addr:addr + data.size] = data
+        for name, arr in given.items():
+            r = self.program.region(name)
             a = np.asarray(arr)
             if a.shape != r.shape:
                 raise EmulatorError(f"region {name!r}: data of shape {a.shape}, the region is {r.shape}")
             self.dram[r.addr:r.addr + r.nbytes] = np.ascontiguousarray(
                 a, dtype=NP_DTYPES[r.dtype]).view(np.uint8).reshape(-1)
-        for k in self._kernels:
-            k()
+        with single_threaded():
+            for k in self._kernels:
+                k()
         return self
 
     def read(self, name: str) -> np.ndarray:
@@ -155,18 +193,33 @@ def _dma_kernel(emu: Emulator, ins: Instruction, v: dict) -> Kernel:
 
 
 def _prep(x: np.ndarray, mixed: bool) -> Callable[[], np.ndarray]:
-    """Operand reader: fp16 storage is widened exactly; fp32 is rounded to fp16 in mixed mode."""
+    """Operand reader: fp16 storage is widened exactly; fp32 is rounded to fp16 in mixed mode.
+
+    A transposed view (unit stride along its first axis) is converted in
+    storage order and transposed back, so conversions walk memory linearly.
+    """
+    if x.ndim == 2 and x.strides[0] == x.itemsize and x.strides[1] != x.itemsize:
+        untransposed = _prep(x.T, mixed)
+        return lambda: untransposed().T
     if x.dtype == F16:
-        out = np.empty(x.shape, F32)
-        return lambda: widen_fp16(x, out)
+        return fp16_widener(x)
     if mixed:
-        scratch = np.empty(x.shape, np.uint32)
-        return lambda: round_to_fp16(x, scratch)
+        return fp16_rounder(x)
     return lambda: x
 
 
-def _sparse_reader(ins: Instruction, vals: np.ndarray, idx: np.ndarray, mixed: bool, transpose: bool
-                   ) -> Callable[[], np.ndarray]:
+def _contiguous_reader(x: np.ndarray) -> Callable[[], np.ndarray]:
+    """Reader returning a contiguous copy of view ``x`` (one preallocated array)."""
+    out = np.empty(x.shape, x.dtype)
+
+    def read() -> np.ndarray:
+        np.copyto(out, x)
+        return out
+    return read
+
+
+def _sparse_reader(emu: Emulator, ins: Instruction, vals: np.ndarray, idx: Access, mixed: bool,
+                   transpose: bool) -> Callable[[], np.ndarray]:
     """Dense tile rebuilt on each call from compressed values + packed indices in memory.
 
     Returns (outer, k), or (k, outer) C-ordered when ``transpose`` (the layout
@@ -175,45 +228,54 @@ def _sparse_reader(ins: Instruction, vals: np.ndarray, idx: np.ndarray, mixed: b
     outer, count = vals.shape
     n, m, k = ins.n, ins.m, ins.k
     g = groups(k, m)
-    unpack = IndexUnpacker(outer, count, m)
     group_start = np.arange(count, dtype=np.intp) // n * m
     rows = np.arange(outer, dtype=np.intp)
     # flat position of in-group index 0 of each value, and the flat step of one index
     if transpose:
-        base, step = group_start[None, :] * outer + rows[:, None], np.intp(outer)
+        base, step = group_start[None, :] * outer + rows[:, None], outer
         dense = np.zeros((g * m, outer), F32)
     else:
-        base, step = rows[:, None] * (g * m) + group_start[None, :], np.intp(1)
+        base, step = rows[:, None] * (g * m) + group_start[None, :], 1
         dense = np.zeros((outer, g * m), F32)
-    flat = np.empty((outer, count), np.intp)
+    offsets = IndexOffsets(emu._space(idx.space), idx.offset, idx.strides[0], outer, count, m, step)
     dense_flat = dense.reshape(-1)
     tile = dense[:k] if transpose else dense[:, :k]
     get_vals = _prep(vals, mixed)
+    if vals.dtype == F32 and not mixed and not vals.flags.c_contiguous:
+        get_vals = _contiguous_reader(vals)                 # numpy scatters these 2x faster
 
     def read() -> np.ndarray:
-        np.multiply(unpack(idx), step, out=flat)
-        np.add(flat, base, out=flat)
+        flat = np.add(offsets(), base, out=offsets.out)
         dense.fill(0)
         dense_flat[flat] = get_vals()
         return tile
     return read
 
 
-def _gemm_kernel(emu: Emulator, ins: Instruction, v: dict) -> Kernel:
+def _gemm_kernel(emu: Emulator, ins: Instruction, v: dict, reads: dict[str, Access]) -> Kernel:
     mixed = emu.config.mixed_precision
     sparse = ins.n > 0
-    if sparse and not ins.sparse_b:
-        get_a = _sparse_reader(ins, v["a"], v["idx"], mixed, transpose=False)
-    else:
-        get_a = _prep(v["a"].T if ins.trans_a else v["a"], mixed)
-    if sparse and ins.sparse_b:
-        get_b = _sparse_reader(ins, v["b"], v["idx"], mixed, transpose=True)
-    else:
-        get_b = _prep(v["b"].T if ins.trans_b else v["b"], mixed)
+    shared = emu._operands.reader
+
+    def operand(name: str, trans: int, compressed: bool) -> Callable[[], np.ndarray]:
+        if compressed:
+            key = ("nm", name, ins.n, ins.m, ins.k, mixed, access_key(reads[name]),
+                   access_key(reads["idx"]))
+            return shared(key, (reads[name], reads["idx"]),
+                          lambda: _sparse_reader(emu, ins, v[name], reads["idx"], mixed,
+                                                 transpose=name == "b"))
+        view = v[name].T if trans else v[name]
+        if view.dtype != F16 and not mixed:
+            return lambda: view
+        return shared(("dense", trans, mixed, access_key(reads[name])), (reads[name],),
+                      lambda: _prep(view, mixed))
+
+    get_a = operand("a", ins.trans_a, sparse and not ins.sparse_b)
+    get_b = operand("b", ins.trans_b, sparse and bool(ins.sparse_b))
     c = v["c"]
     if not ins.accumulate:
         return lambda: np.matmul(get_a(), get_b(), out=c)
-    tmp = np.empty(c.shape, F32)
+    tmp = emu._scratch(c.shape)
 
     def run() -> None:
         np.matmul(get_a(), get_b(), out=tmp)
@@ -276,5 +338,5 @@ def _sore_kernel(emu: Emulator, ins: Instruction, v: dict) -> Kernel:
     return run
 
 
-_BUILD = {"load": _dma_kernel, "store": _dma_kernel, "gemm": _gemm_kernel, "vec": _vec_kernel,
+_BUILD = {"load": _dma_kernel, "store": _dma_kernel, "vec": _vec_kernel,
           "wuve": _wuve_kernel, "sore": _sore_kernel, "nop": lambda emu, ins, v: (lambda: None)}

@@ -380,3 +380,71 @@ def test_refuse_unsupported_dataflow(small, refuse):
 def test_refuse_transposed_compressed_operand(small, refuse):
     text = SPARSE_A.format(df="ws").replace("n=2 m=8", "n=2 m=8 trans_a=1")
     refuse(small, text, {}, "cannot be transposed", 3)
+
+
+def _doubling_program(cfg):
+    """x <- 2 * x in place in DRAM (load, mul_imm, store back to x's region)."""
+    b = ProgramBuilder(cfg)
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    rx = b.alloc("x", x.shape, init=x)
+    rscratch = b.alloc("scratch", (1, 1))
+    b.load_region(rx, "vec", 0, signal="vector")
+    b.vec("mul_imm", 2, 3, s0_addr=0, d_addr=256, imm=2.0, wait="load", signal="store")
+    b.store("vec", 256, rx.addr, 2, 3, wait="vector")
+    return b.build(), x, rscratch
+
+
+def test_run_keep_carries_region_contents_over(small):
+    prog, x, _ = _doubling_program(small)
+    emu = Emulator(prog)
+    np.testing.assert_array_equal(emu.run(keep=["x"]).read("x"), 2 * x)    # first run: init
+    np.testing.assert_array_equal(emu.run(keep=["x"]).read("x"), 4 * x)    # carried over
+    np.testing.assert_array_equal(emu.run().read("x"), 2 * x)              # restored, then doubled
+    np.testing.assert_array_equal(emu.run({"x": x + 1}).read("x"), 2 * (x + 1))
+
+
+def test_run_keep_refusals(small):
+    prog, x, _ = _doubling_program(small)
+    emu = Emulator(prog)
+    with pytest.raises(EmulatorError, match="both given new data and kept"):
+        emu.run({"x": x}, keep=["x"])
+    with pytest.raises(EmulatorError, match="'scratch' has no initial contents"):
+        emu.run(keep=["scratch"])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "mixed"])
+def test_converted_operands_shared_only_while_their_bytes_are_unchanged(small, precision):
+    """GEMMs 1-2 read the same compressed W (decoded once, shared); a load then overwrites W's
+    values and indices in the buffer, and GEMM 3 must see the new weights."""
+    cfg = dataclasses.replace(small, precision=precision)
+    w1, w2, x = rand(4, 16), rand(4, 16), rand(5, 16)
+    (v1, i1), (v2, i2) = compress_rows(w1, 2, 8, axis=1), compress_rows(w2, 2, 8, axis=1)
+    b = ProgramBuilder(cfg)
+    rv1, ri1 = b.alloc("v1", v1.shape, init=v1), b.alloc("i1", i1.shape, "u8", init=i1)
+    rv2, ri2 = b.alloc("v2", v2.shape, init=v2), b.alloc("i2", i2.shape, "u8", init=i2)
+    rx = b.alloc("x", x.shape, init=x)
+    ry = [b.alloc(f"y{j}", (5, 4)) for j in range(3)]
+    b.load_region(rx, "act", 0)
+    b.load_region(rv1, "wgt", 0)
+    b.load_region(ri1, "wgt", 1024, signal="stce")
+    sparse = dict(a_buf="act", a_addr=0, b_buf="wgt", b_addr=0, idx_addr=1024, n=2, m=8, sparse_b=True)
+    b.gemm(5, 4, 16, c_addr=0, wait="load", **sparse)
+    b.gemm(5, 4, 16, c_addr=256, signal="load", **sparse)
+    b.load_region(rv2, "wgt", 0, wait="stce")                  # after GEMMs 1-2 consumed W1
+    b.load_region(ri2, "wgt", 1024, signal="stce")
+    b.gemm(5, 4, 16, c_addr=512, wait="load", signal="store", **sparse)
+    b.nop("stce", signal="store")
+    b.nop("stce", signal="store")
+    for j, r in enumerate(ry):
+        b.store_region(r, "acc", 256 * j, wait="stce")
+    emu = Emulator(b.build())
+    # GEMM 2 reuses GEMM 1's decode of W1; in mixed precision GEMMs 2-3 also reuse x's rounding
+    assert emu.shared_operand_reads == (1 if precision == "fp32" else 3)
+    for _ in range(2):                                          # a second run decodes afresh
+        emu.run()
+        x_op = x.astype(np.float16).astype(np.float32) if precision == "mixed" else x
+        for j, w in ((0, w1), (1, w1), (2, w2)):
+            wp = np.where(nm_mask(w, 2, 8, 1), w, 0)
+            if precision == "mixed":
+                wp = wp.astype(np.float16).astype(np.float32)
+            np.testing.assert_allclose(emu.read(f"y{j}"), x_op @ wp.T, rtol=1e-6, atol=1e-6)

@@ -39,4 +39,4 @@ def test_scheduled_program_trains_like_the_interpreter(model, sparsity, method):
         assert a == b, "same instructions, same results, whatever the order"
         assert b == pytest.approx(ref.loss, rel=1e-5)
     for name in original.state_regions:
-        np.testing.assert_array_equal(original._state[name], resched._state[name], err_msg=name)
+        np.testing.assert_array_equal(original.read(name), resched.read(name), err_msg=name)
