@@ -115,6 +115,11 @@ class CompiledProgram:
 
     def per_layer(self) -> list[LayerCycles]:
         """Cycles, MACs and utilisation per (layer, stage), from the timing timeline."""
+        return list(self._per_layer_rows)
+
+    @cached_property
+    def _per_layer_rows(self) -> tuple[LayerCycles, ...]:
+        """The per-layer table of the (fixed) program, computed once."""
         tl = self.timing.timeline
         ins = self._program.instructions
         peak = self.config.peak_dense_macs_per_cycle
@@ -133,7 +138,7 @@ class CompiledProgram:
             ops = tuple(dict.fromkeys(sp.node.op for sp in spans))
             rows.append(LayerCycles(layer, stage, ops, len(idx), end - start, busy, macs,
                                     mults / ((end - start) * peak) if end > start else 0.0))
-        return rows
+        return tuple(rows)
 
     def _emulator(self) -> Emulator:
         if self._emu is None:

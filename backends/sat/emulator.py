@@ -28,10 +28,12 @@ import numpy as np
 from satc.backends.sat.access import Access, accesses, check
 from satc.backends.sat.config import BUFFER_NAMES
 from satc.backends.sat.dispatch import issue_order
-from satc.backends.sat.fp16 import fp16_rounder, fp16_widener, single_threaded
+from satc.backends.sat.fp16 import single_threaded
+from satc.backends.sat.gemm_operands import (compressed_operand, conversions, dense_converter,
+                                             nm_converter)
 from satc.backends.sat.isa import NP_DTYPES, Instruction
-from satc.backends.sat.nmformat import IndexOffsets, compress_rows, groups
-from satc.backends.sat.operand_cache import OperandCache, access_key
+from satc.backends.sat.nmformat import compress_rows
+from satc.backends.sat.operand_cache import OperandCache
 from satc.backends.sat.program import Program
 from satc.backends.sat.vecfuncs import VEC_FUNC_BY_NAME
 from satc.backends.sat.wuve import adamw_update, sgd_update
@@ -64,12 +66,19 @@ class Emulator:
             for a in acc[i]:
                 self._check_bounds(i, ins, a)
         self._check_produced(instrs, acc)
+        self._pool: dict[tuple, np.ndarray] = {}
         self._operands = OperandCache(self.config.buffer_bytes)
-        self._scratches: dict[tuple[int, ...], np.ndarray] = {}
-        self._kernels = []
+        tickets = []
         for i in self.order:
-            self._kernels.append(self._kernel(instrs[i], acc[i]))
+            convs = []
+            if instrs[i].op == "gemm":
+                convs = [(c, self._operands.visit(c.key, c.reads)) for c in
+                         conversions(instrs[i], _reads(acc[i]), self.config.mixed_precision)]
+            tickets.append(convs)
             self._operands.advance(acc[i])
+        self._converted: dict[int, np.ndarray] = {}              # ticket -> its result array
+        self._kernels = [self._kernel(instrs[i], acc[i], convs)
+                         for i, convs in zip(self.order, tickets)]
 
     # ---- preparation
     def _space(self, name: str) -> np.ndarray:
@@ -116,22 +125,24 @@ class Emulator:
         """GEMM operand reads served by an earlier GEMM's conversion (see operand_cache)."""
         return self._operands.shared
 
-    def _scratch(self, shape: tuple[int, ...]) -> np.ndarray:
-        """An fp32 work array of ``shape`` shared by every kernel (kernels run one at a time)."""
-        if shape not in self._scratches:
-            self._scratches[shape] = np.empty(shape, F32)
-        return self._scratches[shape]
+    def _scratch(self, tag: str, shape: tuple[int, ...], dtype: np.dtype = F32) -> np.ndarray:
+        """A work array shared by every kernel (kernels run one at a time; ``tag`` tells apart
+        the arrays one kernel needs at once)."""
+        key = (tag, shape, np.dtype(dtype).str)
+        if key not in self._pool:
+            self._pool[key] = np.zeros(shape, dtype)
+        return self._pool[key]
 
     def _view(self, a: Access) -> np.ndarray:
         return np.ndarray(a.shape, dtype=a.dtype, buffer=self._space(a.space), offset=a.offset,
                           strides=a.strides)
 
-    def _kernel(self, ins: Instruction, acc: list[Access]) -> Kernel:
+    def _kernel(self, ins: Instruction, acc: list[Access], convs: list) -> Kernel:
         views: dict[str, np.ndarray] = {}
         for a in acc:
             views[a.role] = self._view(a)
         if ins.op == "gemm":
-            return _gemm_kernel(self, ins, views, {a.role: a for a in acc if not a.write})
+            return _gemm_kernel(self, ins, views, _reads(acc), convs)
         return _BUILD[ins.op](self, ins, views)
 
     # ---- execution
@@ -192,94 +203,53 @@ def _dma_kernel(emu: Emulator, ins: Instruction, v: dict) -> Kernel:
     return lambda: np.copyto(dst, src)
 
 
-def _prep(x: np.ndarray, mixed: bool) -> Callable[[], np.ndarray]:
-    """Operand reader: fp16 storage is widened exactly; fp32 is rounded to fp16 in mixed mode.
-
-    A transposed view (unit stride along its first axis) is converted in
-    storage order and transposed back, so conversions walk memory linearly.
-    """
-    if x.ndim == 2 and x.strides[0] == x.itemsize and x.strides[1] != x.itemsize:
-        untransposed = _prep(x.T, mixed)
-        return lambda: untransposed().T
-    if x.dtype == F16:
-        return fp16_widener(x)
-    if mixed:
-        return fp16_rounder(x)
-    return lambda: x
+def _reads(acc: list[Access]) -> dict[str, Access]:
+    return {a.role: a for a in acc if not a.write}
 
 
-def _contiguous_reader(x: np.ndarray) -> Callable[[], np.ndarray]:
-    """Reader returning a contiguous copy of view ``x`` (one preallocated array)."""
-    out = np.empty(x.shape, x.dtype)
+class _ConversionArrays:
+    """Arrays of one conversion: its result pooled by tag unless reused later (then its own)."""
 
-    def read() -> np.ndarray:
-        np.copyto(out, x)
-        return out
-    return read
+    def __init__(self, emu: Emulator, tag: str, own: bool) -> None:
+        self.emu, self.tag, self.own = emu, tag, own
 
+    def out(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        return np.zeros(shape, dtype) if self.own else self.emu._scratch(f"{self.tag}:out", shape, dtype)
 
-def _sparse_reader(emu: Emulator, ins: Instruction, vals: np.ndarray, idx: Access, mixed: bool,
-                   transpose: bool) -> Callable[[], np.ndarray]:
-    """Dense tile rebuilt on each call from compressed values + packed indices in memory.
-
-    Returns (outer, k), or (k, outer) C-ordered when ``transpose`` (the layout
-    BLAS wants for a compressed B).
-    """
-    outer, count = vals.shape
-    n, m, k = ins.n, ins.m, ins.k
-    g = groups(k, m)
-    group_start = np.arange(count, dtype=np.intp) // n * m
-    rows = np.arange(outer, dtype=np.intp)
-    # flat position of in-group index 0 of each value, and the flat step of one index
-    if transpose:
-        base, step = group_start[None, :] * outer + rows[:, None], outer
-        dense = np.zeros((g * m, outer), F32)
-    else:
-        base, step = rows[:, None] * (g * m) + group_start[None, :], 1
-        dense = np.zeros((outer, g * m), F32)
-    offsets = IndexOffsets(emu._space(idx.space), idx.offset, idx.strides[0], outer, count, m, step)
-    dense_flat = dense.reshape(-1)
-    tile = dense[:k] if transpose else dense[:, :k]
-    get_vals = _prep(vals, mixed)
-    if vals.dtype == F32 and not mixed and not vals.flags.c_contiguous:
-        get_vals = _contiguous_reader(vals)                 # numpy scatters these 2x faster
-
-    def read() -> np.ndarray:
-        flat = np.add(offsets(), base, out=offsets.out)
-        dense.fill(0)
-        dense_flat[flat] = get_vals()
-        return tile
-    return read
+    def scratch(self, tag: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        return self.emu._scratch(tag, shape, dtype)
 
 
-def _gemm_kernel(emu: Emulator, ins: Instruction, v: dict, reads: dict[str, Access]) -> Kernel:
+def _gemm_kernel(emu: Emulator, ins: Instruction, v: dict, reads: dict[str, Access],
+                 convs: list) -> Kernel:
     mixed = emu.config.mixed_precision
-    sparse = ins.n > 0
-    shared = emu._operands.reader
-
-    def operand(name: str, trans: int, compressed: bool) -> Callable[[], np.ndarray]:
-        if compressed:
-            key = ("nm", name, ins.n, ins.m, ins.k, mixed, access_key(reads[name]),
-                   access_key(reads["idx"]))
-            return shared(key, (reads[name], reads["idx"]),
-                          lambda: _sparse_reader(emu, ins, v[name], reads["idx"], mixed,
-                                                 transpose=name == "b"))
-        view = v[name].T if trans else v[name]
-        if view.dtype != F16 and not mixed:
-            return lambda: view
-        return shared(("dense", trans, mixed, access_key(reads[name])), (reads[name],),
-                      lambda: _prep(view, mixed))
-
-    get_a = operand("a", ins.trans_a, sparse and not ins.sparse_b)
-    get_b = operand("b", ins.trans_b, sparse and bool(ins.sparse_b))
-    c = v["c"]
-    if not ins.accumulate:
-        return lambda: np.matmul(get_a(), get_b(), out=c)
-    tmp = emu._scratch(c.shape)
+    operands = {"a": v["a"].T if ins.trans_a else v["a"], "b": v["b"].T if ins.trans_b else v["b"]}
+    converts = []
+    for conv, ticket in convs:
+        name, source = conv.name, emu._operands.source(ticket)
+        if source != ticket:
+            operands[name] = emu._converted[source]
+            continue
+        arrays = _ConversionArrays(emu, name, own=emu._operands.reused(ticket))
+        if name == compressed_operand(ins):
+            idx = reads["idx"]
+            convert, result = nm_converter(ins, v[name], idx, emu._space(idx.space), mixed,
+                                           name == "b", arrays, name)
+        else:
+            convert, result = dense_converter(operands[name], mixed, arrays, name)
+        emu._converted[ticket] = operands[name] = result
+        converts.append(convert)
+    a, b, c = operands["a"], operands["b"], v["c"]
+    tmp = emu._scratch("c:product", c.shape) if ins.accumulate else None
 
     def run() -> None:
-        np.matmul(get_a(), get_b(), out=tmp)
-        np.add(c, tmp, out=c)
+        for convert in converts:
+            convert()
+        if tmp is None:
+            np.matmul(a, b, out=c)
+        else:
+            np.matmul(a, b, out=tmp)
+            np.add(c, tmp, out=c)
     return run
 
 

@@ -83,14 +83,15 @@ class IndexOffsets:
     the little-endian 16-bit word starting at byte ``min(j*b // 8, row_bytes
     - 2)`` of its row, so one gather of those words, a shift and a mask give
     every index (about twice as fast as unpacking bits). Rows of one byte fall
-    back to :class:`IndexUnpacker`. Each call reads the current bytes.
+    back to :class:`IndexUnpacker`. Each call reads the current bytes and
+    writes ``out`` ((outer, count) intp, allocated when not given).
     """
 
     def __init__(self, memory: np.ndarray, offset: int, row_stride: int, outer: int, count: int,
-                 m: int, scale: int = 1) -> None:
+                 m: int, scale: int = 1, out: np.ndarray | None = None) -> None:
         b = index_bits(m)
         nbytes = -(-count * b // 8)
-        self.out = np.empty((outer, count), np.intp)
+        self.out = np.empty((outer, count), np.intp) if out is None else out
         if nbytes < 2:
             packed = np.ndarray((outer, nbytes), np.uint8, buffer=memory, offset=offset,
                                 strides=(row_stride, 1))

@@ -52,13 +52,18 @@ def test_widen_fp16_all_values():
     assert _same(widen_fp16(h), h.astype(np.float32))
 
 
-def test_readers_follow_strided_views_and_memory_changes():
+def test_converters_follow_strided_views_and_memory_changes():
     rng = np.random.default_rng(1)
     base = rng.standard_normal((64, 96)).astype(np.float32)
     view = base[::2, 8:72].T                         # neither axis contiguous in the parent
-    read = fp16_rounder(view)
-    assert np.array_equal(read(), view.astype(np.float16).astype(np.float32))
-    base *= 3.0                                      # the reader sees the memory, not a copy
-    assert np.array_equal(read(), view.astype(np.float16).astype(np.float32))
+    out = np.empty(view.shape, np.float32)
+    convert = fp16_rounder(view, out, np.empty(view.shape, np.float16))
+    convert()
+    assert np.array_equal(out, view.astype(np.float16).astype(np.float32))
+    base *= 3.0                                      # the converter reads the memory, not a copy
+    convert()
+    assert np.array_equal(out, view.astype(np.float16).astype(np.float32))
     half = base.astype(np.float16)[1::3, ::2]
-    assert np.array_equal(fp16_widener(half)(), half.astype(np.float32))
+    wide = np.empty(half.shape, np.float32)
+    fp16_widener(half, wide)()
+    assert np.array_equal(wide, half.astype(np.float32))
