@@ -230,7 +230,7 @@ class Instruction:
     of engine names, f32 fields as floats).
     """
 
-    __slots__ = ("op", "raw")
+    __slots__ = ("op", "raw", "__dict__")     # __dict__: fields decoded so far (see __getattr__)
 
     def __init__(self, op: str, **values: Any) -> None:
         spec = OP_BY_NAME.get(op)
@@ -277,12 +277,17 @@ class Instruction:
         return spec.engine if spec.engine is not None else ENGINES[self.raw["engine"]]
 
     def __getattr__(self, name: str) -> Any:
+        """A field's readable value, decoded on first access and kept in the instance
+        ``__dict__`` (so later reads are plain attribute lookups; ``raw`` is not changed
+        after construction)."""
         try:
             raw = object.__getattribute__(self, "raw")
             f = _FIELD_BY_NAME[object.__getattribute__(self, "op")][name]
         except KeyError:
             raise AttributeError(name) from None
-        return _from_raw(f, raw[name])
+        value = _from_raw(f, raw[name])
+        self.__dict__[name] = value
+        return value
 
     def replace(self, **values: Any) -> "Instruction":
         """A copy with some fields changed (readable values)."""
@@ -446,6 +451,7 @@ def parse_asm_line(line: str) -> Instruction | None:
             values[name] = v
     ins = Instruction(op, **values)
     ins.raw.update(raw_bits)
+    ins.__dict__.clear()                       # no field decoded from the raw values replaced
     return ins
 
 
