@@ -8,7 +8,10 @@
   run, read back). The cycle model runs once and is excluded.
 * torch: the same zoo model, forward + backward + SGD (momentum 0.9, wd
   5e-4), median of ``--repeat`` steps after one warm-up, on all the threads
-  torch uses by default.
+  torch uses by default: dense, and with the same sparsity through
+  ``satc.sparsity.convert`` (the BDWP training step in PyTorch: masks from
+  the current weights, FF on W_ff, BP on W_bp, dense WU with SR-STE), so a
+  sparse emulated step is compared with both.
 
 Usage: ``.venv/bin/python bench/step.py [--sparsity bdwp:2:8] [--repeat 3]``
 """
@@ -23,14 +26,18 @@ import time
 import torch
 
 import satc
+import satc.sparsity
 from satc.backends.sat.config import load_hardware
 from satc.models import get_model
 
 
-def torch_step_seconds(batch: int, repeat: int) -> float:
-    """Median wall time of a torch CPU training step of resnet18_cifar."""
+def torch_step_seconds(batch: int, repeat: int, sparsity: str = "dense") -> float:
+    """Median wall time of a torch CPU training step of resnet18_cifar (``sparsity`` through
+    satc.sparsity.convert unless dense)."""
     torch.manual_seed(0)
     model = get_model("resnet18_cifar").train()
+    if sparsity != "dense":
+        satc.sparsity.convert(model, sparsity)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     times = []
@@ -74,13 +81,18 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     t_torch = torch_step_seconds(args.batch, args.repeat)
-    print(f"torch CPU step ({torch.get_num_threads()} threads): {t_torch:.2f} s")
+    print(f"torch CPU step ({torch.get_num_threads()} threads), dense: {t_torch:.2f} s")
+    t_same = t_torch
+    if args.sparsity != "dense":
+        t_same = torch_step_seconds(args.batch, args.repeat, args.sparsity)
+        print(f"torch CPU step ({torch.get_num_threads()} threads), {args.sparsity} "
+              f"(satc.sparsity layers): {t_same:.2f} s")
     for precision in ("mixed", "fp32"):
         tc, tp, ts = sat_step_seconds(args.batch, args.sparsity, precision, args.repeat)
+        same = f"{ts / t_same:.1f}x torch {args.sparsity}, " if args.sparsity != "dense" else ""
         print(f"SAT emulated step, sat-vcu1525 precision={precision}, {args.sparsity}: "
-              f"{ts:.2f} s ({ts / t_torch:.1f}x torch; compile {tc:.1f} s, emulator "
+              f"{ts:.2f} s ({same}{ts / t_torch:.1f}x torch dense; compile {tc:.1f} s, emulator "
               f"preparation {tp:.1f} s)")
-
 
 if __name__ == "__main__":
     main()
