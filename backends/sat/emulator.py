@@ -214,9 +214,11 @@ class _ConversionArrays:
         self.emu, self.tag, self.own = emu, tag, own
 
     def out(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """The result array: its own when reused later, else the pooled one of its tag."""
         return np.zeros(shape, dtype) if self.own else self.emu._scratch(f"{self.tag}:out", shape, dtype)
 
     def scratch(self, tag: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A pooled work array."""
         return self.emu._scratch(tag, shape, dtype)
 
 

@@ -30,9 +30,13 @@ Convert = Callable[[], None]
 class Arrays(Protocol):
     """Allocator of a conversion's arrays: ``out`` holds its result, ``scratch`` is transient."""
 
-    def out(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray: ...
+    def out(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """The array the conversion's result lives in."""
+        ...
 
-    def scratch(self, tag: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray: ...
+    def scratch(self, tag: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A work array used only while the conversion runs (``tag`` names its use)."""
+        ...
 
 
 @dataclass(frozen=True)
