@@ -4,8 +4,9 @@
   GEMM operands, fp32 accumulate), and on the same config with
   ``precision = "fp32"`` (the emulator without fp16 rounding of operands);
   preparation of the emulator (checks, issue order, views) is timed once,
-  then the median wall time of ``--repeat`` steps (state encode, emulator
-  run, read back). The cycle model runs once and is excluded.
+  then the median wall time of ``--repeat`` steps (``prog.step``: input
+  encode, emulator run, loss and gradients read back; the state stays in
+  DRAM between steps). The cycle model runs once and is excluded.
 * torch: the same zoo model, forward + backward + SGD (momentum 0.9, wd
   5e-4), median of ``--repeat`` steps after one warm-up, on all the threads
   torch uses by default: dense, and with the same sparsity through
