@@ -89,8 +89,9 @@ class CompiledProgram:
 
     @state.setter
     def state(self, values: Mapping[str, np.ndarray]) -> None:
-        """Assign every value in ``values`` (``prog.state = ref_state`` restarts from that state)."""
-        self._state.update(values)
+        """Replace the whole state (``prog.state = ref_state`` restarts from that state); the
+        keys must be exactly the program's (assign ``prog.state[k]`` to change one value)."""
+        self._state.replace_all(values)
 
     @property
     def program(self) -> Program:

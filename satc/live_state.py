@@ -65,6 +65,20 @@ class LiveState(MutableMapping):
         raise CompileError(f"cannot delete state {key!r}: the program reads every state value; "
                            "assign a new array instead")
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._storages
+
+    def replace_all(self, values: Mapping[str, np.ndarray]) -> None:
+        """Assign every value at once; ``values`` must name exactly the program's state."""
+        missing = sorted(set(self._storages) - set(values))
+        unknown = sorted(set(values) - set(self._storages))
+        if missing or unknown:
+            raise CompileError(f"a whole-state assignment must name exactly the program's state: "
+                               f"missing {missing}, unknown {unknown}; assign prog.state[k] to "
+                               "change single values")
+        for k, v in values.items():
+            self[k] = v
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._storages)
 

@@ -154,7 +154,9 @@ class Emulator:
         except the regions named in ``images`` (arrays of the region's shape,
         cast to its dtype), which get that data, and those named in ``keep``,
         which carry over what the previous run left in them (their initial
-        contents on the first run): a training step's state stays in DRAM.
+        contents on the first run): a training step's state stays in DRAM. A
+        run that raises (or is interrupted) puts the kept regions back as they
+        were, so a retry starts from the same state.
 
         Only regions with initial contents may be given or kept: preparation
         proved that every byte an instruction reads is produced, counting
@@ -179,9 +181,16 @@ class Emulator:
                 raise EmulatorError(f"region {name!r}: data of shape {a.shape}, the region is {r.shape}")
             self.dram[r.addr:r.addr + r.nbytes] = np.ascontiguousarray(
                 a, dtype=NP_DTYPES[r.dtype]).view(np.uint8).reshape(-1)
-        with single_threaded():
-            for k in self._kernels:
-                k()
+        kept = [(addr, self.dram[addr:addr + data.size].copy()) for name, addr, data in self._image
+                if name in keep]
+        try:
+            with single_threaded():
+                for k in self._kernels:
+                    k()
+        except BaseException:
+            for addr, data in kept:                      # a failed run leaves kept regions intact
+                self.dram[addr:addr + data.size] = data
+            raise
         return self
 
     def read(self, name: str) -> np.ndarray:

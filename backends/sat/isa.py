@@ -276,6 +276,12 @@ class Instruction:
         spec = OP_BY_NAME[self.op]
         return spec.engine if spec.engine is not None else ENGINES[self.raw["engine"]]
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in ("op", "raw"):
+            raise AttributeError(f"instruction field {name!r} is read-only; build a changed copy "
+                                 f"with ins.replace({name}=...)")
+        object.__setattr__(self, name, value)
+
     def __getattr__(self, name: str) -> Any:
         """A field's readable value, decoded on first access and kept in the instance
         ``__dict__`` (so later reads are plain attribute lookups; ``raw`` is not changed

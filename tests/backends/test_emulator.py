@@ -448,3 +448,17 @@ def test_converted_operands_shared_only_while_their_bytes_are_unchanged(small, p
             if precision == "mixed":
                 wp = wp.astype(np.float16).astype(np.float32)
             np.testing.assert_allclose(emu.read(f"y{j}"), x_op @ wp.T, rtol=1e-6, atol=1e-6)
+
+
+def test_interrupted_run_puts_kept_regions_back(small):
+    prog, x, _ = _doubling_program(small)
+    emu = Emulator(prog)
+
+    def interrupt():
+        raise KeyboardInterrupt
+    emu._kernels.append(interrupt)                 # after the store that doubled x in DRAM
+    with pytest.raises(KeyboardInterrupt):
+        emu.run(keep=["x"])
+    np.testing.assert_array_equal(emu.read("x"), x)
+    emu._kernels.pop()
+    np.testing.assert_array_equal(emu.run(keep=["x"]).read("x"), 2 * x)

@@ -148,3 +148,13 @@ def test_docs_examples_assemble_and_list_every_vector_function():
         assert decode_all(assemble(block))
     for i, name in enumerate(VEC_FUNC_NAMES):
         assert f"| {i} | `{name}` |" in doc
+
+
+def test_fields_are_read_only_and_replace_makes_changed_copies():
+    ins = Instruction("load", buf="act", dram_addr=0, rows=4, cols=8, dram_row_stride=8,
+                      buf_row_stride=8)
+    assert ins.cols == 8                                # decoded once, then cached
+    with pytest.raises(AttributeError, match="read-only"):
+        ins.cols = 16
+    assert ins.cols == 8 and ins.replace(cols=16).cols == 16
+    assert encode(ins) == encode(ins.replace(cols=8))

@@ -50,3 +50,12 @@ def test_state_keys_are_fixed(mlp):
         prog.state["nope"] = np.zeros(1)
     with pytest.raises(CompileError, match="cannot delete"):
         del prog.state["features.2.weight"]
+
+
+def test_whole_state_assignment_must_name_every_value(mlp):
+    prog, _, _ = mlp
+    state = prog.graph.initial_state()
+    partial = {k: v for k, v in state.items() if not k.endswith(".bp")}
+    with pytest.raises(CompileError, match=r"missing \['classifier.weight.bp'"):
+        prog.state = partial
+    assert "features.2.weight" in prog.state and "nope" not in prog.state
