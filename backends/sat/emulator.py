@@ -67,6 +67,7 @@ class Emulator:
                 self._check_bounds(i, ins, a)
         self._check_produced(instrs, acc)
         self._pool: dict[tuple, np.ndarray] = {}
+        self._saves: dict[str, np.ndarray] = {}                  # kept regions during a run
         self._operands = OperandCache(self.config.buffer_bytes)
         tickets = []
         for i in self.order:
@@ -119,6 +120,13 @@ class Emulator:
                         f"instruction {i} ({instrs[i].op}): reads {a.role} element "
                         f"{tuple(int(x) for x in bad)} at {a.space} bytes from {a.offset} that no "
                         "completed instruction produced (missing load or dependency?)")
+
+    def _saved(self, name: str, contents: np.ndarray) -> np.ndarray:
+        """A copy of region ``name``'s bytes in an array kept for it (no page faults per run)."""
+        if name not in self._saves:
+            self._saves[name] = np.empty_like(contents)
+        np.copyto(self._saves[name], contents)
+        return self._saves[name]
 
     @property
     def shared_operand_reads(self) -> int:
@@ -181,8 +189,8 @@ class Emulator:
                 raise EmulatorError(f"region {name!r}: data of shape {a.shape}, the region is {r.shape}")
             self.dram[r.addr:r.addr + r.nbytes] = np.ascontiguousarray(
                 a, dtype=NP_DTYPES[r.dtype]).view(np.uint8).reshape(-1)
-        kept = [(addr, self.dram[addr:addr + data.size].copy()) for name, addr, data in self._image
-                if name in keep]
+        kept = [(addr, self._saved(name, self.dram[addr:addr + data.size]))
+                for name, addr, data in self._image if name in keep]
         try:
             with single_threaded():
                 for k in self._kernels:
