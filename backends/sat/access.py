@@ -37,6 +37,11 @@ class Access:
     write: bool
 
     @property
+    def bytes_key(self) -> tuple:
+        """What identifies the bytes it touches: equal keys, equal bytes (dtype aside)."""
+        return self.space, self.offset, self.shape, self.strides, self.dtype.itemsize
+
+    @property
     def extent(self) -> tuple[int, int]:
         """Half-open byte range [lo, hi) covering every element."""
         return self.offset, self.offset + sum((d - 1) * s for d, s in zip(self.shape, self.strides)) \

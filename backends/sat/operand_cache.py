@@ -31,8 +31,8 @@ CHUNK = 64                       # bytes per write-tracking cell
 
 
 def access_key(a: Access) -> tuple:
-    """What identifies how an access reads memory."""
-    return a.space, a.offset, a.shape, a.strides, a.dtype.str
+    """What identifies how an access reads memory: its bytes and their element type."""
+    return a.bytes_key, a.dtype.str
 
 
 class OperandCache:

@@ -66,10 +66,9 @@ def check_schedule(program: Program, starts: Mapping[int, int],
     for i in start:
         touched[i] = []
         for a in accesses(instrs[i]):
-            key = (a.space, a.offset, a.shape, a.strides, a.dtype.itemsize)
-            if key not in cut:
-                cut[key] = byte_intervals(a)
-            touched[i].append((a.space, a.write, cut[key]))
+            if a.bytes_key not in cut:
+                cut[a.bytes_key] = byte_intervals(a)
+            touched[i].append((a.space, a.write, cut[a.bytes_key]))
     _check_hazards(program, start, end, touched)
     _check_capacity(program, start, end, touched, dict(cfg.buffer_bytes, **(capacity or {})))
     return max(end.values(), default=0)

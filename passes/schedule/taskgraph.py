@@ -377,11 +377,10 @@ def build_task_graph(program: Program, labels: Sequence[str] | None = None, *,
 
 
 def _region_id(a: Access, region_of: dict[tuple, int], regions: list[tuple[str, np.ndarray]]) -> int:
-    """Id of the byte region ``a`` touches; equal (space, offset, shape, strides, itemsize) share one."""
-    key = (a.space, a.offset, a.shape, a.strides, a.dtype.itemsize)
-    r = region_of.get(key)
+    """Id of the byte region ``a`` touches; accesses with equal ``bytes_key`` share one."""
+    r = region_of.get(a.bytes_key)
     if r is None:
-        r = region_of[key] = len(regions)
+        r = region_of[a.bytes_key] = len(regions)
         regions.append((a.space, byte_intervals(a)))
     return r
 
