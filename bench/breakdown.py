@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections import defaultdict
 
 import numpy as np
 
@@ -24,7 +23,7 @@ from satc.backends.sat.config import load_hardware
 from satc.backends.sat.isa import ENGINES
 from satc.backends.sat.timing import gemm_macs, instruction_cycles
 from satc.compiler import compile as compile_step
-from satc.paper import training_step
+from satc.paper import busy_cycles, training_step
 from satc.passes.schedule import schedule_program
 
 
@@ -63,11 +62,7 @@ def main() -> None:
             if interleave:
                 kept[mode] = (prog, program, res)
     for mode, (prog, program, res) in kept.items():
-        busy: dict[tuple[str, str], int] = defaultdict(int)
-        for span in prog.spans:
-            for i in range(span.start, span.end):
-                ins = program.instructions[i]
-                busy[(str(span.node.stage), ins.engine)] += instruction_cycles(ins, cfg)
+        busy = busy_cycles(prog.spans, program.instructions, cfg)
         stages = sorted({s for s, _ in busy})
         print(f"\n{mode}: busy cycles per stage and engine")
         print("| stage | " + " | ".join(ENGINES) + " |")

@@ -53,15 +53,17 @@ def load_forward_graph(model: str, batch: int = 2,
 
 
 def training_pipeline(forward: Graph, sparsity: str = "dense", optimizer=None,
-                      exclude: Sequence[str] = (), print_after: bool = False) -> Graph:
-    """forward graph -> build_training_graph -> sparsify, verifying after each pass."""
+                      exclude: Sequence[str] = (), print_after: bool = False,
+                      pregenerate: bool = True) -> Graph:
+    """forward graph -> build_training_graph -> sparsify, verifying after each pass
+    (``pregenerate=False``: the SORE ablation, see :func:`satc.passes.sparsify.sparsify`)."""
     from satc.ir.printer import format_graph
     from satc.passes.autodiff import build_training_graph
     from satc.passes.sparsify import sparsify
 
     passes = [
         ("build_training_graph", lambda g: build_training_graph(g, optimizer=optimizer)),
-        ("sparsify", lambda g: sparsify(g, sparsity, exclude=exclude)),
+        ("sparsify", lambda g: sparsify(g, sparsity, exclude=exclude, pregenerate=pregenerate)),
     ]
     g = forward
     for name, run in passes:

@@ -24,22 +24,22 @@ import dataclasses
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from satc.backends.sat.config import load_hardware
-from satc.backends.sat.isa import ENGINES
+from satc.backends.sat.codegen import NodeSpan
+from satc.backends.sat.config import HardwareConfig, load_hardware
+from satc.backends.sat.isa import ENGINES, Instruction
 from satc.backends.sat.timing import instruction_cycles
 from satc.compiler import compile as compile_step
-from satc.driver import load_forward_graph
+from satc.driver import load_forward_graph, training_pipeline
 from satc.ir.graph import Graph
 from satc.errors import CompileError
 from satc.ir.types import Stage
-from satc.passes.autodiff import build_training_graph
 from satc.passes.op_count import count_ops
 from satc.passes.optimizer import SGD
 from satc.passes.schedule import engine_utilisation, schedule_program
-from satc.passes.sparsify import sparsify
 
 MODELS = ["resnet18_cifar:32", "resnet50_cifar:32", "resnet18:8", "resnet50:8", "vgg16_bn:32",
           "vit_tiny:32"]
@@ -74,9 +74,19 @@ class Row:
 def training_step(model: str, batch: int, mode: str, pregenerate: bool = True) -> Graph:
     """The training graph every SAT benchmark compiles: zoo ``model`` at ``batch``, SGD
     (lr 0.05, momentum 0.9, weight decay 5e-4), sparsity ``mode``."""
-    fwd = load_forward_graph(model, batch).graph
-    tg = build_training_graph(fwd, optimizer=SGD(lr=0.05, momentum=0.9, weight_decay=5e-4))
-    return sparsify(tg, mode, pregenerate=pregenerate)
+    return training_pipeline(load_forward_graph(model, batch).graph, mode,
+                             SGD(lr=0.05, momentum=0.9, weight_decay=5e-4), pregenerate=pregenerate)
+
+
+def busy_cycles(spans: Sequence[NodeSpan], instructions: Sequence[Instruction], cfg: HardwareConfig
+                ) -> dict[tuple[str, str], int]:
+    """Engine-busy cycles of a compiled step per (stage, engine), from its nodes' spans."""
+    busy: dict[tuple[str, str], int] = defaultdict(int)
+    for span in spans:
+        for i in range(span.start, span.end):
+            ins = instructions[i]
+            busy[(str(span.node.stage), ins.engine)] += instruction_cycles(ins, cfg)
+    return busy
 
 
 def measure(model: str, batch: int, mode: str, cfg, scheduler: str = "list",
@@ -90,9 +100,8 @@ def measure(model: str, batch: int, mode: str, cfg, scheduler: str = "list",
     result = schedule_program(program, scheduler, time_limit_s=5)
     result.check()                     # the independent checker: ScheduleError if anything is off
     busy: dict[str, int] = defaultdict(int)
-    for span in prog.spans:
-        for i in range(span.start, span.end):
-            busy[str(span.node.stage)] += instruction_cycles(program.instructions[i], cfg)
+    for (stage, _), cycles in busy_cycles(prog.spans, program.instructions, cfg).items():
+        busy[stage] += cycles
     total_busy = sum(busy.values()) or 1
     ops = count_ops(graph)
     dense, eff = ops.total()
