@@ -77,7 +77,7 @@ class Emulator:
                          conversions(instrs[i], _reads(acc[i]), self.config.mixed_precision)]
             tickets.append(convs)
             self._operands.advance(acc[i])
-        self._converted: dict[int, np.ndarray] = {}              # ticket -> its result array
+        self._converted: dict[int, np.ndarray] = {}              # reused ticket -> its result
         self._kernels = [self._kernel(instrs[i], acc[i], convs)
                          for i, convs in zip(self.order, tickets)]
 
@@ -249,14 +249,17 @@ def _gemm_kernel(emu: Emulator, ins: Instruction, v: dict, reads: dict[str, Acce
         if source != ticket:
             operands[name] = emu._converted[source]
             continue
-        arrays = _ConversionArrays(emu, name, own=emu._operands.reused(ticket))
+        reused = emu._operands.reused(ticket)
+        arrays = _ConversionArrays(emu, name, own=reused)
         if name == compressed_operand(ins):
             idx = reads["idx"]
             convert, result = nm_converter(ins, v[name], idx, emu._space(idx.space), mixed,
                                            name == "b", arrays, name)
         else:
             convert, result = dense_converter(operands[name], mixed, arrays, name)
-        emu._converted[ticket] = operands[name] = result
+        operands[name] = result
+        if reused:
+            emu._converted[ticket] = result
         converts.append(convert)
     a, b, c = operands["a"], operands["b"], v["c"]
     tmp = emu._scratch("c:product", c.shape) if ins.accumulate else None

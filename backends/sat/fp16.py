@@ -46,22 +46,6 @@ def fp16_widener(x: np.ndarray, out: np.ndarray) -> Convert:
     return convert
 
 
-def round_to_fp16(x: np.ndarray) -> np.ndarray:
-    """fp32 ``x`` rounded to fp16 precision and range, as a new fp32 array."""
-    x = np.ascontiguousarray(x, np.float32)
-    out = np.empty(x.shape, np.float32)
-    fp16_rounder(x, out, np.empty(x.shape, np.float16))()
-    return out
-
-
-def widen_fp16(x: np.ndarray) -> np.ndarray:
-    """fp16 ``x`` as a new fp32 array."""
-    x = np.ascontiguousarray(x, np.float16)
-    out = np.empty(x.shape, np.float32)
-    fp16_widener(x, out)()
-    return out
-
-
 @contextlib.contextmanager
 def single_threaded() -> Iterator[None]:
     """Run the block with torch's intra-op pool at one thread, restoring it after."""

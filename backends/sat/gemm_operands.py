@@ -118,14 +118,13 @@ def nm_converter(ins: Instruction, vals: np.ndarray, idx: Access, memory: np.nda
 
 def _values(vals: np.ndarray, mixed: bool, arrays: Arrays, tag: str) -> tuple[Convert, np.ndarray]:
     """The compressed values as contiguous fp32 (numpy scatters from contiguous arrays 2x faster)."""
-    if vals.dtype == F16:
-        out = arrays.scratch(f"{tag}:values", vals.shape, F32)
-        return fp16_widener(vals, out), out
+    if vals.dtype != F16 and not mixed and vals.flags.c_contiguous:
+        return (lambda: None), vals
     out = arrays.scratch(f"{tag}:values", vals.shape, F32)
+    if vals.dtype == F16:
+        return fp16_widener(vals, out), out
     if mixed:
         return fp16_rounder(vals, out, arrays.scratch(f"{tag}:values-half", vals.shape, F16)), out
-    if vals.flags.c_contiguous:
-        return (lambda: None), vals
 
     def copy() -> None:
         np.copyto(out, vals)

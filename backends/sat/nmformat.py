@@ -56,17 +56,18 @@ class IndexUnpacker:
     """Vectorised unpacking of (outer, row_bytes) packed indices, times ``scale``, to (outer, count) intp.
 
     Built once per tile shape; each call is one ``unpackbits`` and one small
-    integer matmul of the bits with the weights ``scale << bit`` into a
-    preallocated result (reused between calls). ``scale`` lets a caller get
+    integer matmul of the bits with the weights ``scale << bit`` into ``out``
+    (allocated when not given, reused between calls). ``scale`` lets a caller get
     flat offsets (index * row stride) in the same pass.
     """
 
-    def __init__(self, outer: int, count: int, m: int, scale: int = 1) -> None:
+    def __init__(self, outer: int, count: int, m: int, scale: int = 1,
+                 out: np.ndarray | None = None) -> None:
         self.bits = index_bits(m)
         self.count = count
         self.shape = (outer, count, self.bits)
         self.weights = np.intp(scale) << np.arange(self.bits, dtype=np.intp)
-        self.out = np.empty((outer, count), np.intp)
+        self.out = np.empty((outer, count), np.intp) if out is None else out
 
     def __call__(self, packed: np.ndarray) -> np.ndarray:
         """In-group indices times ``scale`` (outer, count) from packed bytes (outer, >= row_bytes)."""
@@ -95,8 +96,8 @@ class IndexOffsets:
         if nbytes < 2:
             packed = np.ndarray((outer, nbytes), np.uint8, buffer=memory, offset=offset,
                                 strides=(row_stride, 1))
-            unpack = IndexUnpacker(outer, count, m, scale)
-            self._read = lambda: np.copyto(self.out, unpack(packed))
+            unpack = IndexUnpacker(outer, count, m, scale, out=self.out)
+            self._read = lambda: unpack(packed)
             return
         self._words = np.ndarray((outer, nbytes - 1), np.dtype("<u2"), buffer=memory, offset=offset,
                                  strides=(row_stride, 1))
