@@ -266,7 +266,11 @@ class Arena:
 
     ``from_top`` allocates downwards from the end of each buffer (odd nodes),
     so the tiles of consecutive nodes occupy different addresses when both
-    fit. Overflow raises CompileError naming the node and the fix.
+    fit. Lowerings that stream a tensor through chunk tiles size the chunks
+    by :meth:`free_bytes`, which keeps them within the node's half of each
+    buffer: the next node then loads its first tiles while this one still
+    runs, instead of waiting for its last chunk to be read (a WAR hazard on
+    shared addresses). Overflow raises CompileError naming the node and the fix.
     """
 
     def __init__(self, cfg: HardwareConfig, where: str, from_top: bool) -> None:
@@ -290,5 +294,8 @@ class Arena:
         return addr
 
     def free_bytes(self, buf: str) -> int:
-        """Bytes of ``buf`` not yet allocated by this node."""
-        return self.cfg.buffer_bytes[buf] - self.used[buf]
+        """Bytes of ``buf`` this node should size streaming tiles to: what is left of its
+        half of the buffer, or, once it holds half or more, all that is left."""
+        left = self.cfg.buffer_bytes[buf] - self.used[buf]
+        share = self.cfg.buffer_bytes[buf] // 2 - self.used[buf]
+        return share if share > 0 else left
