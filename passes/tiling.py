@@ -27,6 +27,7 @@ import functools
 import math
 from dataclasses import dataclass
 
+from satc.backends.sat.codegen.memory import main_buffer_bytes
 from satc.backends.sat.config import HardwareConfig
 from satc.backends.sat.isa import DTYPE_BYTES, Instruction
 from satc.backends.sat.nmformat import groups, index_bits, row_bytes
@@ -233,16 +234,18 @@ def estimate_cycles(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, sl
 
 
 def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: bool = True) -> Tile:
-    """The cheapest tiling of ``p`` that fits ``cfg``'s buffers; CompileError if none does.
+    """The cheapest tiling of ``p`` that fits ``cfg``'s buffers (less the weight-update slice,
+    :func:`~satc.backends.sat.codegen.memory.buffer_windows`); CompileError if none does.
 
     ``interleave``: the GEMMs use interleave mapping (see the cycle model)."""
+    room = main_buffer_bytes(cfg)
     best: Tile | None = None
     for mt in _candidates(p.m, p.m_quantum):
         for nt in _candidates(p.n, p.n_quantum):
             for kt in _candidates(p.k, p.k_quantum):
                 for slots in (2, 1):
                     use = p.buffer_use(mt, nt, kt, slots)
-                    if any(use[b] > cfg.buffer_bytes[b] for b in use):
+                    if any(use[b] > room[b] for b in use):
                         continue
                     for df in cfg.dataflows:
                         t = Tile(mt, nt, kt, df, slots,
@@ -254,14 +257,15 @@ def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: boo
         mt, nt, kt = min(_candidates(p.m, p.m_quantum)), min(_candidates(p.n, p.n_quantum)), \
             min(_candidates(p.k, p.k_quantum))
         use = p.buffer_use(mt, nt, kt, 1)
-        short = [f"{b} buffer needs {use[b]} bytes, {cfg.name} has {cfg.buffer_bytes[b]}"
-                 for b in use if use[b] > cfg.buffer_bytes[b]]
+        short = [f"{b} buffer needs {use[b]} bytes, {room[b]} of {cfg.name}'s "
+                 f"{cfg.buffer_bytes[b]} are free for GEMM tiles" for b in use if use[b] > room[b]]
+        total = cfg.buffer_bytes
         raise CompileError(
             f"layer {node.layer!r} ({node.name}, {node.op}, {node.stage}): the GEMM "
             f"[{p.m}x{p.k}] x [{p.k}x{p.n}] does not fit even at the smallest tile "
             f"(mt={mt}, nt={nt}, kt={kt}): {'; '.join(short)}; fix: raise "
-            + " and ".join(f"{b}_buffer_bytes to at least {use[b]}" for b in use
-                           if use[b] > cfg.buffer_bytes[b])
+            + " and ".join(f"{b}_buffer_bytes to at least {-(-use[b] * total[b] // room[b])}"
+                           for b in use if use[b] > room[b])
             + " in the hardware config, or reduce the batch size / image size")
     return best
 

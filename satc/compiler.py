@@ -8,7 +8,7 @@
     prog.save("model.satbin")
 
 The driver is a list of passes: import (torch / ONNX, or a ready graph)
--> ``build_training_graph`` -> ``sparsify`` -> ``tile_gemms`` -> code
+-> ``build_training_graph`` -> ``sparsify`` -> ``hoist_updates`` -> ``tile_gemms`` -> code
 generation (memory plan, lowering table, dependency tokens).
 """
 
@@ -31,6 +31,7 @@ from satc.ir.graph import Graph
 from satc.ir.types import Stage
 from satc.ir.verifier import verify
 from satc.live_state import LiveState
+from satc.passes.ordering import hoist_updates
 from satc.passes.tiling import tile_gemms
 
 
@@ -238,7 +239,8 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, sparsity: s
     """
     cfg = hw if isinstance(hw, HardwareConfig) else load_hardware(hw)
     graph = _training_graph(model, example_inputs, sparsity, optimizer, input_shapes, exclude)
-    passes = [("tile_gemms", lambda g: tile_gemms(g, cfg, interleave))]
+    passes = [("hoist_updates", hoist_updates),
+              ("tile_gemms", lambda g: tile_gemms(g, cfg, interleave))]
     for name, run in passes:
         graph = verify(run(graph), after_pass=name)
     init = dict(state) if state is not None else graph.initial_state()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from satc.backends.sat.builder import ProgramBuilder
-from satc.backends.sat.codegen.memory import Arena, Compressed, Dense, OneHot, TapMajor
+from satc.backends.sat.codegen.memory import (Arena, Compressed, Dense, OneHot, TapMajor,
+                                             buffer_windows, main_buffer_bytes)
 from satc.backends.sat.codegen.tokens import happens_before, insert_tokens, unordered_hazards
 from satc.backends.sat.dispatch import issue_order
 from satc.backends.sat.emulator import run_program
@@ -44,10 +47,13 @@ def test_choose_tile_prefers_whole_operands_when_they_fit(small):
 
 
 def test_choose_tile_compile_error_names_layer_and_fix(small):
-    # one image of 20000 columns: even a 1-row C tile needs 80000 bytes of acc
+    # one image of 20000 columns: even a 1-row C tile needs 80000 bytes of acc, which GEMM
+    # tiles get 7/8 of (the rest is the weight-update slice): the buffer must hold 91429
     with pytest.raises(CompileError) as e:
         choose_tile(_node(), GemmProblem(64, 20000, 64, n_quantum=20000), small)
-    assert "layer 'fc'" in str(e.value) and "acc_buffer_bytes to at least 80000" in str(e.value)
+    assert "layer 'fc'" in str(e.value) and "acc_buffer_bytes to at least 91429" in str(e.value)
+    bigger = dataclasses.replace(small, acc_buffer_bytes=91429, vec_buffer_bytes=91429)
+    assert main_buffer_bytes(bigger)["acc"] >= 80000
     choose_tile(_node(), GemmProblem(64, 1000, 64, n_quantum=1000), small)   # a smaller one fits
 
 
@@ -108,9 +114,25 @@ def test_storages_round_trip(small):
         oh.encode(np.array([4, 0, 0]))
 
 
+def test_arena_streams_within_half_of_its_window(small):
+    a = Arena(small, "layer 'a'", False)
+    half = small.vec_buffer_bytes * 7 // 16
+    assert a.free_bytes("vec") == half
+    a.alloc("vec", half - 64, "t")
+    assert a.free_bytes("vec") == 64
+    a.alloc("vec", 128, "u")                  # past its half: streams into whatever is left
+    assert a.free_bytes("vec") == small.vec_buffer_bytes * 7 // 8 - half - 64
+
+
 def test_arena_alternates_ends_and_reports_overflow(small):
     lo, hi = Arena(small, "layer 'a'", False), Arena(small, "layer 'b'", True)
     assert lo.alloc("act", 100, "t") == 0 and lo.alloc("act", 10, "u") == 128
-    assert hi.alloc("act", 64, "t") == small.act_buffer_bytes - 64
+    top = buffer_windows(small, update=False)["act"][1]          # below the weight-update slice
+    assert top == small.act_buffer_bytes * 7 // 8
+    assert hi.alloc("act", 64, "t") == top - 64
+    upd = Arena(small, "layer 'c'", True, update=True)              # the slice is its own
+    assert upd.alloc("act", 64, "t") == small.act_buffer_bytes - 64
+    with pytest.raises(CompileError, match=r"layer 'c'.*fix: raise act_buffer_bytes"):
+        upd.alloc("act", small.act_buffer_bytes // 8, "big tile")
     with pytest.raises(CompileError, match=r"layer 'a'.*fix: raise act_buffer_bytes"):
         lo.alloc("act", small.act_buffer_bytes, "big tile")

@@ -24,6 +24,7 @@ from satc.backends.sat.codegen.tokens import insert_tokens
 from satc.backends.sat.config import HardwareConfig
 from satc.backends.sat.program import Program
 from satc.ir.graph import Graph, Node
+from satc.ir.types import Stage
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,14 @@ class Codegen:
     spans: list[NodeSpan]
 
 
+def weight_update_nodes(graph: Graph) -> set[int]:
+    """ids of the nodes that update weights after BP: the optimizer (OPT) and the next step's
+    N:M pre-generation (SORE nodes that write state)."""
+    new_state = {id(v) for v in graph.state_updates.values()}
+    return {id(n) for n in graph.nodes
+            if n.stage == Stage.OPT or (n.stage == Stage.SORE and any(id(v) in new_state for v in n.outputs))}
+
+
 def generate(graph: Graph, cfg: HardwareConfig,
              state: Mapping[str, np.ndarray] | None = None) -> Codegen:
     """Lower a tiled training graph to a SAT program whose DRAM starts from ``state``."""
@@ -52,12 +61,13 @@ def generate(graph: Graph, cfg: HardwareConfig,
     ctx = LowerCtx(cfg, b, plan.storage, interleave=graph.meta.get("interleave", True))
     ctx.graph_constants = {k: graph.initializers[k] for k in graph.constants}
     spans = []
+    updates = weight_update_nodes(graph)
     for i, node in enumerate(graph.nodes):
         start = len(b.instructions)
         if i in plan.halos:
-            ctx.begin(node, i)
+            ctx.begin(node, i, id(node) in updates)
             zero_halos(ctx, plan.halos[i])
-        ctx.begin(node, i)
+        ctx.begin(node, i, id(node) in updates)
         LOWERINGS[node.op].emit(ctx, node)
         spans.append(NodeSpan(node, start, len(b.instructions)))
     raw = b.build()

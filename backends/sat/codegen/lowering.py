@@ -77,15 +77,16 @@ class LowerCtx:
         self._made: set[str] = set()
 
     # ---- per node
-    def begin(self, node: Node, index: int) -> None:
-        """Start lowering ``node`` (the ``index``-th node): a fresh arena."""
+    def begin(self, node: Node, index: int, update: bool = False) -> None:
+        """Start lowering ``node`` (the ``index``-th node): a fresh arena, in the weight-update
+        slice of the buffers when ``update`` (:func:`~.memory.buffer_windows`)."""
         self.node = node
-        self.arena = Arena(self.cfg, self.where, from_top=index % 2 == 1)
+        self.arena = Arena(self.cfg, self.where, from_top=index % 2 == 1, update=update)
 
     def fresh_arena(self) -> None:
         """Free every on-chip tile of the current node (its earlier work is done; the
         token pass orders the reuse)."""
-        self.arena = Arena(self.cfg, self.where, from_top=self.arena.from_top)
+        self.arena = Arena(self.cfg, self.where, from_top=self.arena.from_top, update=self.arena.update)
 
     @property
     def where(self) -> str:

@@ -22,10 +22,11 @@ bytes (:meth:`encode` / :meth:`decode`), so ``CompiledProgram.state`` has
 exactly the interpreter's keys and layouts.
 
 On chip, each node's lowering allocates its tiles from an :class:`Arena`:
-a bump allocator over the four buffers that starts at the bottom of each
-buffer for even nodes and at the top for odd ones, so consecutive nodes
-use disjoint addresses when both fit (and may overlap in time); the token
-pass orders any reuse.
+a bump allocator over a window of the four buffers (weight-update nodes
+have the top 1/8 of each to themselves, :func:`buffer_windows`) that starts
+at the bottom of the window for even nodes and at the top for odd ones, so
+consecutive nodes use disjoint addresses when both fit (and may overlap in
+time); the token pass orders any reuse.
 """
 
 from __future__ import annotations
@@ -261,41 +262,72 @@ class OneHot:
 Storage = Dense | TapMajor | Compressed | OneHot
 
 
-class Arena:
-    """Per-node bump allocator over the on-chip buffers.
+#: Weight-update nodes (optimizer, next step's N:M pre-generation) get the top 1/UPDATE_SHARE
+#: of every buffer to themselves; every other node allocates below it.
+UPDATE_SHARE = 8
 
-    ``from_top`` allocates downwards from the end of each buffer (odd nodes),
+
+def buffer_windows(cfg: HardwareConfig, update: bool) -> dict[str, tuple[int, int]]:
+    """The ``[lo, hi)`` byte window of each buffer a node's arena allocates from.
+
+    The weight updates of a layer need only its gradient, which BP finishes
+    long before the step ends; in their own slice of the buffers they share
+    no address with the forward and backward nodes, so no buffer hazard ties
+    them to the end of the program and the scheduler can overlap them with
+    the rest of BP."""
+    out = {}
+    for b, size in cfg.buffer_bytes.items():
+        cut = size - size // UPDATE_SHARE // ALIGN * ALIGN
+        out[b] = (cut, size) if update else (0, cut)
+    return out
+
+
+def main_buffer_bytes(cfg: HardwareConfig) -> dict[str, int]:
+    """Bytes of each buffer the nodes other than weight updates may use (the tiling budget)."""
+    return {b: hi - lo for b, (lo, hi) in buffer_windows(cfg, update=False).items()}
+
+
+class Arena:
+    """Per-node bump allocator over a window of each on-chip buffer (:func:`buffer_windows`).
+
+    ``from_top`` allocates downwards from the end of the window (odd nodes),
     so the tiles of consecutive nodes occupy different addresses when both
     fit. Lowerings that stream a tensor through chunk tiles size the chunks
-    by :meth:`free_bytes`, which keeps them within the node's half of each
-    buffer: the next node then loads its first tiles while this one still
+    by :meth:`free_bytes`, which keeps them within the node's half of the
+    window: the next node then loads its first tiles while this one still
     runs, instead of waiting for its last chunk to be read (a WAR hazard on
     shared addresses). Overflow raises CompileError naming the node and the fix.
     """
 
-    def __init__(self, cfg: HardwareConfig, where: str, from_top: bool) -> None:
+    def __init__(self, cfg: HardwareConfig, where: str, from_top: bool, update: bool = False) -> None:
         self.cfg = cfg
         self.where = where
         self.from_top = from_top
+        self.update = update
+        self.window = buffer_windows(cfg, update)
         self.used = {b: 0 for b in BUFFER_NAMES}
 
     def alloc(self, buf: str, nbytes: int, what: str) -> int:
         """Byte address of a fresh ``nbytes`` tile in ``buf``."""
         size = -(-max(nbytes, 1) // ALIGN) * ALIGN
-        cap = self.cfg.buffer_bytes[buf]
+        lo, hi = self.window[buf]
+        cap = hi - lo
         if self.used[buf] + size > cap:
+            total = self.cfg.buffer_bytes[buf]
+            need = -(-(self.used[buf] + size) * total // cap)
             raise CompileError(
                 f"{self.where}: {what} needs {size} more bytes of the {buf} buffer "
-                f"({self.used[buf]} in use, {cap} in {self.cfg.name}); fix: raise "
-                f"{buf}_buffer_bytes to at least {self.used[buf] + size} in the hardware config, "
-                "or reduce the batch size")
-        addr = cap - self.used[buf] - size if self.from_top else self.used[buf]
+                f"({self.used[buf]} in use of the {cap} this node may use, {total} in "
+                f"{self.cfg.name}); fix: raise {buf}_buffer_bytes to at least {need} in the "
+                "hardware config, or reduce the batch size")
+        addr = hi - self.used[buf] - size if self.from_top else lo + self.used[buf]
         self.used[buf] += size
         return addr
 
     def free_bytes(self, buf: str) -> int:
         """Bytes of ``buf`` this node should size streaming tiles to: what is left of its
-        half of the buffer, or, once it holds half or more, all that is left."""
-        left = self.cfg.buffer_bytes[buf] - self.used[buf]
-        share = self.cfg.buffer_bytes[buf] // 2 - self.used[buf]
+        half of the window, or, once it holds half or more, all that is left."""
+        lo, hi = self.window[buf]
+        left = hi - lo - self.used[buf]
+        share = (hi - lo) // 2 - self.used[buf]
         return share if share > 0 else left

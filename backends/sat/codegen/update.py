@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from satc.backends.sat.codegen.lowering import MAX_ROWS, LowerCtx, chunks, lowering
@@ -154,12 +156,15 @@ def _pruned_rows(ctx: LowerCtx, n: int, m: int, taps_w: list[int], co: int, ci: 
     Row chunk by row chunk: DMA the rows into ``wgt``, SORE compresses them, and
     an N:M GEMM against an identity block writes the dense pruned rows into an
     ``acc`` tile. ``body(tap, r0, r1, w_tile, pruned_tile, vec_tiles)`` then
-    uses them (``vec_tiles`` scratch rows of Ci fp32 in the vec buffer)."""
+    uses them (``vec_tiles`` scratch rows of Ci fp32 in the vec buffer). Two sets of tiles
+    alternate between chunks (double buffering) unless one chunk covers everything or two
+    sets do not fit."""
     if (n, m) not in ctx.cfg.nm_patterns:
         raise ctx.fail(f"N:M {n}:{m} is not supported by {ctx.cfg.name}",
                        f"use one of {ctx.cfg.nm_patterns}")
     q = nm_k_quantum(n, m)
-    kb = ci if ci <= IDENTITY_BLOCK else max(q, IDENTITY_BLOCK // q * q)
+    block = min(IDENTITY_BLOCK, math.isqrt(ctx.arena.free_bytes("act") // 4))   # as the act room allows
+    kb = ci if ci <= block else max(q, block // q * q)
     eye = ctx.const(f"eye/{kb}", np.eye(kb, dtype=np.float32))
     teye = ctx.alloc("act", kb * kb * 4, "identity block")
     ctx.b.load("act", teye, eye.addr, kb, kb)
@@ -167,18 +172,27 @@ def _pruned_rows(ctx: LowerCtx, n: int, m: int, taps_w: list[int], co: int, ci: 
     per_row = {"wgt": ci * 4 + vcols * 4 + rb + 3 * 64, "acc": ci * 4 + 64}
     if vec_tiles:
         per_row["vec"] = vec_tiles * (ci * 4 + 64)
-    step = min([co, MAX_ROWS] + [ctx.arena.free_bytes(b) // r for b, r in per_row.items()])
+
+    def rows_per_chunk(slots: int) -> int:
+        return min([co, MAX_ROWS] + [ctx.arena.free_bytes(b) // (slots * r) for b, r in per_row.items()])
+    step, slots = rows_per_chunk(2), 2            # double buffering: chunk k + 1 loads while k runs
+    if step < 1 or (len(taps_w) == 1 and rows_per_chunk(1) >= co):
+        step, slots = rows_per_chunk(1), 1
     if step < 1:
         raise ctx.fail(f"one row of {ci} weights does not fit the pruning tiles",
                        "raise wgt, acc and vec buffer bytes")
-    tw = ctx.alloc("wgt", step * ci * 4, "weights")
-    tv = ctx.alloc("wgt", step * vcols * 4, "compressed values")
-    ti = ctx.alloc("wgt", step * rb, "compressed indices")
-    tc = ctx.alloc("acc", step * ci * 4, "pruned weights")
-    scratch = [ctx.alloc("vec", step * ci * 4, "scratch") for _ in range(vec_tiles)]
+    tiles = [(ctx.alloc("wgt", step * ci * 4, "weights"),
+              ctx.alloc("wgt", step * vcols * 4, "compressed values"),
+              ctx.alloc("wgt", step * rb, "compressed indices"),
+              ctx.alloc("acc", step * ci * 4, "pruned weights"),
+              [ctx.alloc("vec", step * ci * 4, "scratch") for _ in range(vec_tiles)])
+             for _ in range(slots)]
     bits = index_bits(m)
+    k = 0
     for t, wa in enumerate(taps_w):
         for r0, r1 in chunks(co, step):
+            tw, tv, ti, tc, scratch = tiles[k % slots]
+            k += 1
             r = r1 - r0
             ctx.b.load("wgt", tw, wa + r0 * ci * 4, r, ci)
             ctx.b.sore(n, m, r, ci, src_buf="wgt", src_addr=tw, val_buf="wgt", val_addr=tv,
