@@ -8,7 +8,7 @@ import torch
 
 import satc
 from satc.backends.sat.codegen import generate, weight_update_nodes
-from satc.backends.sat.codegen.memory import buffer_windows
+from satc.backends.sat.partition import buffer_windows
 from satc.backends.sat.config import load_hardware
 from satc.backends.sat.access import accesses
 from satc.ir.types import Stage

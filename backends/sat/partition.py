@@ -1,0 +1,34 @@
+"""How the compiler partitions the on-chip buffers between nodes.
+
+Weight-update nodes (the optimizer, the next step's N:M pre-generation) get
+the top 1/:data:`UPDATE_SHARE` of every buffer to themselves; every other
+node allocates below it (the GEMM tiling budget, :func:`main_buffer_bytes`).
+"""
+
+from __future__ import annotations
+
+from satc.backends.sat.config import HardwareConfig
+
+#: The weight-update slice is 1/UPDATE_SHARE of each buffer.
+UPDATE_SHARE = 8
+ALIGN = 64                 # on-chip allocation alignment (bytes)
+
+
+def buffer_windows(cfg: HardwareConfig, update: bool) -> dict[str, tuple[int, int]]:
+    """The ``[lo, hi)`` byte window of each buffer a node's arena allocates from.
+
+    The weight updates of a layer need only its gradient, which BP finishes
+    long before the step ends; in their own slice of the buffers they share
+    no address with the forward and backward nodes, so no buffer hazard ties
+    them to the end of the program and the scheduler can overlap them with
+    the rest of BP."""
+    out = {}
+    for b, size in cfg.buffer_bytes.items():
+        cut = size - size // UPDATE_SHARE // ALIGN * ALIGN
+        out[b] = (cut, size) if update else (0, cut)
+    return out
+
+
+def main_buffer_bytes(cfg: HardwareConfig) -> dict[str, int]:
+    """Bytes of each buffer the nodes other than weight updates may use (the tiling budget)."""
+    return {b: hi - lo for b, (lo, hi) in buffer_windows(cfg, update=False).items()}
