@@ -20,6 +20,17 @@ first segment starts no earlier than its smallest head, the last one ends no
 later than its smallest tail before the makespan. With no cut the bound is
 ``min head + work + min tail``, never below the work bound.
 
+The chain also bounds the other engines: a task ``t`` of any engine with a
+path from ``c_j`` to ``t`` and from ``t`` to ``c_k`` runs between the end of
+``c_j`` and the start of ``c_k``, so for every engine ``f``
+
+    end(c_k) >= end(c_j) + work_f(c_j, c_k) + p(c_k)
+
+(``c_0`` is time zero, ``c_{k+1}`` the makespan). A task's window is the
+last cut it descends from and the first it leads to (one pass each way),
+so every ``work_f(c_j, c_k)`` comes from one 2-D prefix sum, and the bound
+takes, cut by cut, the largest of these and the segment rule above.
+
 Ancestor sets of ``e``'s tasks are Python-int bitsets (one bit per task of
 ``e``), so finding the cuts costs one pass over the edges each way.
 """
@@ -29,6 +40,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from satc.backends.sat.isa import ENGINES
 
 if TYPE_CHECKING:
     from satc.passes.schedule.taskgraph import TaskGraph
@@ -119,17 +132,44 @@ def cut_chain_bound(graph: "TaskGraph", engine: int) -> int:
         frm = _distances(graph, prev, max(seg), forward=True)
         return end + max(min(frm[s] for s in seg), other_work([v for v in frm if v != prev], every))
 
+    between = _work_between(graph, chain)
+    ends = [0]                                   # ends[j]: bound on the end of c_j (c_0: time 0)
+
+    def window_start(k: int) -> int:
+        """Earliest start of c_k (k = len(chain): the makespan) by the engines' work between cuts."""
+        return max(ends[j] + int(between[:, j, k].max()) for j in range(k + 1))
+
     prev_bits, end, prev = 0, None, -1
-    for c in chain:
+    for k, c in enumerate(chain):
         bits = anc[c] & ~prev_bits
         seg = segment(bits)
         to_c = _distances(graph, c, min(seg), forward=False)
         leave = max(min(to_c[s] for s in seg),
                     other_work([v for v in to_c if v != c], lambda v: anc[v] & bits == bits))
-        start = enter(seg, bits, prev, end) + int(d[seg].sum()) + leave
+        start = max(enter(seg, bits, prev, end) + int(d[seg].sum()) + leave, window_start(k))
         end = max(int(h[c]), start) + int(d[c])
+        ends.append(end)
         prev, prev_bits = c, anc[c]
     bits = full & ~prev_bits
     last = segment(bits)
     after = other_work(range(min(last), graph.n), lambda v: anc[v] & bits == bits)
-    return enter(last, bits, prev, end) + int(d[last].sum()) + max(int(tails[last].min()), after)
+    return max(enter(last, bits, prev, end) + int(d[last].sum()) + max(int(tails[last].min()), after),
+               window_start(len(chain)))
+
+
+def _work_between(graph: "TaskGraph", chain: list[int]) -> np.ndarray:
+    """``w[f, j, k]``: durations of engine ``f``'s tasks on a path from cut ``j`` to cut ``k``
+    (``j`` = 0: the start, cut ``i`` is ``chain[i - 1]``; ``k`` = len(chain): the end)."""
+    k_end = len(chain)
+    pos = {c: i for i, c in enumerate(chain)}
+    after = np.full(graph.n, -1, np.int64)       # last cut each task descends from (-1: none)
+    for v in range(graph.n):
+        for u in graph.preds[v]:
+            after[v] = max(after[v], after[u], pos.get(u, -1))
+    before = np.full(graph.n, k_end, np.int64)   # first cut each task leads to (k_end: none)
+    for v in range(graph.n - 1, -1, -1):
+        for s in graph.succs[v]:
+            before[v] = min(before[v], before[s], pos.get(s, k_end))
+    w = np.zeros((len(ENGINES), k_end + 1, k_end + 1))
+    np.add.at(w, (graph.engine_ids, after + 1, before), graph.durations)
+    return np.flip(np.cumsum(np.flip(w, 1), 1), 1).cumsum(2)

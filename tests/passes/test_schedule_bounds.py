@@ -90,3 +90,15 @@ def test_cut_chain_counts_other_engines_work_that_must_wait_for_or_precede_every
     assert g.work_bound() == 20 and g.critical_path_bound() == 20
     assert cut_chain_bound(g, ENGINES.index("stce")) == 10 + 20 + 10
     assert int((list_schedule(g) + g.durations).max()) == 40
+
+
+def test_cut_chain_counts_every_engines_work_between_two_cuts():
+    # GEMM -> reduction -> four 10-cycle loads, each feeding a 2-cycle GEMM -> reduction -> GEMM:
+    # the GEMM segment alone needs 10 + 8 cycles, but the load engine needs 40 between the cuts
+    spec = [("stce", 10), ("vector", 5)] + [("load", 10)] * 4 + [("stce", 2)] * 4 \
+        + [("vector", 5), ("stce", 10)]
+    edges = [(0, 1)] + [(1, 2 + i) for i in range(4)] + [(2 + i, 6 + i) for i in range(4)] \
+        + [(6 + i, 10) for i in range(4)] + [(10, 11)]
+    g = _graph(spec, edges)
+    assert cut_chain_bound(g, ENGINES.index("stce")) == 10 + 5 + 40 + 5 + 10
+    assert int((list_schedule(g) + g.durations).max()) == 10 + 5 + 40 + 2 + 5 + 10   # optimal
