@@ -172,6 +172,13 @@ class Graph:
                 out.setdefault(id(v), []).append(n)
         return out
 
+    def weight_update_nodes(self) -> list[Node]:
+        """The nodes that update weights once their gradient is known: the optimizer (OPT)
+        and the next step's N:M pre-generation (SORE nodes that write state), in list order."""
+        new_state = {id(v) for v in self.state_updates.values()}
+        return [n for n in self.nodes if n.stage == Stage.OPT
+                or (n.stage == Stage.SORE and any(id(v) in new_state for v in n.outputs))]
+
     def initial_state(self) -> dict[str, np.ndarray]:
         """Fresh copies of the initial value of every param and buffer."""
         return {k: np.array(self.initializers[k]) for k in self.state}

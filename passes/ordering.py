@@ -4,12 +4,12 @@
 next step's N:M pre-generation (SORE) after the whole backward pass, first
 layer first. The code generator lowers nodes in list order, and the update
 nodes reuse one slice of the on-chip buffers
-(:func:`satc.backends.sat.codegen.memory.buffer_windows`), so list order is
+(:func:`satc.backends.sat.partition.buffer_windows`), so list order is
 the order the updates can run in: the first layer's update, whose gradient
 BP finishes last, would hold back all the others until the end of the step.
 
-:func:`hoist_updates` places every OPT / SORE node of that tail right after
-the last node it must follow -- the producers of its inputs and every node
+:func:`hoist_updates` places each of these nodes (``Graph.weight_update_nodes``)
+right after the last node it must follow -- the producers of its inputs and every node
 that reads the old value of a state tensor it updates in place (the DRAM
 planner writes state updates in place, :mod:`satc.backends.sat.codegen.plan`)
 -- keeping the original order among nodes that become ready together. The
@@ -21,20 +21,15 @@ schedule) the step's makespan falls from 27.7 M to 26.3 M cycles.
 from __future__ import annotations
 
 from satc.ir.graph import Graph, Node
-from satc.ir.types import Stage
 from satc.ir.verifier import verify
 
-UPDATE_STAGES = (Stage.OPT, Stage.SORE)
-
-
 def hoist_updates(graph: Graph) -> Graph:
-    """IR -> IR: a copy of ``graph`` whose update tail (OPT / SORE nodes after the first OPT
-    node) is interleaved into the backward pass as early as dependencies allow."""
+    """IR -> IR: a copy of ``graph`` whose weight-update nodes are interleaved into the
+    backward pass as early as dependencies allow."""
     g = graph.clone()
-    first = next((i for i, n in enumerate(g.nodes) if n.stage == Stage.OPT), None)
-    if first is None:
+    tail = g.weight_update_nodes()
+    if not tail:
         return g
-    tail = [n for n in g.nodes[first:] if n.stage in UPDATE_STAGES]
     moved = {id(n) for n in tail}
     body = [n for n in g.nodes if id(n) not in moved]
     must_follow = _must_follow(g, tail)

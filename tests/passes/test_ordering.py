@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import satc
-from satc.backends.sat.codegen import generate, weight_update_nodes
+from satc.backends.sat.codegen import generate
 from satc.backends.sat.partition import buffer_windows
 from satc.backends.sat.config import load_hardware
 from satc.backends.sat.access import accesses
@@ -56,7 +56,7 @@ def test_update_nodes_touch_only_their_buffer_slice():
     tg, _ = _training_graph("bdwp:2:8", OPTIMIZERS[0])
     g = tile_gemms(hoist_updates(tg), cfg)
     code = generate(g, cfg)
-    updates = weight_update_nodes(g)
+    updates = {id(n) for n in g.weight_update_nodes()}
     upd = [n for n in g.nodes if id(n) in updates]
     assert {n.name for n in g.nodes if n.stage == Stage.OPT} <= {n.name for n in upd}
     pregen = [n for n in upd if n.stage == Stage.SORE]         # next step's weights, from new ones

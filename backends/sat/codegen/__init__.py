@@ -24,7 +24,6 @@ from satc.backends.sat.codegen.tokens import insert_tokens
 from satc.backends.sat.config import HardwareConfig
 from satc.backends.sat.program import Program
 from satc.ir.graph import Graph, Node
-from satc.ir.types import Stage
 
 
 @dataclass(frozen=True)
@@ -45,14 +44,6 @@ class Codegen:
     spans: list[NodeSpan]
 
 
-def weight_update_nodes(graph: Graph) -> set[int]:
-    """ids of the nodes that update weights after BP: the optimizer (OPT) and the next step's
-    N:M pre-generation (SORE nodes that write state)."""
-    new_state = {id(v) for v in graph.state_updates.values()}
-    return {id(n) for n in graph.nodes
-            if n.stage == Stage.OPT or (n.stage == Stage.SORE and any(id(v) in new_state for v in n.outputs))}
-
-
 def generate(graph: Graph, cfg: HardwareConfig,
              state: Mapping[str, np.ndarray] | None = None) -> Codegen:
     """Lower a tiled training graph to a SAT program whose DRAM starts from ``state``."""
@@ -61,7 +52,7 @@ def generate(graph: Graph, cfg: HardwareConfig,
     ctx = LowerCtx(cfg, b, plan.storage, interleave=graph.meta.get("interleave", True))
     ctx.graph_constants = {k: graph.initializers[k] for k in graph.constants}
     spans = []
-    updates = weight_update_nodes(graph)
+    updates = {id(n) for n in graph.weight_update_nodes()}   # own buffer slice (partition.py)
     for i, node in enumerate(graph.nodes):
         start = len(b.instructions)
         if i in plan.halos:

@@ -79,7 +79,7 @@ class LowerCtx:
     # ---- per node
     def begin(self, node: Node, index: int, update: bool = False) -> None:
         """Start lowering ``node`` (the ``index``-th node): a fresh arena, in the weight-update
-        slice of the buffers when ``update`` (:func:`~.memory.buffer_windows`)."""
+        slice of the buffers when ``update`` (:func:`satc.backends.sat.partition.buffer_windows`)."""
         self.node = node
         self.arena = Arena(self.cfg, self.where, from_top=index % 2 == 1, update=update)
 
