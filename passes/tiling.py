@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from satc.backends.sat.config import HardwareConfig
 from satc.backends.sat.isa import DTYPE_BYTES, Instruction
 from satc.backends.sat.nmformat import groups, index_bits, row_bytes
-from satc.backends.sat.partition import ALIGN, main_buffer_bytes
+from satc.backends.sat.partition import ALIGN, buffer_bytes_to_fit, main_buffer_bytes
 from satc.backends.sat.timing import gemm_cycles
 from satc.errors import CompileError
 from satc.ir.graph import Graph, Node
@@ -242,13 +242,17 @@ def gemm_work(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, cfg: Har
 def estimate_cycles(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, slots: int,
                     cfg: HardwareConfig, interleave: bool = True) -> int:
     """Estimated cycles of the whole tiled GEMM on its own (see the module docstring)."""
-    compute, dma = gemm_work(p, mt, nt, kt, dataflow, cfg, interleave)
+    return _overlapped(*gemm_work(p, mt, nt, kt, dataflow, cfg, interleave), slots)
+
+
+def _overlapped(compute: float, dma: float, slots: int) -> int:
+    """Cycles of compute and DMA: overlapped when double buffered, in sequence otherwise."""
     return int(max(compute, dma) if slots == 2 else compute + dma)
 
 
 def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: bool = True) -> Tile:
     """The cheapest tiling of ``p`` that fits ``cfg``'s buffers (less the weight-update slice,
-    :func:`~satc.backends.sat.codegen.memory.buffer_windows`); CompileError if none does.
+    :func:`~satc.backends.sat.partition.buffer_windows`); CompileError if none does.
 
     ``interleave``: the GEMMs use interleave mapping (see the cycle model)."""
     room = main_buffer_bytes(cfg)
@@ -263,8 +267,7 @@ def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: boo
                         continue
                     for df in cfg.dataflows:
                         compute, dma = gemm_work(p, mt, nt, kt, df, cfg, interleave)
-                        t = Tile(mt, nt, kt, df, slots,
-                                 int(max(compute, dma) if slots == 2 else compute + dma), interleave)
+                        t = Tile(mt, nt, kt, df, slots, _overlapped(compute, dma, slots), interleave)
                         cost = t.cycles + DMA_WEIGHT * dma
                         if best is None or cost < best_cost:
                             best, best_cost = t, cost
@@ -274,12 +277,11 @@ def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: boo
         use = p.buffer_use(mt, nt, kt, 1)
         short = [f"{b} buffer needs {use[b]} bytes, {room[b]} of {cfg.name}'s "
                  f"{cfg.buffer_bytes[b]} are free for GEMM tiles" for b in use if use[b] > room[b]]
-        total = cfg.buffer_bytes
         raise CompileError(
             f"layer {node.layer!r} ({node.name}, {node.op}, {node.stage}): the GEMM "
             f"[{p.m}x{p.k}] x [{p.k}x{p.n}] does not fit even at the smallest tile "
             f"(mt={mt}, nt={nt}, kt={kt}): {'; '.join(short)}; fix: raise "
-            + " and ".join(f"{b}_buffer_bytes to at least {-(-use[b] * total[b] // room[b])}"
+            + " and ".join(f"{b}_buffer_bytes to at least {buffer_bytes_to_fit(cfg, b, use[b])}"
                            for b in use if use[b] > room[b])
             + " in the hardware config, or reduce the batch size / image size")
     return best

@@ -32,3 +32,10 @@ def buffer_windows(cfg: HardwareConfig, update: bool) -> dict[str, tuple[int, in
 def main_buffer_bytes(cfg: HardwareConfig) -> dict[str, int]:
     """Bytes of each buffer the nodes other than weight updates may use (the tiling budget)."""
     return {b: hi - lo for b, (lo, hi) in buffer_windows(cfg, update=False).items()}
+
+
+def buffer_bytes_to_fit(cfg: HardwareConfig, buf: str, nbytes: int, update: bool = False) -> int:
+    """The smallest ``<buf>_buffer_bytes`` whose window (:func:`buffer_windows`) holds ``nbytes``
+    (for the fix of an out-of-room error)."""
+    lo, hi = buffer_windows(cfg, update)[buf]
+    return -(-nbytes * cfg.buffer_bytes[buf] // (hi - lo))

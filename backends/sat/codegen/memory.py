@@ -38,7 +38,7 @@ import numpy as np
 
 from satc.backends.sat.config import BUFFER_NAMES, HardwareConfig
 from satc.backends.sat.nmformat import compress_rows, decompress_rows, groups, row_bytes
-from satc.backends.sat.partition import ALIGN, buffer_windows
+from satc.backends.sat.partition import ALIGN, buffer_bytes_to_fit, buffer_windows
 from satc.backends.sat.program import Region
 from satc.errors import CompileError
 
@@ -288,13 +288,12 @@ class Arena:
         lo, hi = self.window[buf]
         cap = hi - lo
         if self.used[buf] + size > cap:
-            total = self.cfg.buffer_bytes[buf]
-            need = -(-(self.used[buf] + size) * total // cap)
+            need = buffer_bytes_to_fit(self.cfg, buf, self.used[buf] + size, self.update)
             raise CompileError(
                 f"{self.where}: {what} needs {size} more bytes of the {buf} buffer "
-                f"({self.used[buf]} in use of the {cap} this node may use, {total} in "
-                f"{self.cfg.name}); fix: raise {buf}_buffer_bytes to at least {need} in the "
-                "hardware config, or reduce the batch size")
+                f"({self.used[buf]} in use of the {cap} this node may use, "
+                f"{self.cfg.buffer_bytes[buf]} in {self.cfg.name}); fix: raise "
+                f"{buf}_buffer_bytes to at least {need} in the hardware config, or reduce the batch size")
         addr = hi - self.used[buf] - size if self.from_top else lo + self.used[buf]
         self.used[buf] += size
         return addr
