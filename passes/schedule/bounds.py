@@ -28,8 +28,25 @@ path from ``c_j`` to ``t`` and from ``t`` to ``c_k`` runs between the end of
 
 (``c_0`` is time zero, ``c_{k+1}`` the makespan). A task's window is the
 last cut it descends from and the first it leads to (one pass each way),
-so every ``work_f(c_j, c_k)`` comes from one 2-D prefix sum, and the bound
-takes, cut by cut, the largest of these and the segment rule above.
+so every ``work_f(c_j, c_k)`` comes from one 2-D prefix sum.
+
+Two more rules couple ``e`` with another engine ``f`` inside a segment
+(Johnson's two-machine argument). *Feeder*: take the tasks ``x`` of ``f``
+that descend from ``c_i`` and have tasks of ``S_i`` among their
+descendants, with ``q(x)`` the work of those descendants, in decreasing
+``q``. Of the first ``j`` of them, the one ``f`` finishes last ends no
+earlier than ``end(c_i)`` + their smallest head + their work, and ``e``
+still owes at least ``q_j`` after it, so
+
+    end(c_{i+1}) >= end(c_i) + max_j (min head + work of the first j + q_j) + dout_i + p(c_{i+1}).
+
+(``q`` counts ``S_i``'s tasks at their durations, or at the least of a run of
+durations when a segment has more than 16 distinct ones.) *Drain* is the
+mirror: tasks ``y`` of ``f`` that lead to ``c_{i+1}`` and have tasks of
+``S_i`` among their ancestors, ``q(y)`` their work; the first of ``j`` of them
+to start waits for ``q_j`` of ``e``'s work after the segment's earliest
+start, then ``f`` runs all ``j``, then the smallest distance to ``c_{i+1}``.
+The bound takes, cut by cut, the largest of these and the rules above.
 
 Ancestor sets of ``e``'s tasks are Python-int bitsets (one bit per task of
 ``e``), so finding the cuts costs one pass over the edges each way.
@@ -132,6 +149,35 @@ def cut_chain_bound(graph: "TaskGraph", engine: int) -> int:
         frm = _distances(graph, prev, max(seg), forward=True)
         return end + max(min(frm[s] for s in seg), other_work([v for v in frm if v != prev], every))
 
+    def flow(seg: list[int], bits: int, dist: dict[int, int], related: list[int]) -> int:
+        """The feeder/drain rule (module docstring): over each other engine's tasks ``v`` in
+        ``dist`` whose ``related`` set meets ``seg``, taken by decreasing ``q`` (the work of
+        ``seg`` in that set), the largest ``min dist + work + q`` of a first few."""
+        masks = _duration_masks([(int(d[s]), rank[s]) for s in seg])
+        rows: dict[int, list[tuple[int, int, int]]] = {}
+        for v, gap in dist.items():
+            m = related[v] & bits
+            if m and eng[v] != engine:
+                q = sum(du * (m & mask).bit_count() for du, mask in masks)
+                rows.setdefault(int(eng[v]), []).append((-q, gap, int(d[v])))
+        best = 0
+        for tasks in rows.values():
+            tasks.sort()                            # most of seg's work related first
+            low, work = None, 0
+            for neg_q, gap, p in tasks:
+                low = gap if low is None else min(low, gap)
+                work += p
+                best = max(best, low + work - neg_q)
+        return best
+
+    def fed(seg: list[int], bits: int, prev: int, end: int | None) -> int:
+        """Earliest end of the last task of ``seg`` by the feeder rule."""
+        if end is None:
+            return flow(seg, bits, {v: int(h[v]) for v in range(max(seg))}, desc)
+        frm = _distances(graph, prev, max(seg), forward=True)
+        del frm[prev]
+        return end + flow(seg, bits, frm, desc)
+
     between = _work_between(graph, chain)
     ends = [0]                                   # ends[j]: bound on the end of c_j (c_0: time 0)
 
@@ -146,15 +192,39 @@ def cut_chain_bound(graph: "TaskGraph", engine: int) -> int:
         to_c = _distances(graph, c, min(seg), forward=False)
         leave = max(min(to_c[s] for s in seg),
                     other_work([v for v in to_c if v != c], lambda v: anc[v] & bits == bits))
-        start = max(enter(seg, bits, prev, end) + int(d[seg].sum()) + leave, window_start(k))
+        first = enter(seg, bits, prev, end)
+        start = max(first + int(d[seg].sum()), fed(seg, bits, prev, end)) + leave
+        drain = flow(seg, bits, {v: gap for v, gap in to_c.items() if v != c}, anc)
+        start = max(start, first + drain, window_start(k))
         end = max(int(h[c]), start) + int(d[c])
         ends.append(end)
         prev, prev_bits = c, anc[c]
     bits = full & ~prev_bits
     last = segment(bits)
-    after = other_work(range(min(last), graph.n), lambda v: anc[v] & bits == bits)
-    return max(enter(last, bits, prev, end) + int(d[last].sum()) + max(int(tails[last].min()), after),
-               window_start(len(chain)))
+    after = max(int(tails[last].min()),
+                other_work(range(min(last), graph.n), lambda v: anc[v] & bits == bits))
+    first = enter(last, bits, prev, end)
+    done = max(first + int(d[last].sum()), fed(last, bits, prev, end))
+    drain = flow(last, bits, {v: int(tails[v]) for v in range(min(last), graph.n)}, anc)
+    return max(done + after, first + drain, window_start(len(chain)))
+
+
+def _duration_masks(tasks: list[tuple[int, int]], groups: int = 16) -> list[tuple[int, int]]:
+    """(duration, bitset) pairs for (duration, bit) ``tasks``: a set's work is at least the sum
+    of duration x popcount of its intersections. Exact for up to ``groups`` distinct durations;
+    beyond, the durations fall into ``groups`` runs of equal size, each counted at its least."""
+    by: dict[int, int] = {}
+    for du, bit in tasks:
+        by[du] = by.get(du, 0) | 1 << bit
+    durs = sorted(by)
+    runs = np.array_split(np.arange(len(durs)), min(groups, len(durs)))
+    out = []
+    for run in runs:
+        mask = 0
+        for i in run:
+            mask |= by[durs[i]]
+        out.append((durs[run[0]], mask))
+    return out
 
 
 def _work_between(graph: "TaskGraph", chain: list[int]) -> np.ndarray:

@@ -94,11 +94,46 @@ def test_cut_chain_counts_other_engines_work_that_must_wait_for_or_precede_every
 
 def test_cut_chain_counts_every_engines_work_between_two_cuts():
     # GEMM -> reduction -> four 10-cycle loads, each feeding a 2-cycle GEMM -> reduction -> GEMM:
-    # the GEMM segment alone needs 10 + 8 cycles, but the load engine needs 40 between the cuts
+    # the GEMM segment alone needs 10 + 8 cycles, but the load engine needs 40 between the cuts,
+    # and the GEMM of whichever load ends last follows it (the feeder rule)
     spec = [("stce", 10), ("vector", 5)] + [("load", 10)] * 4 + [("stce", 2)] * 4 \
         + [("vector", 5), ("stce", 10)]
     edges = [(0, 1)] + [(1, 2 + i) for i in range(4)] + [(2 + i, 6 + i) for i in range(4)] \
         + [(6 + i, 10) for i in range(4)] + [(10, 11)]
     g = _graph(spec, edges)
-    assert cut_chain_bound(g, ENGINES.index("stce")) == 10 + 5 + 40 + 5 + 10
-    assert int((list_schedule(g) + g.durations).max()) == 10 + 5 + 40 + 2 + 5 + 10   # optimal
+    assert cut_chain_bound(g, ENGINES.index("stce")) == 10 + 5 + 40 + 2 + 5 + 10
+    assert int((list_schedule(g) + g.durations).max()) == 10 + 5 + 40 + 2 + 5 + 10   # tight
+
+
+def test_feeder_rule_counts_the_gemm_work_left_after_each_vector_tile():
+    # four 10-cycle vector tiles, each feeding one 2-cycle GEMM of an accumulation chain:
+    # the last tile ends at 40 at the earliest and its GEMM still follows
+    spec = [("vector", 10)] * 4 + [("stce", 2)] * 4
+    edges = [(i, 4 + i) for i in range(4)] + [(4 + i, 5 + i) for i in range(3)]
+    g = _graph(spec, edges)
+    assert g.work_bound() == 40 and g.critical_path_bound() == 18
+    assert cut_chain_bound(g, ENGINES.index("stce")) == 42
+    assert int((list_schedule(g) + g.durations).max()) == 42                    # tight
+
+
+def test_drain_rule_counts_the_gemm_work_before_each_store():
+    # the mirror: a chain of four 2-cycle GEMMs, each result stored in 10 cycles
+    spec = [("stce", 2)] * 4 + [("store", 10)] * 4
+    edges = [(i, i + 1) for i in range(3)] + [(i, 4 + i) for i in range(4)]
+    g = _graph(spec, edges)
+    assert g.work_bound() == 40 and g.critical_path_bound() == 18
+    assert cut_chain_bound(g, ENGINES.index("stce")) == 42
+    assert int((list_schedule(g) + g.durations).max()) == 42
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_bounds_never_exceed_the_optimum_of_random_graphs(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(10, 18))
+    spec = [(str(rng.choice(["load", "stce", "vector", "store"], p=[0.3, 0.4, 0.2, 0.1])),
+             int(rng.integers(1, 12))) for _ in range(n)]
+    p = float(rng.uniform(0.08, 0.3))
+    g = _graph(spec, [(u, v) for v in range(n) for u in range(v) if rng.random() < p])
+    res = schedule_graph(g, "cpsat", time_limit_s=20)
+    assert res.solver_status == "OPTIMAL"
+    assert max(cut_chain_bound(g, e) for e in range(len(ENGINES))) <= res.makespan
