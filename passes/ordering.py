@@ -23,6 +23,7 @@ from __future__ import annotations
 from satc.ir.graph import Graph, Node
 from satc.ir.verifier import verify
 
+
 def hoist_updates(graph: Graph) -> Graph:
     """IR -> IR: a copy of ``graph`` whose weight-update nodes are interleaved into the
     backward pass as early as dependencies allow."""

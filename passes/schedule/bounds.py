@@ -141,13 +141,19 @@ def cut_chain_bound(graph: "TaskGraph", engine: int) -> int:
         ids = [v for v in tasks if eng[v] != engine and covers(v)]
         return int(np.bincount(eng[ids], weights=d[ids]).max()) if ids else 0
 
-    def enter(seg: list[int], bits: int, prev: int, end: int | None) -> int:
-        """Earliest start of the first task of ``seg`` (after cut ``prev`` ending at ``end``)."""
-        every = lambda v: desc[v] & bits == bits          # noqa: E731  (before all of seg)
+    def heads_after(seg: list[int], prev: int, end: int | None) -> dict[int, int]:
+        """Longest-path distance from the end of cut ``prev`` (from time 0 when ``end`` is None)
+        to the start of each task, up to the last of ``seg``, that may run after the cut."""
         if end is None:
-            return max(int(h[seg].min()), other_work(range(min(seg)), every))
+            return {v: int(h[v]) for v in range(max(seg) + 1)}
         frm = _distances(graph, prev, max(seg), forward=True)
-        return end + max(min(frm[s] for s in seg), other_work([v for v in frm if v != prev], every))
+        del frm[prev]
+        return frm
+
+    def enter(seg: list[int], bits: int, head: dict[int, int]) -> int:
+        """Least time from the cut (``head``: :func:`heads_after`) to the first task of ``seg``."""
+        every = lambda v: desc[v] & bits == bits          # noqa: E731  (before all of seg)
+        return max(min(head[s] for s in seg), other_work(head, every))
 
     def flow(seg: list[int], bits: int, dist: dict[int, int], related: list[int]) -> int:
         """The feeder/drain rule (module docstring): over each other engine's tasks ``v`` in
@@ -170,14 +176,6 @@ def cut_chain_bound(graph: "TaskGraph", engine: int) -> int:
                 best = max(best, low + work - neg_q)
         return best
 
-    def fed(seg: list[int], bits: int, prev: int, end: int | None) -> int:
-        """Earliest end of the last task of ``seg`` by the feeder rule."""
-        if end is None:
-            return flow(seg, bits, {v: int(h[v]) for v in range(max(seg))}, desc)
-        frm = _distances(graph, prev, max(seg), forward=True)
-        del frm[prev]
-        return end + flow(seg, bits, frm, desc)
-
     between = _work_between(graph, chain)
     ends = [0]                                   # ends[j]: bound on the end of c_j (c_0: time 0)
 
@@ -192,8 +190,9 @@ def cut_chain_bound(graph: "TaskGraph", engine: int) -> int:
         to_c = _distances(graph, c, min(seg), forward=False)
         leave = max(min(to_c[s] for s in seg),
                     other_work([v for v in to_c if v != c], lambda v: anc[v] & bits == bits))
-        first = enter(seg, bits, prev, end)
-        start = max(first + int(d[seg].sum()), fed(seg, bits, prev, end)) + leave
+        head, base = heads_after(seg, prev, end), 0 if end is None else end
+        first = base + enter(seg, bits, head)
+        start = max(first + int(d[seg].sum()), base + flow(seg, bits, head, desc)) + leave
         drain = flow(seg, bits, {v: gap for v, gap in to_c.items() if v != c}, anc)
         start = max(start, first + drain, window_start(k))
         end = max(int(h[c]), start) + int(d[c])
@@ -203,8 +202,9 @@ def cut_chain_bound(graph: "TaskGraph", engine: int) -> int:
     last = segment(bits)
     after = max(int(tails[last].min()),
                 other_work(range(min(last), graph.n), lambda v: anc[v] & bits == bits))
-    first = enter(last, bits, prev, end)
-    done = max(first + int(d[last].sum()), fed(last, bits, prev, end))
+    head, base = heads_after(last, prev, end), 0 if end is None else end
+    first = base + enter(last, bits, head)
+    done = max(first + int(d[last].sum()), base + flow(last, bits, head, desc))
     drain = flow(last, bits, {v: int(tails[v]) for v in range(min(last), graph.n)}, anc)
     return max(done + after, first + drain, window_start(len(chain)))
 
