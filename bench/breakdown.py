@@ -18,13 +18,13 @@ import argparse
 import math
 
 import numpy as np
-
-from satc.backends.sat.config import load_hardware
+from satc.backends.sat.config import DEFAULT_HARDWARE, load_hardware
+from satc.backends.sat.cost_model import gemm_macs, instruction_cycles
 from satc.backends.sat.isa import ENGINES
-from satc.backends.sat.timing import gemm_macs, instruction_cycles
+from satc.passes.schedule import schedule_program
+
 from satc.compiler import compile as compile_step
 from satc.paper import busy_cycles, training_step
-from satc.passes.schedule import schedule_program
 
 
 def _ws_row_share(ins, cfg) -> float:
@@ -40,7 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="resnet18_cifar:32")
     ap.add_argument("--modes", default="dense,bdwp:2:8")
-    ap.add_argument("--hw", default="sat-vcu1525")
+    ap.add_argument("--hw", default=DEFAULT_HARDWARE)
     args = ap.parse_args()
     cfg = load_hardware(args.hw)
     model, batch = args.model.split(":")[0], int(args.model.split(":")[1])

@@ -16,13 +16,14 @@ import statistics
 import time
 
 import numpy as np
+from satc.backends.sat.config import DEFAULT_HARDWARE
 
 import satc
 
 IMAGE = {"resnet18_cifar": 32, "resnet50_cifar": 32, "vgg16_bn": 32, "resnet18": 224, "resnet50": 224}
 
 
-def compile_zoo(name: str, batch: int, sparsity: str, hw: str = "sat-vcu1525"):
+def compile_zoo(name: str, batch: int, sparsity: str, hw: str = DEFAULT_HARDWARE):
     """satc.compile of zoo model ``name`` at ``batch`` with SGD (momentum 0.9, wd 5e-4)."""
     size = IMAGE[name]
     return satc.compile(name, input_shapes={"x": (batch, 3, size, size)}, sparsity=sparsity,

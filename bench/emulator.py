@@ -27,9 +27,8 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
-
 from satc.backends.sat.builder import ProgramBuilder
-from satc.backends.sat.config import load_hardware
+from satc.backends.sat.config import DEFAULT_HARDWARE, load_hardware
 from satc.backends.sat.emulator import Emulator
 from satc.backends.sat.nmformat import compress_rows, row_bytes
 from satc.backends.sat.program import Program
@@ -37,7 +36,7 @@ from satc.backends.sat.program import Program
 
 def gemm_program(size: int, tile: int, sparse: bool, precision: str) -> Program:
     """C = A @ B (dense) or A @ W^T with W pruned 2:8 along k, tiled at ``tile``."""
-    base = load_hardware("sat-vcu1525")
+    base = load_hardware(DEFAULT_HARDWARE)
     big = 1 << 24
     cfg = dataclasses.replace(base, name="bench", act_buffer_bytes=big, wgt_buffer_bytes=big,
                               acc_buffer_bytes=big, precision=precision)

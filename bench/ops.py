@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import argparse
 
-from satc.driver import load_forward_graph, training_pipeline
 from satc.ir.types import Stage
 from satc.passes.op_count import count_ops
 from satc.passes.optimizer import SGD
+
+from satc.pipeline import CompileOptions, load_model, run_passes
 
 # model, batch: the paper's settings (CIFAR batch 32, ImageNet batch 8)
 DEFAULT_MODELS = [("resnet18_cifar", 32), ("resnet50_cifar", 32), ("resnet18", 8), ("resnet50", 8),
                   ("vgg16_bn", 32), ("vit_tiny", 32)]
 DEFAULT_MODES = ["ff:2:8", "bdwp:2:8", "bdwp:2:4", "bdwp:1:8"]
+
+
+def _training_graph(forward, mode: str):
+    """The training graph of ``forward`` with sparsity ``mode`` and SGD (lr 0.1, momentum 0.9)."""
+    return run_passes(forward, CompileOptions(sparsity=mode, optimizer=SGD(lr=0.1, momentum=0.9)),
+                      until="sparsify")
 
 
 def main() -> None:
@@ -34,11 +41,11 @@ def main() -> None:
           + " | effective GMAC | reduction |")
     print("|---|---|---|---|" + "---|" * len(stages) + "---|---|")
     for name, batch in models:
-        fwd = load_forward_graph(name, batch).graph
-        dense_tg = training_pipeline(fwd, "dense", SGD(lr=0.1, momentum=0.9))
+        fwd = load_model(name, batch=batch).graph
+        dense_tg = _training_graph(fwd, "dense")
         base = count_ops(dense_tg).by_stage()
         for mode in args.modes.split(","):
-            counts = count_ops(training_pipeline(fwd, mode, SGD(lr=0.1, momentum=0.9)))
+            counts = count_ops(_training_graph(fwd, mode))
             per = counts.by_stage()
             d, e = counts.total()
             cells = [f"{per[s][1] / base[s][0]:.3f}" if base[s][0] else f"+{per[s][1] / d:.2%}" for s in stages]

@@ -21,12 +21,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from satc.backends.sat.config import load_hardware
+from satc.backends.sat.config import DEFAULT_HARDWARE, load_hardware
 from satc.backends.sat.program import Program
+from satc.passes.schedule import build_task_graph, schedule_graph, synthetic_program
+
 from satc.compiler import compile as compile_step
 from satc.paper import training_step
-from satc.passes.schedule import build_task_graph, schedule_graph, synthetic_program
-from satc.runner import instruction_labels
 
 
 def bench_row(name: str, program: Program, labels: list[str] | None, time_limit: float, window: int,
@@ -53,13 +53,13 @@ def zoo_run(spec: str, preset: str) -> tuple[str, Program, list[str]]:
     program = prog.program
     short = {"resnet18_cifar": "r18c", "resnet50_cifar": "r50c", "resnet18": "r18", "resnet50": "r50",
              "vgg16_bn": "vgg16", "vit_tiny": "vit"}.get(model, model)
-    return f"{short}/{sparsity}"[:12], program, instruction_labels(prog)
+    return f"{short}/{sparsity}"[:12], program, prog.labels
 
 
 def main() -> None:
     """Print the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="sat-vcu1525")
+    ap.add_argument("--preset", default=DEFAULT_HARDWARE)
     ap.add_argument("--tile", type=int, default=32, help="synthetic layer tile (D = 2 * tile)")
     ap.add_argument("--layers", default="2,4,8,32,128", help="synthetic program sizes, in layers")
     ap.add_argument("--time-limit", type=float, default=10.0, help="CP-SAT seconds per program")

@@ -25,6 +25,17 @@ from satc.errors import SparsityError
 
 SPARSITY_MODES = ("dense", "ff", "bdwp", "bdwp-nested")
 DEFAULT_SRSTE_LAMBDA = 2e-4
+STEM_CHANNELS = (1, 3)  # a conv over the raw image (grey or RGB) stays dense
+
+
+def is_stem_conv(in_channels: int) -> bool:
+    """Whether a conv over ``in_channels`` input channels is the stem, which every sparsity mode keeps dense.
+
+    The stem convolves the raw image (1 channel grey or 3 RGB); the IR pass
+    (:func:`satc.passes.sparsify.sparsify`) and the torch layers
+    (:func:`satc.sparsity.convert`) both use this rule.
+    """
+    return in_channels in STEM_CHANNELS
 
 
 @dataclass(frozen=True)

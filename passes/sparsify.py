@@ -31,16 +31,14 @@ import numpy as np
 
 from satc.errors import SparsityError
 from satc.ir.graph import Graph, Node, Value
-from satc.ir.nm import SparsitySpec, nm_mask, parse_sparsity
+from satc.ir.nm import SparsitySpec, is_stem_conv, nm_mask, parse_sparsity
 from satc.ir.types import Stage
-from satc.ir.verifier import verify
 
 FF_AXIS, BP_AXIS = 1, 0  # weights are [Co, Ci, ...] (conv) or [out, in] (linear)
-STEM_CHANNELS = (1, 3)  # a conv over the raw image (grey or RGB) stays dense
 
 
 @dataclass(frozen=True)
-class LayerSparsity:
+class WeightSparsity:
     """How one weight is treated: ``ff`` / ``bp`` are 'N:M along Ci/Co' or 'dense'."""
 
     layer: str
@@ -56,7 +54,7 @@ class SparsityReport:
     """Which layers are sparse, in which stage, under which spec."""
 
     spec: SparsitySpec
-    layers: list[LayerSparsity] = field(default_factory=list)
+    layers: list[WeightSparsity] = field(default_factory=list)
 
     def sparse_weights(self) -> list[str]:
         """Names of weights pruned in FF."""
@@ -105,7 +103,7 @@ def _insert_before(g: Graph, target: Node, op: str, inputs: list[Value], attrs: 
     return v
 
 
-def _sparsify_weight(g: Graph, spec: SparsitySpec, ff_node: Node, pregenerate: bool) -> LayerSparsity:
+def _sparsify_weight(g: Graph, spec: SparsitySpec, ff_node: Node, pregenerate: bool) -> WeightSparsity:
     w = ff_node.inputs[1]
     name, layer = w.name, ff_node.layer
     nm = f"{spec.n}:{spec.m}"
@@ -165,7 +163,7 @@ def _sparsify_weight(g: Graph, spec: SparsitySpec, ff_node: Node, pregenerate: b
         elif bp_node is not None:
             g.state_updates[f"{name}.ff_dense"] = g.add1("nm_prune", [new_w], ff_attrs, Stage.SORE,
                                                          layer, name=f"{layer}.sore_ff_dense")
-    return LayerSparsity(layer, name, f"{nm} along Ci", bp_desc)
+    return WeightSparsity(layer, name, f"{nm} along Ci", bp_desc)
 
 
 def sparsify(graph: Graph, spec: str | SparsitySpec, exclude: Sequence[str] = (),
@@ -196,11 +194,11 @@ def sparsify(graph: Graph, spec: str | SparsitySpec, exclude: Sequence[str] = ()
         if w.name in seen:
             continue
         seen.add(w.name)
-        stem = node.op == "conv2d" and node.inputs[0].shape[1] in STEM_CHANNELS
+        stem = node.op == "conv2d" and is_stem_conv(node.inputs[0].shape[1])
         if spec.is_dense or stem or node.layer in exclude or w.name in exclude:
             why = "" if spec.is_dense else ("stem (image input)" if stem else "excluded by user")
-            report.layers.append(LayerSparsity(node.layer, w.name, "dense", "dense", reason=why))
+            report.layers.append(WeightSparsity(node.layer, w.name, "dense", "dense", reason=why))
             continue
         report.layers.append(_sparsify_weight(g, spec, node, pregenerate))
     g.meta["sparsity"] = report
-    return verify(g, after_pass="sparsify")
+    return g

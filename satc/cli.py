@@ -32,13 +32,24 @@ def _optimizer(args):
     return SGD(lr=args.lr, momentum=0.9, weight_decay=5e-4)
 
 
-def _training_graph(args):
-    from satc.driver import load_forward_graph, training_pipeline
+DEFAULT_MODEL = "cnn"  # the default model `satc demo` compiles and trains
+DEFAULT_BATCH = 16
 
-    src = load_forward_graph(args.model, args.batch, _parse_shapes(args.input_shape))
-    tg = training_pipeline(src.graph, args.sparsity, _optimizer(args), tuple(args.exclude or ()),
-                           print_after=getattr(args, "print_after", False))
-    return src, tg
+
+def _load(args):
+    from satc.pipeline import load_model
+
+    return load_model(args.model, input_shapes=_parse_shapes(args.input_shape), batch=args.batch)
+
+
+def _training_graph(args):
+    from satc.pipeline import CompileOptions, run_passes
+
+    src = _load(args)
+    options = CompileOptions(sparsity=args.sparsity, optimizer=_optimizer(args),
+                             exclude=tuple(args.exclude or ()),
+                             print_after=getattr(args, "print_after", False))
+    return src, run_passes(src.graph, options)
 
 
 def cmd_zoo(args) -> None:
@@ -57,9 +68,7 @@ def cmd_ir(args) -> None:
     from satc.ir.printer import format_graph
 
     if args.stage == "forward":
-        from satc.driver import load_forward_graph
-
-        print(format_graph(load_forward_graph(args.model, args.batch, _parse_shapes(args.input_shape)).graph))
+        print(format_graph(_load(args).graph))
         return
     _, tg = _training_graph(args)
     stages = None if args.stage == "all" else [args.stage.upper()]
@@ -79,13 +88,11 @@ def cmd_demo(args) -> None:
     """The main job: compile a training step for SAT, train on the emulator, schedule, compare."""
 
     from satc.compiler import compile as compile_step, format_per_layer
-    from satc.data import batches, digits
-    from satc.driver import random_batch
+    from satc.data import batches, digits, random_batch
     from satc.ir.interpreter import interpret
     from satc.models import ZOO
     from satc.passes.op_count import count_ops
     from satc.passes.schedule import format_report, schedule_program
-    from satc.runner import instruction_labels
 
     shape = [args.batch, *ZOO[args.model].input_shape]
     print(f"== compile {args.model} (batch {args.batch}) for {args.hw}, dense and {args.sparsity}")
@@ -118,7 +125,7 @@ def cmd_demo(args) -> None:
     print("\n== offline schedules (CP-SAT, list) of both programs")
     makespans = {}
     for mode, p in progs.items():
-        result = schedule_program(p.program, "cpsat", labels=instruction_labels(p),
+        result = schedule_program(p.program, "cpsat", labels=p.labels,
                                   time_limit_s=args.time_limit, seed=0)
         result.check()
         makespans[mode] = result.makespan
@@ -146,7 +153,6 @@ def cmd_compile(args) -> None:
 
     from satc.backends.sat import disassemble, encode_all
     from satc.compiler import compile as compile_step, format_per_layer
-    from satc.runner import with_manifest
 
     from satc.models import ZOO
 
@@ -158,7 +164,7 @@ def cmd_compile(args) -> None:
                         input_shapes=shapes, exclude=tuple(args.exclude or ()),
                         interleave=not args.no_interleave)
     seconds = time.perf_counter() - t0
-    program = with_manifest(prog)
+    program = prog.program
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.model).stem
@@ -178,11 +184,12 @@ def cmd_run(args) -> None:
     import numpy as np
 
     from satc.data import batches, digits
-    from satc.runner import ProgramRunner
+    from satc.runtime import Session
 
-    runner = ProgramRunner.load(args.program)
-    x_name, y_name = runner.input_order
-    shape = runner.input_shapes[x_name]
+    session = Session.load(args.program)
+    manifest = session.manifest
+    x_name, y_name = manifest.input_order
+    shape = manifest.input_shapes[x_name]
     if args.data == "digits":
         x_tr, y_tr, _, _ = digits()
         if shape[1:] != x_tr.shape[1:]:
@@ -191,17 +198,18 @@ def cmd_run(args) -> None:
         stream = batches(x_tr, y_tr, shape[0], seed=args.seed)
     else:
         rng = np.random.default_rng(args.seed)
-        classes = runner.inputs[y_name].classes
+        classes = manifest.inputs[y_name].classes
         fixed = (rng.standard_normal(shape).astype(np.float32),
-                 rng.integers(0, classes, runner.input_shapes[y_name]).astype(np.int64))
+                 rng.integers(0, classes, manifest.input_shapes[y_name]).astype(np.int64))
         stream = iter(lambda: fixed, None)
-    seconds = runner.cycles / (runner.program.config.clock_mhz * 1e6)
-    print(f"{args.program}: {runner.cycles} cycles per step ({seconds * 1e3:.3f} ms at "
-          f"{runner.program.config.clock_mhz:g} MHz)")
+    clock_mhz = session.program.config.clock_mhz
+    seconds = session.cycles / (clock_mhz * 1e6)
+    print(f"{args.program}: {session.cycles} cycles per step ({seconds * 1e3:.3f} ms at "
+          f"{clock_mhz:g} MHz)")
     for step in range(args.steps):
         xb, yb = next(stream)
         t = time.perf_counter()
-        loss = runner.step(xb, yb)
+        loss = session.step(xb, yb, outputs=()).loss
         print(f"step {step:3d}  loss {loss:.4f}  ({time.perf_counter() - t:.2f} s emulated)")
 
 
@@ -220,7 +228,7 @@ def cmd_schedule(args) -> None:
     """Schedule a program file offline; print utilisation, bounds and the critical path."""
     from satc.backends.sat import Program
     from satc.passes.schedule import format_report, schedule_program, write_gantt, write_trace
-    from satc.runner import rescheduled
+    from satc.runtime import rescheduled
 
     program = Program.load(args.program)
     labels = program.meta.get("satc", {}).get("labels")
@@ -279,7 +287,7 @@ def _add_model_args(p: argparse.ArgumentParser, default_model: str | None = None
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``satc`` command."""
-    from satc.driver import DEFAULT_BATCH, DEFAULT_MODEL
+    from satc.backends.sat.config import DEFAULT_HARDWARE
 
     ap = argparse.ArgumentParser(prog="satc", description="compiler for SAT, the N:M sparse training accelerator")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -296,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_ops)
     p = sub.add_parser("compile", help="compile a training step to a SAT program file")
     _add_model_args(p)
-    p.add_argument("--hw", default="sat-vcu1525", help="hardware preset or TOML file")
+    p.add_argument("--hw", default=DEFAULT_HARDWARE, help="hardware preset or TOML file")
     p.add_argument("-o", "--output", default="out", help="output folder (default out/)")
     p.add_argument("--no-interleave", action="store_true",
                    help="ablation: no interleave mapping (every array pass fills and drains)")
@@ -328,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="design-space sweep: array size x DRAM bandwidth x N:M")
     p.add_argument("model", nargs="?", default="cnn")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--hw", default="sat-vcu1525", help="base hardware preset or TOML file")
+    p.add_argument("--hw", default=DEFAULT_HARDWARE, help="base hardware preset or TOML file")
     p.add_argument("--arrays", default="16,32,64", help="array sizes (rows = cols)")
     p.add_argument("--bandwidths", default="19.25,38.5,77,154", help="DRAM GB/s")
     p.add_argument("--sparsities", default="bdwp:2:8,bdwp:2:4,bdwp:1:8")
@@ -337,11 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("hw", help="SAT hardware configs")
     p.add_argument("action", choices=("show", "list"))
-    p.add_argument("name", nargs="?", default="sat-vcu1525", help="preset name or TOML file")
+    p.add_argument("name", nargs="?", default=DEFAULT_HARDWARE, help="preset name or TOML file")
     p.set_defaults(fn=cmd_hw)
     p = sub.add_parser("demo", help="the main job on the default model and hardware")
     _add_model_args(p, DEFAULT_MODEL)
-    p.add_argument("--hw", default="sat-vcu1525", help="hardware preset or TOML file")
+    p.add_argument("--hw", default=DEFAULT_HARDWARE, help="hardware preset or TOML file")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--time-limit", type=float, default=5.0, help="CP-SAT seconds for the whole solve (split over windows)")
     p.set_defaults(fn=cmd_demo, batch=DEFAULT_BATCH, sparsity="bdwp:2:8")

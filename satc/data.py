@@ -33,3 +33,15 @@ def batches(x: np.ndarray, y: np.ndarray, batch: int, seed: int = 0) -> Iterator
         for i in range(0, len(order) - batch + 1, batch):
             sel = order[i:i + batch]
             yield x[sel], y[sel]
+
+
+def random_batch(graph, num_classes: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Synthetic inputs for every input of ``graph`` (a satc Graph): normal images, uniform labels."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for v in graph.inputs:
+        if v.dtype == "int64":
+            out[v.name] = rng.integers(0, num_classes, v.shape).astype(np.int64)
+        else:
+            out[v.name] = rng.standard_normal(v.shape).astype(v.dtype)
+    return out

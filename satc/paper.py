@@ -29,15 +29,15 @@ from typing import Sequence
 import numpy as np
 
 from satc.backends.sat.codegen import NodeSpan
-from satc.backends.sat.config import HardwareConfig, load_hardware
+from satc.backends.sat.config import DEFAULT_HARDWARE, HardwareConfig, load_hardware
+from satc.backends.sat.cost_model import instruction_cycles
 from satc.backends.sat.isa import ENGINES, Instruction
-from satc.backends.sat.timing import instruction_cycles
 from satc.compiler import compile as compile_step
-from satc.driver import load_forward_graph, training_pipeline
 from satc.ir.graph import Graph
 from satc.errors import CompileError
 from satc.ir.types import Stage
 from satc.passes.op_count import count_ops
+from satc.pipeline import CompileOptions, load_model, run_passes
 from satc.passes.optimizer import SGD
 from satc.passes.schedule import engine_utilisation, schedule_program
 
@@ -74,8 +74,9 @@ class Row:
 def training_step(model: str, batch: int, mode: str, pregenerate: bool = True) -> Graph:
     """The training graph every SAT benchmark compiles: zoo ``model`` at ``batch``, SGD
     (lr 0.05, momentum 0.9, weight decay 5e-4), sparsity ``mode``."""
-    return training_pipeline(load_forward_graph(model, batch).graph, mode,
-                             SGD(lr=0.05, momentum=0.9, weight_decay=5e-4), pregenerate=pregenerate)
+    options = CompileOptions(sparsity=mode, optimizer=SGD(lr=0.05, momentum=0.9, weight_decay=5e-4),
+                             pregenerate=pregenerate)
+    return run_passes(load_model(model, batch=batch).graph, options, until="sparsify")
 
 
 def busy_cycles(spans: Sequence[NodeSpan], instructions: Sequence[Instruction], cfg: HardwareConfig
@@ -96,7 +97,7 @@ def measure(model: str, batch: int, mode: str, cfg, scheduler: str = "list",
     t0 = time.perf_counter()
     prog = compile_step(graph, hw=cfg, interleave=interleave)
     compile_s = time.perf_counter() - t0
-    program = prog.program  # built once: the property encodes the current state every call
+    program = prog.program
     result = schedule_program(program, scheduler, time_limit_s=5)
     result.check()                     # the independent checker: ScheduleError if anything is off
     busy: dict[str, int] = defaultdict(int)
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="satc bench paper", description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS), help="model:batch list")
     ap.add_argument("--modes", default=",".join(MODES))
-    ap.add_argument("--hw", default="sat-vcu1525")
+    ap.add_argument("--hw", default=DEFAULT_HARDWARE)
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--out", default="docs/results-sat.md")
     args = ap.parse_args(argv)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from satc.errors import SparsityError
-from satc.ir.nm import SparsitySpec, parse_sparsity
+from satc.ir.nm import SparsitySpec, is_stem_conv, parse_sparsity
 
 __all__ = ["LayerSparsity", "SparseConv2d", "SparseLinear", "convert", "nm_density",
            "nm_mask", "report"]
@@ -179,7 +179,7 @@ def _dense_reason(name: str, module: nn.Module, spec: SparsitySpec,
         return "mode dense"
     if name in exclude:
         return "excluded"
-    if isinstance(module, nn.Conv2d) and module.in_channels in (1, 3):
+    if isinstance(module, nn.Conv2d) and is_stem_conv(module.in_channels):
         return "stem"
     return None
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from satc.backends.sat.config import load_hardware
+from satc.backends.sat.config import DEFAULT_HARDWARE, load_hardware
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def _measure(point: SweepPoint, hw: str) -> SweepPoint:
 
 
 def run_sweep(model: str, batch: int, arrays: Sequence[int], bandwidths: Sequence[float],
-              sparsities: Sequence[str], hw: str = "sat-vcu1525", jobs: int | None = None
+              sparsities: Sequence[str], hw: str = DEFAULT_HARDWARE, jobs: int | None = None
               ) -> list[SweepPoint]:
     """Measure every (array, bandwidth, sparsity) point; speedups are over dense at the same hardware."""
     modes = list(dict.fromkeys(["dense", *sparsities]))

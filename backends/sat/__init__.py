@@ -2,30 +2,44 @@
 
 Typical use by the compiler::
 
-    cfg = load_hardware("sat-vcu1525")
+    cfg = load_hardware(DEFAULT_HARDWARE)   # "sat-vcu1525"
     b = ProgramBuilder(cfg)            # one method per instruction
     ...
     prog = b.build()                   # Program: config + instructions + DRAM layout
     prog.save("model.satp")
     result = run_program(prog)         # functional emulator; result.read("region")
     report = time_program(prog)        # cycle model: total, per-engine, timeline
+
+Names load lazily (as in :mod:`satc`), so importing one backend module, e.g.
+``satc.backends.sat.isa``, loads only what that module needs.
 """
 
-from satc.backends.sat.builder import ProgramBuilder
-from satc.backends.sat.config import (HardwareConfig, default_hardware, describe_hardware,
-                                      list_presets, load_hardware)
-from satc.backends.sat.emulator import Emulator, run_program
-from satc.backends.sat.isa import (Instruction, assemble, decode, decode_all, disassemble, encode,
-                                   encode_all)
-from satc.backends.sat.nmformat import compress_rows, decompress_rows, pack_indices, unpack_indices
-from satc.backends.sat.program import Program, Region
-from satc.backends.sat.timing import TimingReport, instruction_cycles, simulate, time_program
-from satc.backends.sat.wuve import hp_record
+from __future__ import annotations
 
-__all__ = [
-    "HardwareConfig", "load_hardware", "default_hardware", "describe_hardware", "list_presets",
-    "Instruction", "assemble", "disassemble", "encode", "decode", "encode_all", "decode_all",
-    "Program", "Region", "ProgramBuilder", "Emulator", "run_program",
-    "TimingReport", "simulate", "time_program", "instruction_cycles",
-    "compress_rows", "decompress_rows", "pack_indices", "unpack_indices", "hp_record",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ProgramBuilder": "builder",
+    "DEFAULT_HARDWARE": "config", "HardwareConfig": "config", "default_hardware": "config",
+    "describe_hardware": "config", "list_presets": "config", "load_hardware": "config",
+    "instruction_cycles": "cost_model",
+    "Emulator": "emulator", "run_program": "emulator",
+    "Instruction": "isa", "assemble": "isa", "decode": "isa", "decode_all": "isa",
+    "disassemble": "isa", "encode": "isa", "encode_all": "isa",
+    "compress_rows": "nmformat", "decompress_rows": "nmformat", "pack_indices": "nmformat",
+    "unpack_indices": "nmformat",
+    "Program": "program", "Region": "program",
+    "TimingReport": "timing", "simulate": "timing", "time_program": "timing",
+    "hp_record": "wuve",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,17 +21,19 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
+from satc.backends.sat.isa import BUFFERS, DATAFLOWS, field_width
 from satc.errors import ConfigError, SparsityError
 from satc.ir.nm import check_nm
 
 PRESET_DIR = Path(__file__).with_name("presets")
-BUFFER_NAMES = ("act", "wgt", "acc", "vec")
-DATAFLOWS = ("ws", "os")
+DEFAULT_HARDWARE = "sat-vcu1525"
 PRECISIONS = ("fp32", "mixed")
-# Encoding limits of the ISA (backends/sat/isa.py): buffer addresses are 24-bit
-# byte addresses, DRAM addresses 32-bit byte addresses.
-MAX_BUFFER_BYTES = 1 << 24
-MAX_DRAM_BYTES = 1 << 32
+# Encoding limits of the ISA (the field table of backends/sat/isa.py): buffer
+# and DRAM addresses are byte addresses.
+_BUFFER_ADDR_BITS = field_width("load", "buf_addr")
+_DRAM_ADDR_BITS = field_width("load", "dram_addr")
+MAX_BUFFER_BYTES = 1 << _BUFFER_ADDR_BITS
+MAX_DRAM_BYTES = 1 << _DRAM_ADDR_BITS
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class HardwareConfig:
     @cached_property
     def buffer_bytes(self) -> dict[str, int]:
         """Capacity in bytes of each on-chip buffer, by buffer name."""
-        return {b: getattr(self, f"{b}_buffer_bytes") for b in BUFFER_NAMES}
+        return {b: getattr(self, f"{b}_buffer_bytes") for b in BUFFERS}
 
     @cached_property
     def mixed_precision(self) -> bool:
@@ -159,7 +161,7 @@ def _validate(cfg: HardwareConfig) -> None:
         v = getattr(cfg, f)
         if not isinstance(v, int) or isinstance(v, bool):
             raise _fail(f, f"expected an integer, got {type(v).__name__} {v!r}",
-                        f"set it to an integer ({_FIELD_HELP.get(f, 'see presets/sat-vcu1525.toml')})")
+                        f"set it to an integer ({_FIELD_HELP.get(f, f'see presets/{DEFAULT_HARDWARE}.toml')})")
         low = 1 if f in _POSITIVE_INTS else 0
         if v < low:
             raise _fail(f, f"got {v}", f"it must be >= {low}")
@@ -172,14 +174,14 @@ def _validate(cfg: HardwareConfig) -> None:
     if cfg.dram_efficiency > 1:
         raise _fail("dram_efficiency", f"got {cfg.dram_efficiency}",
                     "it is the achievable fraction of peak bandwidth: use a value in (0, 1]")
-    for b in BUFFER_NAMES:
+    for b in BUFFERS:
         f = f"{b}_buffer_bytes"
         if getattr(cfg, f) > MAX_BUFFER_BYTES:
-            raise _fail(f, f"got {getattr(cfg, f)}",
-                        f"the ISA addresses buffers with 24 bits: use at most {MAX_BUFFER_BYTES}")
+            raise _fail(f, f"got {getattr(cfg, f)}", f"the ISA addresses buffers with {_BUFFER_ADDR_BITS} "
+                        f"bits: use at most {MAX_BUFFER_BYTES}")
     if cfg.dram_bytes > MAX_DRAM_BYTES:
         raise _fail("dram_bytes", f"got {cfg.dram_bytes}",
-                    f"the ISA addresses DRAM with 32 bits: use at most {MAX_DRAM_BYTES}")
+                    f"the ISA addresses DRAM with {_DRAM_ADDR_BITS} bits: use at most {MAX_DRAM_BYTES}")
     _validate_patterns(cfg)
     if not isinstance(cfg.dataflows, tuple) or not cfg.dataflows or \
             any(d not in DATAFLOWS for d in cfg.dataflows) or len(set(cfg.dataflows)) != len(cfg.dataflows):
@@ -225,7 +227,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Hardwar
     missing = [f for f in _FIELDS if f not in data]
     if missing:
         raise ConfigError(f"{source}: missing hardware config field '{missing[0]}'; "
-                          f"add it ({_FIELD_HELP.get(missing[0], 'see presets/sat-vcu1525.toml')})")
+                          f"add it ({_FIELD_HELP.get(missing[0], f'see presets/{DEFAULT_HARDWARE}.toml')})")
     kw = dict(data)
     if isinstance(kw["nm_patterns"], list):
         kw["nm_patterns"] = tuple(tuple(p) if isinstance(p, list) else p for p in kw["nm_patterns"])
@@ -263,8 +265,8 @@ def load_hardware(name_or_path: str | Path) -> HardwareConfig:
 
 
 def default_hardware() -> HardwareConfig:
-    """The default SAT instance, ``sat-vcu1525``."""
-    return load_hardware("sat-vcu1525")
+    """The default SAT instance, :data:`DEFAULT_HARDWARE`."""
+    return load_hardware(DEFAULT_HARDWARE)
 
 
 def describe_hardware(cfg: HardwareConfig) -> str:
@@ -286,7 +288,7 @@ def describe_hardware(cfg: HardwareConfig) -> str:
         macs = cfg.peak_nm_macs_per_cycle(n, m)
         lines.append(f"  peak {n}:{m:<2}       {macs} dense-equiv MAC/cycle = {rate(macs)} "
                      f"({macs / cfg.peak_dense_macs_per_cycle:g}x dense)")
-    lines += [f"  buffers         " + ", ".join(f"{b} {_human(cfg.buffer_bytes[b])}" for b in BUFFER_NAMES),
+    lines += [f"  buffers         " + ", ".join(f"{b} {_human(cfg.buffer_bytes[b])}" for b in BUFFERS),
               f"  DRAM            {_human(cfg.dram_bytes)}, {cfg.dram_bandwidth_gbps:g} GB/s x "
               f"{cfg.dram_efficiency:g} = {cfg.dram_bytes_per_cycle:.1f} B/cycle, "
               f"latency {cfg.dram_latency_cycles} cycles",

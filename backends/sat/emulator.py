@@ -26,12 +26,11 @@ from typing import Callable, Collection, Mapping
 import numpy as np
 
 from satc.backends.sat.access import Access, accesses, check
-from satc.backends.sat.config import BUFFER_NAMES
 from satc.backends.sat.dispatch import issue_order
 from satc.backends.sat.fp16 import single_threaded
 from satc.backends.sat.gemm_operands import (compressed_operand, conversions, dense_converter,
                                              nm_converter)
-from satc.backends.sat.isa import NP_DTYPES, Instruction
+from satc.backends.sat.isa import BUFFERS, NP_DTYPES, Instruction
 from satc.backends.sat.nmformat import compress_rows
 from satc.backends.sat.operand_cache import OperandCache
 from satc.backends.sat.program import Program
@@ -54,7 +53,7 @@ class Emulator:
                        if r.init is not None]
         for _, addr, data in self._image:
             self.dram[addr:addr + data.size] = data
-        self.buffers = {b: np.zeros(self.config.buffer_bytes[b], np.uint8) for b in BUFFER_NAMES}
+        self.buffers = {b: np.zeros(self.config.buffer_bytes[b], np.uint8) for b in BUFFERS}
         instrs = program.instructions
         for i, ins in enumerate(instrs):
             reason = check(ins, self.config)

@@ -314,6 +314,19 @@ class Instruction:
 _FIELD_BY_NAME = {o.name: {f.name: f for f in HEADER + o.fields} for o in OPS}
 
 
+def field_width(op: str, field: str) -> int:
+    """Bit width of ``field`` in opcode ``op``'s table row of :data:`OPS` (header fields included)."""
+    try:
+        return _FIELD_BY_NAME[op][field].width
+    except KeyError:
+        raise ISAError(f"no field {field!r} in op {op!r}; ops: {sorted(_FIELD_BY_NAME)}") from None
+
+
+def field_max(op: str, field: str) -> int:
+    """Largest value ``field`` of opcode ``op`` encodes (``2**width - 1``)."""
+    return (1 << field_width(op, field)) - 1
+
+
 def _check_deps(op: str, raw: Mapping[str, int], engine: str) -> None:
     bit = 1 << ENGINES.index(engine)
     for name in ("wait", "signal"):

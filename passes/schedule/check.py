@@ -29,11 +29,10 @@ from typing import Mapping
 import numpy as np
 
 from satc.backends.sat.access import accesses
-from satc.backends.sat.config import BUFFER_NAMES
+from satc.backends.sat.cost_model import instruction_cycles
 from satc.backends.sat.dispatch import issue_order
-from satc.backends.sat.isa import ENGINES
+from satc.backends.sat.isa import BUFFERS, ENGINES
 from satc.backends.sat.program import Program
-from satc.backends.sat.timing import instruction_cycles
 from satc.errors import ScheduleError
 from satc.passes.schedule.taskgraph import byte_intervals, segment_indices, sorted_distinct
 
@@ -133,7 +132,7 @@ def _union_bytes(iv: np.ndarray) -> int:
 
 def _check_capacity(program: Program, start: dict[int, int], end: dict[int, int],
                     touched: dict[int, list], budget: dict[str, int]) -> None:
-    for b in BUFFER_NAMES:
+    for b in BUFFERS:
         events = []
         for i, acc in touched.items():
             ivs = [iv for sp, _, iv in acc if sp == b]

@@ -35,7 +35,7 @@ import numpy as np
 from ortools.sat.python import cp_model
 from tqdm import tqdm
 
-from satc.backends.sat.config import BUFFER_NAMES
+from satc.backends.sat.isa import BUFFERS
 from satc.passes.schedule.listsched import (NE, Prefix, asap, capacity_ok, list_schedule,
                                             prefix_for)
 from satc.passes.schedule.taskgraph import TaskGraph
@@ -165,7 +165,7 @@ def solve_window(graph: TaskGraph, lo: int, hi: int, prefix: Prefix, hint: np.nd
             m.add(s[j] >= s[i] + int(d[i]))
         if not inner:
             last.append(i)
-    for b, name in enumerate(BUFFER_NAMES):
+    for b, name in enumerate(BUFFERS):
         cap = graph.capacity[name]
         users = [i for i in range(n) if fp[i, b] > 0]
         bg = [k for k in range(len(prefix.bg_fp)) if prefix.bg_fp[k, b] > 0]

@@ -27,8 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from satc.backends.sat.config import BUFFER_NAMES
-from satc.backends.sat.isa import ENGINES
+from satc.backends.sat.isa import BUFFERS, ENGINES
 from satc.errors import ScheduleError
 from satc.passes.schedule.taskgraph import TaskGraph, peak_usage
 
@@ -55,7 +54,7 @@ class Prefix:
     def empty(cls, n: int) -> "Prefix":
         """No fixed prefix: a window of ``n`` tasks that is the whole graph."""
         return cls(np.zeros(n, np.int64), np.zeros(NE, np.int64), np.zeros(0, np.int64),
-                   np.zeros(0, np.int64), np.zeros((0, len(BUFFER_NAMES)), np.int64))
+                   np.zeros(0, np.int64), np.zeros((0, len(BUFFERS)), np.int64))
 
 
 def prefix_for(graph: TaskGraph, starts: np.ndarray, lo: int, hi: int) -> Prefix:
@@ -84,7 +83,7 @@ def list_schedule(graph: TaskGraph, lo: int = 0, hi: int | None = None,
     dur = graph.durations[lo:hi]
     eng = graph.engine_ids[lo:hi]
     fp = graph.footprint[lo:hi]
-    cap = np.array([graph.capacity[b] for b in BUFFER_NAMES], np.int64)
+    cap = np.array([graph.capacity[b] for b in BUFFERS], np.int64)
     prio = graph.bottom_levels()[lo:hi] if priority is None else np.asarray(priority, np.int64)
     bg_total = prefix.bg_fp.sum(axis=0)
     bg_times = np.unique(np.concatenate([prefix.bg_start, prefix.bg_end]))
@@ -96,7 +95,7 @@ def list_schedule(graph: TaskGraph, lo: int = 0, hi: int | None = None,
     heapq.heapify(future)
     ready: list[list[tuple[int, int]]] = [[] for _ in range(NE)]
     running: list[tuple[int, int]] = []
-    usage = np.zeros(len(BUFFER_NAMES), np.int64)
+    usage = np.zeros(len(BUFFERS), np.int64)
     free = prefix.engine_free.copy()
     start = np.full(n, -1, np.int64)
 
@@ -193,7 +192,7 @@ def capacity_ok(graph: TaskGraph, starts: np.ndarray, lo: int = 0, hi: int | Non
     st = np.concatenate([starts, prefix.bg_start])
     en = np.concatenate([starts + graph.durations[lo:hi], prefix.bg_end])
     fp = np.concatenate([graph.footprint[lo:hi], prefix.bg_fp])
-    cap = np.array([graph.capacity[b] for b in BUFFER_NAMES], np.int64)
+    cap = np.array([graph.capacity[b] for b in BUFFERS], np.int64)
     return peak_usage(st, en, fp) <= cap
 
 
@@ -208,7 +207,7 @@ def chain_edges(graph: TaskGraph, starts: np.ndarray, buffer: int) -> list[tuple
     dur = graph.durations
     fp = graph.footprint[:, buffer]
     eng = graph.engine_ids
-    cap = graph.capacity[BUFFER_NAMES[buffer]]
+    cap = graph.capacity[BUFFERS[buffer]]
     chains: list[list[int]] = [[-1, cap, -1]]      # [last task, bytes, end time]
     edges = []
     users = np.flatnonzero(fp > 0)
@@ -229,7 +228,7 @@ def chain_edges(graph: TaskGraph, starts: np.ndarray, buffer: int) -> list[tuple
                 break
         if need:
             raise ScheduleError(f"task {v} ({graph.tasks[v].name}) starts at {sv} with the "
-                                f"{BUFFER_NAMES[buffer]} budget already in use: schedule over budget")
+                                f"{BUFFERS[buffer]} budget already in use: schedule over budget")
         chains = [c for c in chains if c[1] > 0]
         chains.append([int(v), int(fp[v]), sv + int(dur[v])])
     return edges

@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from satc.backends.sat.builder import ProgramBuilder
-from satc.backends.sat.config import BUFFER_NAMES, HardwareConfig
+from satc.backends.sat.config import HardwareConfig
+from satc.backends.sat.isa import BUFFERS
 from satc.backends.sat.nmformat import row_bytes
 from satc.backends.sat.program import Program
 from satc.backends.sat.wuve import hp_record
@@ -56,7 +57,7 @@ def synthetic_program(cfg: HardwareConfig, layers: int, *, streams: int = 2, til
     if layers < 1 or streams < 1 or slots < 1 or tile < 1:
         raise ScheduleError("synthetic_program needs layers, streams, slots and tile >= 1")
     off, slot = _slot_layout(tile)
-    for b in BUFFER_NAMES:
+    for b in BUFFERS:
         if slot[b] * slots > cfg.buffer_bytes[b]:
             raise ScheduleError(f"{slots} slots of {slot[b]} bytes do not fit the {b} buffer of "
                                 f"{cfg.name}; use fewer slots or a smaller tile")

@@ -47,15 +47,15 @@ import networkx as nx
 import numpy as np
 
 from satc.backends.sat.access import Access, accesses
-from satc.backends.sat.config import BUFFER_NAMES
+from satc.backends.sat.cost_model import instruction_cycles
 from satc.backends.sat.dispatch import issue_order
-from satc.backends.sat.isa import ENGINES
+from satc.backends.sat.isa import BUFFERS, ENGINES
 from satc.backends.sat.program import Program
-from satc.backends.sat.timing import instruction_cycles, simulate
+from satc.backends.sat.timing import simulate
 from satc.passes.schedule.bounds import cut_chain_bound
 from satc.errors import ScheduleError
 
-SPACES: tuple[str, ...] = BUFFER_NAMES + ("dram",)
+SPACES: tuple[str, ...] = BUFFERS + ("dram",)
 #: Accesses with more row runs than this are tracked by their extent (conservative).
 MAX_RUNS = 1 << 16
 
@@ -83,7 +83,7 @@ class TaskGraph:
 
     ``preds[t]`` / ``succs[t]`` are sorted task ids; every edge goes from a
     lower to a higher id. ``footprint[t, b]`` is the distinct bytes of buffer
-    ``BUFFER_NAMES[b]`` task ``t`` touches; ``capacity[b]`` its budget.
+    ``BUFFERS[b]`` task ``t`` touches; ``capacity[b]`` its budget.
     ``inorder_start[t]`` is the start of the task in the cycle model of the
     program as written.
     """
@@ -356,17 +356,17 @@ def build_task_graph(program: Program, labels: Sequence[str] | None = None, *,
             succs[u].append(v)
     timeline = simulate(instrs, cfg).timeline
     start = np.array([timeline[t.index].start for t in tasks], dtype=np.int64)
-    fpa = np.array(footprint, dtype=np.int64).reshape(len(tasks), len(BUFFER_NAMES))
+    fpa = np.array(footprint, dtype=np.int64).reshape(len(tasks), len(BUFFERS))
     budget = dict(cfg.buffer_bytes)
     if capacity is None:
         peak = peak_usage(start, start + np.array([t.duration for t in tasks], np.int64), fpa)
-        budget = {b: max(budget[b], int(peak[k])) for k, b in enumerate(BUFFER_NAMES)}
+        budget = {b: max(budget[b], int(peak[k])) for k, b in enumerate(BUFFERS)}
     else:
-        unknown = set(capacity) - set(BUFFER_NAMES)
+        unknown = set(capacity) - set(BUFFERS)
         if unknown:
-            raise ScheduleError(f"capacity for unknown buffers {sorted(unknown)}; buffers: {BUFFER_NAMES}")
+            raise ScheduleError(f"capacity for unknown buffers {sorted(unknown)}; buffers: {BUFFERS}")
         budget.update({b: int(v) for b, v in capacity.items()})
-    for k, b in enumerate(BUFFER_NAMES):
+    for k, b in enumerate(BUFFERS):
         if len(tasks) and fpa[:, k].max() > budget[b]:
             t = int(fpa[:, k].argmax())
             raise ScheduleError(f"task {t} ({tasks[t].name}) alone touches {fpa[t, k]} bytes of the "
@@ -388,7 +388,7 @@ def _region_id(a: Access, region_of: dict[tuple, int], regions: list[tuple[str, 
 def _footprint(region_ids: list[int], regions: list[tuple[str, np.ndarray]]) -> list[int]:
     """Distinct bytes of each on-chip buffer the regions touch together."""
     fp = []
-    for b in BUFFER_NAMES:
+    for b in BUFFERS:
         ivs = [regions[r][1] for r in region_ids if regions[r][0] == b]
         merged = merge_intervals(np.concatenate(ivs)) if len(ivs) > 1 else (ivs[0] if ivs else np.zeros((0, 2), np.int64))
         fp.append(int((merged[:, 1] - merged[:, 0]).sum()))

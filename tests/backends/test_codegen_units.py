@@ -10,7 +10,7 @@ import pytest
 from satc.backends.sat.builder import ProgramBuilder
 from satc.backends.sat.config import load_hardware
 from satc.backends.sat.codegen.memory import Arena, Compressed, Dense, OneHot, TapMajor
-from satc.backends.sat.partition import buffer_windows, main_buffer_bytes
+from satc.backends.sat.codegen.partition import buffer_windows, main_buffer_bytes
 from satc.backends.sat.codegen.tokens import happens_before, insert_tokens, unordered_hazards
 from satc.backends.sat.dispatch import issue_order
 from satc.backends.sat.emulator import run_program
@@ -19,8 +19,8 @@ from satc.errors import CompileError
 from satc.ir.graph import Node
 from satc.ir.nm import nm_mask
 from satc.ir.types import Stage
-from satc.passes import tiling
-from satc.passes.tiling import GemmProblem, choose_tile, estimate_cycles, gemm_work, nm_k_quantum
+from satc.backends.sat.codegen import tiling
+from satc.backends.sat.codegen.tiling import GemmProblem, choose_tile, estimate_cycles, gemm_work, nm_k_quantum
 
 
 def _node() -> Node:

@@ -158,3 +158,10 @@ def test_fields_are_read_only_and_replace_makes_changed_copies():
         ins.cols = 16
     assert ins.cols == 8 and ins.replace(cols=16).cols == 16
     assert encode(ins) == encode(ins.replace(cols=8))
+
+
+def test_field_limits_come_from_the_field_table():
+    assert isa.field_width("load", "buf_addr") == 24 and isa.field_max("gemm", "mt") == 0xFFFF
+    assert isa.field_max("load", "planes") == 0xFFF and isa.field_max("load", "opcode") == 0xF
+    with pytest.raises(ISAError, match="no field 'bogus'"):
+        isa.field_max("gemm", "bogus")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 
 from satc.backends.sat.builder import ProgramBuilder
-from satc.backends.sat.timing import gemm_cycles, instruction_cycles, simulate, time_program
+from satc.backends.sat.cost_model import gemm_cycles, instruction_cycles
+from satc.backends.sat.timing import simulate, time_program
 
 
 def _dma_cycles(cfg, nbytes):

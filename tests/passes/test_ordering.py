@@ -8,13 +8,12 @@ import torch
 
 import satc
 from satc.backends.sat.codegen import generate
-from satc.backends.sat.partition import buffer_windows
+from satc.backends.sat.codegen.partition import buffer_windows
 from satc.backends.sat.config import load_hardware
 from satc.backends.sat.access import accesses
 from satc.ir.types import Stage
 from satc.models import get_model, get_spec
 from satc.passes.ordering import hoist_updates
-from satc.passes.tiling import tile_gemms
 
 
 def _training_graph(spec: str, optimizer):
@@ -54,7 +53,7 @@ def test_updates_move_next_to_their_gradient_and_results_stay_equal(spec, opt):
 def test_update_nodes_touch_only_their_buffer_slice():
     cfg = load_hardware("sat-small")
     tg, _ = _training_graph("bdwp:2:8", OPTIMIZERS[0])
-    g = tile_gemms(hoist_updates(tg), cfg)
+    g = hoist_updates(tg)
     code = generate(g, cfg)
     updates = {id(n) for n in g.weight_update_nodes()}
     upd = [n for n in g.nodes if id(n) in updates]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from satc.backends.sat.config import BUFFER_NAMES, load_hardware
-from satc.backends.sat.isa import ENGINES
+from satc.backends.sat.config import load_hardware
+from satc.backends.sat.isa import BUFFERS, ENGINES
 from satc.passes.schedule import Task, TaskGraph, build_task_graph, schedule_graph, synthetic_program
 from satc.passes.schedule.bounds import cut_chain_bound, heads
 from satc.passes.schedule.improve import forward_backward, reversed_graph
@@ -19,8 +19,8 @@ def _graph(spec: list[tuple[str, int]], edges: list[tuple[int, int]]) -> TaskGra
     tasks = [Task(i, i, e, "x", d, f"t{i}") for i, (e, d) in enumerate(spec)]
     preds = [tuple(sorted(u for u, v in edges if v == t)) for t in range(n)]
     succs = [tuple(sorted(v for u, v in edges if u == t)) for t in range(n)]
-    return TaskGraph(None, tasks, preds, succs, np.zeros((n, len(BUFFER_NAMES)), np.int64),
-                     {b: 1 for b in BUFFER_NAMES}, np.zeros(n, np.int64), 0)
+    return TaskGraph(None, tasks, preds, succs, np.zeros((n, len(BUFFERS)), np.int64),
+                     {b: 1 for b in BUFFERS}, np.zeros(n, np.int64), 0)
 
 
 def test_cut_chain_counts_the_idle_a_reduction_forces():

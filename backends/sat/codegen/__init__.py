@@ -1,11 +1,12 @@
 """Code generation for SAT: a tiled training graph in, a SAT Program out.
 
-Pipeline (:func:`generate`): plan DRAM (:mod:`.plan`, storages in
-:mod:`.memory`), lower every node through the lowering table
-(:data:`.lowering.LOWERINGS`; entries in :mod:`.gemm`, :mod:`.vector`,
-:mod:`.norm`, :mod:`.pool`, :mod:`.update`, :mod:`.transformer`, :mod:`.adamw`), then derive
+Pipeline (:func:`generate`): plan the GEMM tiles (:mod:`.tiling`) and DRAM
+(:mod:`.plan`, storages in :mod:`.memory`; on-chip buffer windows in
+:mod:`.partition`), lower every node through the lowering table
+(:data:`.lowering.LOWERINGS`; one module per IR op family: :mod:`.conv`,
+:mod:`.tensor`, :mod:`.norm`, :mod:`.pool`, :mod:`.loss`, :mod:`.optim`, :mod:`.sparse`), then derive
 the dependency tokens from memory hazards (:mod:`.tokens`). Consumes IR and a HardwareConfig only; never imports a
-frontend. The graph must have been through ``satc.passes.tiling.tile_gemms``.
+frontend.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
-
 from satc.backends.sat.builder import ProgramBuilder
-from satc.backends.sat.codegen import (  # noqa: F401  (register lowerings)
-    adamw, gemm, norm, pool, transformer, update, vector)
+from satc.backends.sat.codegen import conv, loss, norm, optim, pool, sparse, tensor  # noqa: F401  (register lowerings)
 from satc.backends.sat.codegen.lowering import LOWERINGS, LowerCtx
 from satc.backends.sat.codegen.plan import MemoryPlan, plan_memory, zero_halos
+from satc.backends.sat.codegen.tiling import TilePlan, plan_tiles
 from satc.backends.sat.codegen.tokens import insert_tokens
 from satc.backends.sat.config import HardwareConfig
 from satc.backends.sat.program import Program
@@ -37,19 +37,25 @@ class NodeSpan:
 
 @dataclass
 class Codegen:
-    """What :func:`generate` returns: the program, its memory plan and node spans."""
+    """What :func:`generate` returns: the program, its memory and tile plans and node spans."""
 
     program: Program
     plan: MemoryPlan
+    tiles: TilePlan
     spans: list[NodeSpan]
 
 
-def generate(graph: Graph, cfg: HardwareConfig,
-             state: Mapping[str, np.ndarray] | None = None) -> Codegen:
-    """Lower a tiled training graph to a SAT program whose DRAM starts from ``state``."""
+def generate(graph: Graph, cfg: HardwareConfig, state: Mapping[str, np.ndarray] | None = None,
+             interleave: bool = True, tiles: TilePlan | None = None) -> Codegen:
+    """Lower a training graph to a SAT program whose DRAM starts from ``state``.
+
+    ``interleave=False``: no interleave mapping (an ablation); ``tiles``: a tile plan
+    made beforehand by :func:`~.tiling.plan_tiles` (made here when None)."""
+    if tiles is None:
+        tiles = plan_tiles(graph, cfg, interleave)
     b = ProgramBuilder(cfg)
     plan = plan_memory(graph, b, dict(state) if state is not None else graph.initial_state())
-    ctx = LowerCtx(cfg, b, plan.storage, interleave=graph.meta.get("interleave", True))
+    ctx = LowerCtx(cfg, b, plan.storage, tiles, interleave)
     ctx.graph_constants = {k: graph.initializers[k] for k in graph.constants}
     spans = []
     updates = {id(n) for n in graph.weight_update_nodes()}   # own buffer slice (partition.py)
@@ -65,7 +71,7 @@ def generate(graph: Graph, cfg: HardwareConfig,
     sizes = {"dram": raw.dram_size, **cfg.buffer_bytes}
     program = Program(cfg, tuple(insert_tokens(raw.instructions, sizes)), raw.regions,
                       raw.dram_size)
-    return Codegen(program, plan, spans)
+    return Codegen(program, plan, tiles, spans)
 
 
-__all__ = ["generate", "Codegen", "NodeSpan", "MemoryPlan", "LOWERINGS"]
+__all__ = ["generate", "Codegen", "NodeSpan", "MemoryPlan", "TilePlan", "plan_tiles", "LOWERINGS"]

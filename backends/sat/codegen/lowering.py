@@ -22,17 +22,19 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-
 from satc.backends.sat.builder import ProgramBuilder
 from satc.backends.sat.codegen.memory import Arena, Dense, Storage, TapMajor, View3
+from satc.backends.sat.codegen.tiling import TilePlan
 from satc.backends.sat.config import HardwareConfig
+from satc.backends.sat.isa import field_max
 from satc.backends.sat.program import Region
-from satc.errors import CompileError
 from satc.ir.graph import Node, Value
 
+from satc.errors import CompileError
+
 Pads = tuple[int, int, int, int]
-MAX_ROWS = 0xFFFF          # rows / cols / 16-bit stride fields
-MAX_PLANES = 0xFFF         # DMA planes (12 bits)
+MAX_ROWS = field_max("load", "rows")        # rows / cols / 16-bit stride fields
+MAX_PLANES = field_max("load", "planes")    # DMA planes
 
 
 @dataclass(frozen=True)
@@ -61,12 +63,13 @@ def lowering(*ops: str, pads: Callable | None = None, alias: Callable | None = N
 
 
 class LowerCtx:
-    """What a lowering sees: config, builder, storages, the node's arena and constants;
-    ``interleave``: GEMMs outside the tiling pass use interleave mapping too."""
+    """What a lowering sees: config, builder, storages, the tile plan, the node's arena and
+    constants; ``interleave``: GEMMs outside the tile plan use interleave mapping too."""
 
     def __init__(self, cfg: HardwareConfig, builder: ProgramBuilder,
-                 storage: dict[str, Storage], interleave: bool = True) -> None:
+                 storage: dict[str, Storage], tiles: TilePlan, interleave: bool = True) -> None:
         self.cfg = cfg
+        self.tiles = tiles
         self.interleave = interleave
         self.b = builder
         self.storage = storage
@@ -79,7 +82,7 @@ class LowerCtx:
     # ---- per node
     def begin(self, node: Node, index: int, update: bool = False) -> None:
         """Start lowering ``node`` (the ``index``-th node): a fresh arena, in the weight-update
-        slice of the buffers when ``update`` (:func:`satc.backends.sat.partition.buffer_windows`)."""
+        slice of the buffers when ``update`` (:func:`satc.backends.sat.codegen.partition.buffer_windows`)."""
         self.node = node
         self.arena = Arena(self.cfg, self.where, from_top=index % 2 == 1, update=update)
 

@@ -32,17 +32,23 @@ time); the token pass orders any reuse.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
-
-from satc.backends.sat.config import BUFFER_NAMES, HardwareConfig
+from satc.backends.sat.codegen.partition import (
+    align,
+    buffer_bytes_to_fit,
+    buffer_windows,
+)
+from satc.backends.sat.config import HardwareConfig
+from satc.backends.sat.isa import BUFFERS
 from satc.backends.sat.nmformat import compress_rows, decompress_rows, groups, row_bytes
-from satc.backends.sat.partition import ALIGN, buffer_bytes_to_fit, buffer_windows
 from satc.backends.sat.program import Region
-from satc.errors import CompileError
+
+from satc.errors import CompileError, ProgramFileError
 
 Reader = Callable[[str], np.ndarray]
+RegionOf = Callable[[str], Region]          # region by name, for reading a storage back from JSON
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,18 @@ class Dense:
     region: Region
     shape: tuple[int, ...]
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+    KIND: ClassVar[str] = "dense"
+
+    def to_json(self) -> dict[str, Any]:
+        """The storage as JSON (regions by name), for a program file's manifest."""
+        return {"kind": self.KIND, "region": self.region.name, "shape": list(self.shape),
+                "pads": list(self.pads)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], region_of: RegionOf) -> "Dense":
+        """The storage written by :meth:`to_json`; ``region_of`` looks regions up by name."""
+        return cls(region_of(d["region"]), tuple(d["shape"]), tuple(d["pads"]))
 
     @property
     def regions(self) -> tuple[Region, ...]:
@@ -131,6 +149,17 @@ class TapMajor:
     region: Region
     shape: tuple[int, int, int, int]
 
+    KIND: ClassVar[str] = "tap_major"
+
+    def to_json(self) -> dict[str, Any]:
+        """The storage as JSON (regions by name), for a program file's manifest."""
+        return {"kind": self.KIND, "region": self.region.name, "shape": list(self.shape)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], region_of: RegionOf) -> "TapMajor":
+        """The storage written by :meth:`to_json`; ``region_of`` looks regions up by name."""
+        return cls(region_of(d["region"]), tuple(d["shape"]))
+
     @property
     def regions(self) -> tuple[Region, ...]:
         """The DRAM regions of this storage."""
@@ -172,6 +201,19 @@ class Compressed:
     n: int
     m: int
     axis: int
+
+    KIND: ClassVar[str] = "compressed"
+
+    def to_json(self) -> dict[str, Any]:
+        """The storage as JSON (regions by name), for a program file's manifest."""
+        return {"kind": self.KIND, "values": self.values.name, "indices": self.indices.name,
+                "shape": list(self.shape), "n": self.n, "m": self.m, "axis": self.axis}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], region_of: RegionOf) -> "Compressed":
+        """The storage written by :meth:`to_json`; ``region_of`` looks regions up by name."""
+        return cls(region_of(d["values"]), region_of(d["indices"]), tuple(d["shape"]),
+                   int(d["n"]), int(d["m"]), int(d["axis"]))
 
     @property
     def regions(self) -> tuple[Region, ...]:
@@ -239,6 +281,17 @@ class OneHot:
     region: Region
     classes: int
 
+    KIND: ClassVar[str] = "one_hot"
+
+    def to_json(self) -> dict[str, Any]:
+        """The storage as JSON (regions by name), for a program file's manifest."""
+        return {"kind": self.KIND, "region": self.region.name, "classes": self.classes}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], region_of: RegionOf) -> "OneHot":
+        """The storage written by :meth:`to_json`; ``region_of`` looks regions up by name."""
+        return cls(region_of(d["region"]), int(d["classes"]))
+
     @property
     def regions(self) -> tuple[Region, ...]:
         """The DRAM regions of this storage."""
@@ -261,6 +314,18 @@ class OneHot:
 
 Storage = Dense | TapMajor | Compressed | OneHot
 
+STORAGE_KINDS: dict[str, type[Storage]] = {c.KIND: c for c in (Dense, TapMajor, Compressed, OneHot)}
+
+
+def storage_from_json(d: dict[str, Any], region_of: RegionOf) -> Storage:
+    """The storage of a manifest entry, by its ``"kind"`` tag (:data:`STORAGE_KINDS`)."""
+    kind = d.get("kind")
+    cls = STORAGE_KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ProgramFileError(f"program manifest names unknown storage kind {kind!r}; known kinds: "
+                               f"{sorted(STORAGE_KINDS)}; fix: recompile with `satc compile`")
+    return cls.from_json(d, region_of)
+
 
 class Arena:
     """Per-node bump allocator over a window of each on-chip buffer (:func:`buffer_windows`).
@@ -280,11 +345,11 @@ class Arena:
         self.from_top = from_top
         self.update = update
         self.window = buffer_windows(cfg, update)
-        self.used = {b: 0 for b in BUFFER_NAMES}
+        self.used = {b: 0 for b in BUFFERS}
 
     def alloc(self, buf: str, nbytes: int, what: str) -> int:
         """Byte address of a fresh ``nbytes`` tile in ``buf``."""
-        size = -(-max(nbytes, 1) // ALIGN) * ALIGN
+        size = align(max(nbytes, 1))
         lo, hi = self.window[buf]
         cap = hi - lo
         if self.used[buf] + size > cap:

@@ -1,4 +1,7 @@
-"""Batch normalisation (training mode) on the vector unit.
+"""Lowerings of the norm op family (``ir/ops/norm.py``): batch and layer normalisation on the
+vector unit.
+
+Batch normalisation (training mode):
 
 Per-channel statistics are reductions of ``[C, H*W]`` chunk tiles (one
 image's channels; ``[rows, C]`` for rank-2 inputs), accumulated across
@@ -11,13 +14,35 @@ across the passes when it fits, otherwise it is reloaded per pass.
   running stats with torch's momentum rule (unbiased running variance);
 * input gradient: dx = gamma*invstd * (dy - mean(dy) - xhat*mean(dy*xhat));
 * parameter gradients: dgamma = sum(dy*xhat), dbeta = sum(dy).
+
+Layer normalisation over the trailing axes (rows of a ``[rows, cols]`` matrix):
+
+* ``layernorm`` -- two passes per chunk as the reference: mean, then the
+  variance of ``x - mean``; ``y = (x - mean) * invstd * gamma + beta``;
+  ``layernorm_grad_input`` -- ``dx = invstd * (g - mean(g) - xhat *
+  mean(g * xhat))`` with ``g = dy * gamma``; ``layernorm_grad_params`` --
+  ``dgamma = sum(dy * xhat)``, ``dbeta = sum(dy)`` over rows.
 """
 
 from __future__ import annotations
 
-from satc.backends.sat.codegen.lowering import LowerCtx, lowering, same_views
-from satc.backends.sat.codegen.vector import (_bcast, _channel_chunks, _Channels, _load_vector,
-                                              _reduce_channels, _store_vector, _tile_bytes)
+from satc.backends.sat.codegen.lowering import LowerCtx, chunks, lowering, same_views
+from satc.backends.sat.codegen.memory import View3
+from satc.backends.sat.codegen.tensor import (
+    _bcast,
+    _channel_chunks,
+    _Channels,
+    _col,
+    _flat,
+    _load_row_vector,
+    _load_vector,
+    _matrix,
+    _norm_cols,
+    _reduce_channels,
+    _row_tiles,
+    _store_vector,
+    _tile_bytes,
+)
 from satc.ir.graph import Node
 
 
@@ -174,3 +199,95 @@ def lower_batchnorm_grad_params(ctx: LowerCtx, node: Node) -> None:
     _store_vector(ctx, node.outputs[1], dbeta)
 
 
+# ---------------------------------------------------------------- layernorm
+@lowering("layernorm")
+def lower_layernorm(ctx: LowerCtx, node: Node) -> None:
+    """y = (x - mean) * invstd * gamma + beta over the trailing axes; also mean and invstd."""
+    x, gamma, beta = node.inputs
+    y, mean, invstd = node.outputs
+    d = _norm_cols(node, x)
+    xv, yv = _matrix(ctx, x, d), _matrix(ctx, y, d)
+    mdram, idram = _flat(ctx, mean).region.addr, _flat(ctx, invstd).region.addr
+    vg, vb = _load_row_vector(ctx, gamma, "gamma"), _load_row_vector(ctx, beta, "beta")
+    eps = float(node.attrs["eps"])
+    step, slots = _row_tiles(ctx, xv.planes, {"x": d, "y": d, "mean": 1, "var": 1, "inv": 1},
+                             "layernorm")
+    for i, (r0, r1) in enumerate(chunks(xv.planes, step)):
+        t, r = slots[i % len(slots)], r1 - r0
+        ctx.dma3("load", xv, r0, r1, "vec", t["x"])
+        ctx.b.vec("reduce_sum", r, d, s0_addr=t["x"], d_addr=t["mean"], axis=1)
+        _col(ctx, "mul_imm", r, t["mean"], t["mean"], imm=1.0 / d)
+        ctx.b.vec("sub", r, d, s0_addr=t["x"], s1_addr=t["mean"], d_addr=t["y"], bcast="col")
+        ctx.b.vec("reduce_sumsq", r, d, s0_addr=t["y"], d_addr=t["var"], axis=1)
+        _col(ctx, "mul_imm", r, t["var"], t["var"], imm=1.0 / d)
+        _col(ctx, "rsqrt", r, t["var"], t["inv"], imm=eps)
+        ctx.b.vec("mul", r, d, s0_addr=t["y"], s1_addr=t["inv"], d_addr=t["y"], bcast="col")
+        ctx.b.vec("mul", r, d, s0_addr=t["y"], s1_addr=vg, d_addr=t["y"], bcast="row")
+        ctx.b.vec("add", r, d, s0_addr=t["y"], s1_addr=vb, d_addr=t["y"], bcast="row")
+        ctx.dma3("store", yv, r0, r1, "vec", t["y"])
+        ctx.b.store("vec", t["mean"], mdram + r0 * 4, 1, r)
+        ctx.b.store("vec", t["inv"], idram + r0 * 4, 1, r)
+
+
+def _xhat(ctx: LowerCtx, t: dict[str, int], r: int, d: int) -> None:
+    """t['x'] <- (x - mean) * invstd in place."""
+    ctx.b.vec("sub", r, d, s0_addr=t["x"], s1_addr=t["mean"], d_addr=t["x"], bcast="col")
+    ctx.b.vec("mul", r, d, s0_addr=t["x"], s1_addr=t["inv"], d_addr=t["x"], bcast="col")
+
+
+def _load_ln_chunk(ctx: LowerCtx, views: dict[str, View3], stats: tuple[int, int],
+                   t: dict[str, int], r0: int, r1: int) -> None:
+    for k, v in views.items():
+        ctx.dma3("load", v, r0, r1, "vec", t[k])
+    ctx.b.load("vec", t["mean"], stats[0] + r0 * 4, 1, r1 - r0)
+    ctx.b.load("vec", t["inv"], stats[1] + r0 * 4, 1, r1 - r0)
+
+
+@lowering("layernorm_grad_input")
+def lower_layernorm_grad_input(ctx: LowerCtx, node: Node) -> None:
+    """dx = invstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma, per row."""
+    dy, x, gamma, mean, invstd = node.inputs
+    d = _norm_cols(node, x)
+    views = {"x": _matrix(ctx, x, d), "dy": _matrix(ctx, dy, d)}
+    out = _matrix(ctx, node.outputs[0], d)
+    stats = (_flat(ctx, mean).region.addr, _flat(ctx, invstd).region.addr)
+    vg = _load_row_vector(ctx, gamma, "gamma")
+    step, slots = _row_tiles(ctx, out.planes, {"x": d, "dy": d, "t": d, "mean": 1, "inv": 1,
+                                                "a": 1, "b": 1}, "layernorm_grad_input")
+    for i, (r0, r1) in enumerate(chunks(out.planes, step)):
+        t, r = slots[i % len(slots)], r1 - r0
+        _load_ln_chunk(ctx, views, stats, t, r0, r1)
+        _xhat(ctx, t, r, d)
+        ctx.b.vec("mul", r, d, s0_addr=t["dy"], s1_addr=vg, d_addr=t["dy"], bcast="row")
+        ctx.b.vec("reduce_sum", r, d, s0_addr=t["dy"], d_addr=t["a"], axis=1)
+        ctx.b.vec("mul", r, d, s0_addr=t["dy"], s1_addr=t["x"], d_addr=t["t"])
+        ctx.b.vec("reduce_sum", r, d, s0_addr=t["t"], d_addr=t["b"], axis=1)
+        _col(ctx, "mul_imm", r, t["a"], t["a"], imm=1.0 / d)
+        _col(ctx, "mul_imm", r, t["b"], t["b"], imm=1.0 / d)
+        ctx.b.vec("mul", r, d, s0_addr=t["x"], s1_addr=t["b"], d_addr=t["t"], bcast="col")
+        ctx.b.vec("sub", r, d, s0_addr=t["dy"], s1_addr=t["t"], d_addr=t["t"])
+        ctx.b.vec("sub", r, d, s0_addr=t["t"], s1_addr=t["a"], d_addr=t["t"], bcast="col")
+        ctx.b.vec("mul", r, d, s0_addr=t["t"], s1_addr=t["inv"], d_addr=t["t"], bcast="col")
+        ctx.dma3("store", out, r0, r1, "vec", t["t"])
+
+
+@lowering("layernorm_grad_params")
+def lower_layernorm_grad_params(ctx: LowerCtx, node: Node) -> None:
+    """dgamma = sum over rows of dy * xhat, dbeta = sum over rows of dy."""
+    dy, x, mean, invstd = node.inputs
+    d = _norm_cols(node, x)
+    views = {"x": _matrix(ctx, x, d), "dy": _matrix(ctx, dy, d)}
+    stats = (_flat(ctx, mean).region.addr, _flat(ctx, invstd).region.addr)
+    dgamma, dbeta = (ctx.alloc("vec", d * 4, n) for n in ("dgamma", "dbeta"))
+    rows = views["x"].planes
+    step, slots = _row_tiles(ctx, rows, {"x": d, "dy": d, "mean": 1, "inv": 1},
+                             "layernorm_grad_params")
+    for i, (r0, r1) in enumerate(chunks(rows, step)):
+        t, r = slots[i % len(slots)], r1 - r0
+        _load_ln_chunk(ctx, views, stats, t, r0, r1)
+        _xhat(ctx, t, r, d)
+        ctx.b.vec("mul", r, d, s0_addr=t["x"], s1_addr=t["dy"], d_addr=t["x"])
+        ctx.b.vec("reduce_sum", r, d, s0_addr=t["x"], d_addr=dgamma, axis=0, accumulate=i > 0)
+        ctx.b.vec("reduce_sum", r, d, s0_addr=t["dy"], d_addr=dbeta, axis=0, accumulate=i > 0)
+    for v, addr in zip(node.outputs, (dgamma, dbeta)):
+        ctx.b.store("vec", addr, _flat(ctx, v).region.addr, 1, d)

@@ -34,14 +34,21 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-
 from satc.backends.sat.builder import ProgramBuilder
 from satc.backends.sat.codegen.lowering import LOWERINGS, MAX_PLANES, LowerCtx
-from satc.backends.sat.codegen.memory import Compressed, Dense, OneHot, Storage, TapMajor
+from satc.backends.sat.codegen.memory import (
+    Compressed,
+    Dense,
+    OneHot,
+    Storage,
+    TapMajor,
+)
+from satc.backends.sat.codegen.partition import align
 from satc.backends.sat.program import Region
-from satc.errors import CompileError
 from satc.ir.graph import Graph, Value
 from satc.ir.types import Stage
+
+from satc.errors import CompileError
 
 WEIGHT_STAGES = (Stage.WU, Stage.OPT, Stage.SORE)
 
@@ -83,7 +90,7 @@ class _Pool:
         self.top = 0
 
     def alloc(self, size: int) -> int:
-        size = -(-size // POOL_ALIGN) * POOL_ALIGN
+        size = align(size)
         fits = [(sz, off, i) for i, (off, sz) in enumerate(self.free) if sz >= size]
         if not fits:
             if self.free and self.free[-1][0] + self.free[-1][1] == self.top:
@@ -100,7 +107,7 @@ class _Pool:
         return off
 
     def release(self, off: int, size: int) -> None:
-        size = -(-size // POOL_ALIGN) * POOL_ALIGN
+        size = align(size)
         blocks = sorted(self.free + [(off, size)])
         merged: list[tuple[int, int]] = []
         for o, sz in blocks:
@@ -111,7 +118,6 @@ class _Pool:
         self.free = merged
 
 
-POOL_ALIGN = 64
 
 
 def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -> MemoryPlan:

@@ -27,16 +27,16 @@ a scale by 1/(H*W); its gradient multiplies a ones tile by the per-plane
 from __future__ import annotations
 
 import numpy as np
-
-from satc.backends.sat.codegen.lowering import MAX_PLANES, MAX_ROWS, LowerCtx, chunks, lowering
+from satc.backends.sat.codegen.lowering import (
+    MAX_PLANES,
+    MAX_ROWS,
+    LowerCtx,
+    chunks,
+    lowering,
+)
 from satc.backends.sat.codegen.memory import Dense
+from satc.backends.sat.codegen.partition import ALIGN, align
 from satc.ir.graph import Node
-
-ALIGN = 64
-
-
-def _al(nbytes: int) -> int:
-    return -(-nbytes // ALIGN) * ALIGN
 
 
 class _Geometry:
@@ -128,8 +128,8 @@ def lower_maxpool(ctx: LowerCtx, node: Node) -> None:
     gk = geo.g * geo.kh
     per_plane = gk * geo.wt * 4 + geo.ho * geo.wo * 4
     step, slots = geo.planes_per_chunk(ctx, per_plane, gk)
-    tiles = [(ctx.alloc("vec", _al(step * gk * geo.wt * 4), "pool rows"),
-              ctx.alloc("vec", _al(step * geo.ho * geo.wo * 4), "pool output"))
+    tiles = [(ctx.alloc("vec", align(step * gk * geo.wt * 4), "pool rows"),
+              ctx.alloc("vec", align(step * geo.ho * geo.wo * 4), "pool output"))
              for _ in range(slots)]
     yv = y.view3()
     for xt, _ in tiles:
@@ -153,10 +153,10 @@ def lower_maxpool_grad(ctx: LowerCtx, node: Node) -> None:
     gk = g * kh
     per_plane = 2 * gk * wt * 4 + g * wo * 4 + sh * g * wt * 4
     step, slots = geo.planes_per_chunk(ctx, per_plane, max(gk, sh * g))
-    tiles = [(ctx.alloc("vec", _al(step * gk * wt * 4), "pool rows"),
-              ctx.alloc("vec", _al(step * g * wo * 4), "pooled gradient"),
-              ctx.alloc("vec", _al(step * gk * wt * 4), "window gradient"),
-              ctx.alloc("vec", _al(step * sh * g * wt * 4), "input gradient"))
+    tiles = [(ctx.alloc("vec", align(step * gk * wt * 4), "pool rows"),
+              ctx.alloc("vec", align(step * g * wo * 4), "pooled gradient"),
+              ctx.alloc("vec", align(step * gk * wt * 4), "window gradient"),
+              ctx.alloc("vec", align(step * sh * g * wt * 4), "input gradient"))
              for _ in range(slots)]
     zeros = ctx.const(f"zeros/{wo}", np.zeros(wo, np.float32))
     for xt, dt, _, _ in tiles:
@@ -195,8 +195,8 @@ def lower_global_avgpool(ctx: LowerCtx, node: Node) -> None:
     vx, vy = ctx.dense(node.inputs[0]).view3(), ctx.dense(node.outputs[0]).view3()
     hw = vx.rows * vx.cols
     step, slots = ctx.chunking(vx, 2)
-    tiles = [(ctx.alloc("vec", _al(step * hw * 4), "pool input"),
-              ctx.alloc("vec", _al(step * 4), "pool output")) for _ in range(slots)]
+    tiles = [(ctx.alloc("vec", align(step * hw * 4), "pool input"),
+              ctx.alloc("vec", align(step * 4), "pool output")) for _ in range(slots)]
     for i, (p0, p1) in enumerate(chunks(vx.planes, step)):
         xt, yt = tiles[i % slots]
         ctx.dma3("load", vx, p0, p1, "vec", xt)
@@ -212,9 +212,9 @@ def lower_global_avgpool_grad(ctx: LowerCtx, node: Node) -> None:
     hw = vdx.rows * vdx.cols
     step, slots = ctx.chunking(vdx, 3)
     ones = ctx.const(f"ones/{hw}", np.ones(hw, np.float32))
-    tiles = [(ctx.alloc("vec", _al(step * hw * 4), "ones"),
-              ctx.alloc("vec", _al(step * 4), "pooled gradient"),
-              ctx.alloc("vec", _al(step * hw * 4), "input gradient")) for _ in range(slots)]
+    tiles = [(ctx.alloc("vec", align(step * hw * 4), "ones"),
+              ctx.alloc("vec", align(step * 4), "pooled gradient"),
+              ctx.alloc("vec", align(step * hw * 4), "input gradient")) for _ in range(slots)]
     for ot, _, _ in tiles:
         ctx.b.load("vec", ot, ones.addr, step, hw, dram_row_stride=0)
     for i, (p0, p1) in enumerate(chunks(vdx.planes, step)):

@@ -25,7 +25,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-
 from satc.backends.sat.access import Access, accesses
 from satc.backends.sat.isa import ENGINES, Instruction
 

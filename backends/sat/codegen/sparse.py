@@ -1,8 +1,5 @@
-"""Lowerings of the weight-update side: SGD on the WUVE, SR-STE and SORE pre-generation.
+"""Lowerings of the sparse op family (``ir/ops/sparse.py``): SORE pre-generation and SR-STE.
 
-* ``sgd`` -- WUVE ``sgd`` over contiguous chunks of the fp32 master weight,
-  its gradient and momentum, in place (the state's DRAM storage), with the
-  hyper-parameters from an 8-word record in DRAM.
 * ``nm_prune`` -- the SORE stage: each tap matrix of the freshly updated
   dense weight is pruned and compressed by SORE straight into the
   compressed storage of ``<w>.ff`` (groups along Ci) or ``<w>.bp`` (along
@@ -20,24 +17,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 from satc.backends.sat.codegen.lowering import MAX_ROWS, LowerCtx, chunks, lowering
-from satc.backends.sat.codegen.memory import Compressed, Dense, TapMajor
+from satc.backends.sat.codegen.memory import Compressed, TapMajor
+from satc.backends.sat.codegen.tiling import nm_k_quantum
 from satc.backends.sat.nmformat import groups, index_bits, row_bytes
-from satc.backends.sat.wuve import HP_BYTES, hp_record
 from satc.ir.graph import Node
-from satc.passes.tiling import nm_k_quantum
 
 IDENTITY_BLOCK = 64
-
-
-def _flat(ctx: LowerCtx, v) -> tuple[int, int, str]:
-    """(addr, numel, element order) of a contiguous tensor."""
-    s = ctx.dense(v)
-    if isinstance(s, Dense) and s.padded:
-        raise ctx.fail(f"%{v.name} is padded", "optimizer operands must be contiguous")
-    order = "taps" if isinstance(s, TapMajor) else "logical"
-    return s.regions[0].addr, int(np.prod(v.shape)), order
 
 
 def _tap_matrices(ctx: LowerCtx, v) -> tuple[list[int], int, int]:
@@ -47,66 +33,6 @@ def _tap_matrices(ctx: LowerCtx, v) -> tuple[list[int], int, int]:
         return [s.tap_addr(t) for t in range(s.taps)], s.shape[0], s.shape[1]
     addr, rows, cols = s.matrix()
     return [addr], rows, cols
-
-
-def load_hp_record(ctx: LowerCtx, func: str, **hyper: float) -> int:
-    """Load the WUVE hyper-parameter record of ``func`` (one read-only region per distinct
-    record) into the vec buffer; returns its buffer address."""
-    hp = hp_record(func, **hyper)
-    key = "/".join(f"{k}={v!r}" for k, v in hyper.items())
-    region = ctx.const(f"hp/{func}/{key}", hp)
-    addr = ctx.alloc("vec", HP_BYTES, "hyper-parameters")
-    ctx.b.load("vec", addr, region.addr, 1, hp.size)
-    return addr
-
-
-def wuve_chunks(ctx: LowerCtx, numel: int, wgt_roles: tuple[str, ...]
-                ) -> tuple[int, list[tuple[int, ...]]]:
-    """(chunk length, per-slot tiles) for a WUVE update of ``numel`` fp32 weights: each slot
-    holds one ``wgt`` tile per role (weights, momentum, ...) and the gradient in ``vec``;
-    two slots (double buffering) unless one chunk covers every weight."""
-    k = len(wgt_roles)
-    per = min(MAX_ROWS, (ctx.arena.free_bytes("wgt") - 2 * k * 64) // (2 * k * 4),
-              (ctx.arena.free_bytes("vec") - 2 * 64) // 8)
-    step, slots = (numel, 1) if per >= numel else (per, 2)
-    if step < 1:
-        raise ctx.fail("no room for a WUVE chunk", "raise wgt_buffer_bytes and vec_buffer_bytes")
-    tiles = [tuple(ctx.alloc("wgt", step * 4, role) for role in wgt_roles)
-             + (ctx.alloc("vec", step * 4, "gradient"),) for _ in range(slots)]
-    return step, tiles
-
-
-@lowering("sgd")
-def lower_sgd(ctx: LowerCtx, node: Node) -> None:
-    """SGD with momentum and weight decay on the WUVE, chunk by chunk, in place."""
-    a = node.attrs
-    if a.get("dampening", 0) != 0 or a.get("nesterov", False):
-        raise ctx.fail("SGD with dampening or nesterov", "the WUVE implements plain momentum SGD; "
-                       "use dampening=0 and nesterov=False")
-    w, g = node.inputs[:2]
-    mom = node.inputs[2] if len(node.inputs) == 3 else None
-    views = [_flat(ctx, v) for v in (w, g) + ((mom,) if mom is not None else ())]
-    outs = [_flat(ctx, v) for v in node.outputs]
-    if len({(n, o) for _, n, o in views + outs}) != 1:
-        raise ctx.fail("SGD operands differ in size or layout", "check the memory plan")
-    numel = views[0][1]
-    haddr = load_hp_record(ctx, "sgd", lr=a["lr"], momentum=a["momentum"],
-                           weight_decay=a["weight_decay"])
-    step, tiles = wuve_chunks(ctx, numel, ("weights", "momentum"))
-    for i, (e0, e1) in enumerate(chunks(numel, step)):
-        tw, tm, tg = tiles[i % len(tiles)]
-        n = e1 - e0
-        ctx.b.load("wgt", tw, views[0][0] + e0 * 4, 1, n)
-        ctx.b.load("vec", tg, views[1][0] + e0 * 4, 1, n)
-        if mom is not None:
-            ctx.b.load("wgt", tm, views[2][0] + e0 * 4, 1, n)
-        else:   # momentum 0: m = 0*m + g', any finite scratch will do; use the gradient
-            ctx.b.vec("copy", 1, n, s0_addr=tg, d_buf="wgt", d_addr=tm)
-        ctx.b.wuve("sgd", n, w_buf="wgt", w_addr=tw, g_buf="vec", g_addr=tg, m_buf="wgt",
-                   m_addr=tm, hp_buf="vec", hp_addr=haddr)
-        ctx.b.store("wgt", tw, outs[0][0] + e0 * 4, 1, n)
-        if mom is not None:
-            ctx.b.store("wgt", tm, outs[1][0] + e0 * 4, 1, n)
 
 
 @lowering("nm_prune")

@@ -1,17 +1,17 @@
-"""Transformer lowerings: layernorm, GELU, softmax, layout changes and token reductions.
+"""Lowerings of the tensor op family (``ir/ops/tensor.py``) and bias, on the vector unit.
 
-Tensors are row-major :class:`~.memory.Dense` storages seen as matrices
-``[rows, cols]`` whose cols are the trailing axes the op works along (the
-normalised axes of layernorm, the softmax axis). Row chunks stream through
-the vector buffer (two slots when the tensor needs more than one chunk);
-per-row statistics are ``[rows, 1]`` columns applied with ``col``
-broadcasts, per-feature vectors (gamma, beta) with ``row`` broadcasts.
+Activations are streamed in chunks of whole planes (View3 planes: rows of
+a matrix, or (n, c) planes of an NCHW tensor): DMA in, one or a few
+``vec`` instructions, DMA out. Per-channel work (bias over channels,
+batchnorm) uses chunks of one image's channels as a ``[C, H*W]`` tile and
+``col`` broadcasts of per-channel ``[C]`` vectors. Row-major tensors seen as
+matrices ``[rows, cols]`` (cols: the trailing axes an op works along) stream
+row chunks through the vector buffer; per-row statistics are ``[rows, 1]``
+columns applied with ``col`` broadcasts, per-feature vectors with ``row``
+broadcasts.
 
-* ``layernorm`` -- two passes per chunk as the reference: mean, then the
-  variance of ``x - mean``; ``y = (x - mean) * invstd * gamma + beta``;
-  ``layernorm_grad_input`` -- ``dx = invstd * (g - mean(g) - xhat *
-  mean(g * xhat))`` with ``g = dy * gamma``; ``layernorm_grad_params`` --
-  ``dgamma = sum(dy * xhat)``, ``dbeta = sum(dy)`` over rows;
+* ``relu`` / ``relu_grad``, ``add`` / ``sum``, ``scale``, ``bias_add`` /
+  ``bias_grad``, ``reshape`` (a view of its input);
 * ``gelu`` / ``gelu_grad`` (exact erf), ``softmax`` / ``softmax_grad`` along
   the last axis: vector functions per chunk;
 * ``transpose`` -- a strided DMA gather in output order into the vector
@@ -28,10 +28,19 @@ broadcasts, per-feature vectors (gamma, beta) with ``row`` broadcasts.
 from __future__ import annotations
 
 import numpy as np
-
-from satc.backends.sat.codegen.lowering import (MAX_PLANES, MAX_ROWS, LowerCtx, chunks,
-                                                lowering, view_alias)
-from satc.backends.sat.codegen.memory import ALIGN, Dense, View3
+from satc.backends.sat.codegen.lowering import (
+    MAX_PLANES,
+    MAX_ROWS,
+    LowerCtx,
+    chunks,
+    lcm,
+    lowering,
+    same_views,
+    view_alias,
+)
+from satc.backends.sat.codegen.memory import Dense, View3
+from satc.backends.sat.codegen.partition import ALIGN, align
+from satc.backends.sat.isa import field_max
 from satc.ir.graph import Node, Value
 
 
@@ -113,98 +122,189 @@ def _norm_cols(node: Node, x: Value) -> int:
     return int(np.prod(x.shape[len(x.shape) - k:]))
 
 
-# ---------------------------------------------------------------- layernorm
-@lowering("layernorm")
-def lower_layernorm(ctx: LowerCtx, node: Node) -> None:
-    """y = (x - mean) * invstd * gamma + beta over the trailing axes; also mean and invstd."""
-    x, gamma, beta = node.inputs
-    y, mean, invstd = node.outputs
-    d = _norm_cols(node, x)
-    xv, yv = _matrix(ctx, x, d), _matrix(ctx, y, d)
-    mdram, idram = _flat(ctx, mean).region.addr, _flat(ctx, invstd).region.addr
-    vg, vb = _load_row_vector(ctx, gamma, "gamma"), _load_row_vector(ctx, beta, "beta")
-    eps = float(node.attrs["eps"])
-    step, slots = _row_tiles(ctx, xv.planes, {"x": d, "y": d, "mean": 1, "var": 1, "inv": 1},
-                             "layernorm")
-    for i, (r0, r1) in enumerate(chunks(xv.planes, step)):
-        t, r = slots[i % len(slots)], r1 - r0
-        ctx.dma3("load", xv, r0, r1, "vec", t["x"])
-        ctx.b.vec("reduce_sum", r, d, s0_addr=t["x"], d_addr=t["mean"], axis=1)
-        _col(ctx, "mul_imm", r, t["mean"], t["mean"], imm=1.0 / d)
-        ctx.b.vec("sub", r, d, s0_addr=t["x"], s1_addr=t["mean"], d_addr=t["y"], bcast="col")
-        ctx.b.vec("reduce_sumsq", r, d, s0_addr=t["y"], d_addr=t["var"], axis=1)
-        _col(ctx, "mul_imm", r, t["var"], t["var"], imm=1.0 / d)
-        _col(ctx, "rsqrt", r, t["var"], t["inv"], imm=eps)
-        ctx.b.vec("mul", r, d, s0_addr=t["y"], s1_addr=t["inv"], d_addr=t["y"], bcast="col")
-        ctx.b.vec("mul", r, d, s0_addr=t["y"], s1_addr=vg, d_addr=t["y"], bcast="row")
-        ctx.b.vec("add", r, d, s0_addr=t["y"], s1_addr=vb, d_addr=t["y"], bcast="row")
-        ctx.dma3("store", yv, r0, r1, "vec", t["y"])
-        ctx.b.store("vec", t["mean"], mdram + r0 * 4, 1, r)
-        ctx.b.store("vec", t["inv"], idram + r0 * 4, 1, r)
+def _tile_bytes(rows: int, cols: int) -> int:
+    return align(rows * cols * 4)
 
 
-def _xhat(ctx: LowerCtx, t: dict[str, int], r: int, d: int) -> None:
-    """t['x'] <- (x - mean) * invstd in place."""
-    ctx.b.vec("sub", r, d, s0_addr=t["x"], s1_addr=t["mean"], d_addr=t["x"], bcast="col")
-    ctx.b.vec("mul", r, d, s0_addr=t["x"], s1_addr=t["inv"], d_addr=t["x"], bcast="col")
+# ---------------------------------------------------------------- elementwise
+def _elementwise(ctx: LowerCtx, func: str, srcs: list, out, imm: float = 0.0) -> None:
+    """out = func(srcs...) chunk by chunk; the result overwrites the first source's tile."""
+    views = [ctx.dense(v).view3() for v in srcs] + [ctx.dense(out).view3()]
+    same_views(ctx, views)
+    v0 = views[0]
+    step, slots = ctx.chunking(v0, len(srcs))
+    tiles = [[ctx.alloc("vec", _tile_bytes(step * v0.rows, v0.cols), f"{func} tile")
+              for _ in srcs] for _ in range(slots)]
+    for i, (p0, p1) in enumerate(chunks(v0.planes, step)):
+        t = tiles[i % slots]
+        for v, addr in zip(views, t):
+            ctx.dma3("load", v, p0, p1, "vec", addr)
+        kw = dict(s0_addr=t[0], d_addr=t[0])
+        if len(srcs) > 1:
+            kw["s1_addr"] = t[1]
+        ctx.b.vec(func, (p1 - p0) * v0.rows, v0.cols, imm=imm, **kw)
+        ctx.dma3("store", views[-1], p0, p1, "vec", t[0])
 
 
-def _load_ln_chunk(ctx: LowerCtx, views: dict[str, View3], stats: tuple[int, int],
-                   t: dict[str, int], r0: int, r1: int) -> None:
-    for k, v in views.items():
-        ctx.dma3("load", v, r0, r1, "vec", t[k])
-    ctx.b.load("vec", t["mean"], stats[0] + r0 * 4, 1, r1 - r0)
-    ctx.b.load("vec", t["inv"], stats[1] + r0 * 4, 1, r1 - r0)
+@lowering("relu")
+def lower_relu(ctx: LowerCtx, node: Node) -> None:
+    """relu(x): vec relu."""
+    _elementwise(ctx, "relu", [node.inputs[0]], node.outputs[0])
 
 
-@lowering("layernorm_grad_input")
-def lower_layernorm_grad_input(ctx: LowerCtx, node: Node) -> None:
-    """dx = invstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma, per row."""
-    dy, x, gamma, mean, invstd = node.inputs
-    d = _norm_cols(node, x)
-    views = {"x": _matrix(ctx, x, d), "dy": _matrix(ctx, dy, d)}
-    out = _matrix(ctx, node.outputs[0], d)
-    stats = (_flat(ctx, mean).region.addr, _flat(ctx, invstd).region.addr)
-    vg = _load_row_vector(ctx, gamma, "gamma")
-    step, slots = _row_tiles(ctx, out.planes, {"x": d, "dy": d, "t": d, "mean": 1, "inv": 1,
-                                                "a": 1, "b": 1}, "layernorm_grad_input")
-    for i, (r0, r1) in enumerate(chunks(out.planes, step)):
-        t, r = slots[i % len(slots)], r1 - r0
-        _load_ln_chunk(ctx, views, stats, t, r0, r1)
-        _xhat(ctx, t, r, d)
-        ctx.b.vec("mul", r, d, s0_addr=t["dy"], s1_addr=vg, d_addr=t["dy"], bcast="row")
-        ctx.b.vec("reduce_sum", r, d, s0_addr=t["dy"], d_addr=t["a"], axis=1)
-        ctx.b.vec("mul", r, d, s0_addr=t["dy"], s1_addr=t["x"], d_addr=t["t"])
-        ctx.b.vec("reduce_sum", r, d, s0_addr=t["t"], d_addr=t["b"], axis=1)
-        _col(ctx, "mul_imm", r, t["a"], t["a"], imm=1.0 / d)
-        _col(ctx, "mul_imm", r, t["b"], t["b"], imm=1.0 / d)
-        ctx.b.vec("mul", r, d, s0_addr=t["x"], s1_addr=t["b"], d_addr=t["t"], bcast="col")
-        ctx.b.vec("sub", r, d, s0_addr=t["dy"], s1_addr=t["t"], d_addr=t["t"])
-        ctx.b.vec("sub", r, d, s0_addr=t["t"], s1_addr=t["a"], d_addr=t["t"], bcast="col")
-        ctx.b.vec("mul", r, d, s0_addr=t["t"], s1_addr=t["inv"], d_addr=t["t"], bcast="col")
-        ctx.dma3("store", out, r0, r1, "vec", t["t"])
+@lowering("relu_grad")
+def lower_relu_grad(ctx: LowerCtx, node: Node) -> None:
+    """relu_grad(dy, y) = dy where y > 0: vec relu_grad(s0=y, s1=dy)."""
+    dy, y = node.inputs
+    _elementwise(ctx, "relu_grad", [y, dy], node.outputs[0])
 
 
-@lowering("layernorm_grad_params")
-def lower_layernorm_grad_params(ctx: LowerCtx, node: Node) -> None:
-    """dgamma = sum over rows of dy * xhat, dbeta = sum over rows of dy."""
-    dy, x, mean, invstd = node.inputs
-    d = _norm_cols(node, x)
-    views = {"x": _matrix(ctx, x, d), "dy": _matrix(ctx, dy, d)}
-    stats = (_flat(ctx, mean).region.addr, _flat(ctx, invstd).region.addr)
-    dgamma, dbeta = (ctx.alloc("vec", d * 4, n) for n in ("dgamma", "dbeta"))
-    rows = views["x"].planes
-    step, slots = _row_tiles(ctx, rows, {"x": d, "dy": d, "mean": 1, "inv": 1},
-                             "layernorm_grad_params")
-    for i, (r0, r1) in enumerate(chunks(rows, step)):
-        t, r = slots[i % len(slots)], r1 - r0
-        _load_ln_chunk(ctx, views, stats, t, r0, r1)
-        _xhat(ctx, t, r, d)
-        ctx.b.vec("mul", r, d, s0_addr=t["x"], s1_addr=t["dy"], d_addr=t["x"])
-        ctx.b.vec("reduce_sum", r, d, s0_addr=t["x"], d_addr=dgamma, axis=0, accumulate=i > 0)
-        ctx.b.vec("reduce_sum", r, d, s0_addr=t["dy"], d_addr=dbeta, axis=0, accumulate=i > 0)
-    for v, addr in zip(node.outputs, (dgamma, dbeta)):
-        ctx.b.store("vec", addr, _flat(ctx, v).region.addr, 1, d)
+@lowering("add", "sum")
+def lower_add(ctx: LowerCtx, node: Node) -> None:
+    """Elementwise sum of same-shape inputs (vec add); a two-input add may broadcast one
+    operand over leading axes (:func:`.transformer.broadcast_add`)."""
+    ins = list(node.inputs)
+    if any(v.shape != node.outputs[0].shape for v in ins):
+        if len(ins) != 2:
+            raise ctx.fail("broadcasting sum of more than two inputs",
+                           "the SAT lowering broadcasts in two-input adds only")
+        broadcast_add(ctx, ins[0], ins[1], node.outputs[0])
+        return
+    if len(ins) == 1:
+        _elementwise(ctx, "copy", ins, node.outputs[0])
+        return
+    _elementwise(ctx, "add", ins[:2], node.outputs[0])
+    for v in ins[2:]:
+        _elementwise(ctx, "add", [node.outputs[0], v], node.outputs[0])
+
+
+@lowering("scale")
+def lower_scale(ctx: LowerCtx, node: Node) -> None:
+    """x * factor: vec mul_imm."""
+    _elementwise(ctx, "mul_imm", [node.inputs[0]], node.outputs[0], imm=node.attrs["factor"])
+
+
+# ---------------------------------------------------------------- channels
+class _Channels:
+    """A [rows, F] tensor (channels along the last axis; rank 3 [B, T, F] is seen as
+    [B*T, F], ``rank`` 2) or NCHW (channels on axis 1)."""
+
+    def __init__(self, ctx: LowerCtx, v, axis: int) -> None:
+        s = ctx.dense(v)
+        self.view = s.view3()
+        self.rank = len(v.shape)
+        axis %= self.rank
+        if self.rank in (2, 3) and axis == self.rank - 1:
+            self.channels, self.count = v.shape[-1], self.view.planes
+            self.rank = 2
+        elif self.rank == 4 and axis == 1:
+            self.channels = v.shape[1]
+            self.count = v.shape[0] * v.shape[2] * v.shape[3]
+        else:
+            raise ctx.fail(f"per-channel op over axis {axis} of a rank-{self.rank} tensor",
+                           "only [N, F] with axis -1 and NCHW with axis 1 are supported yet")
+        self.images = v.shape[0]
+
+
+def _channel_chunks(ctx: LowerCtx, c: _Channels, tiles: int):
+    """(p0, p1, tile rows, tile cols, c0, c1) chunks; rank 4: channel ranges of one image."""
+    v = c.view
+    if c.rank == 2:
+        step = ctx.plane_chunk(v, tiles)
+        for p0, p1 in chunks(v.planes, step):
+            yield p0, p1, p1 - p0, v.cols, 0, c.channels
+        return
+    hw = v.rows * v.cols
+    step = ctx.plane_chunk(v, tiles)
+    for n in range(c.images):
+        for c0, c1 in chunks(c.channels, step):
+            yield n * c.channels + c0, n * c.channels + c1, c1 - c0, hw, c0, c1
+
+
+def _bcast(c: _Channels) -> str:
+    """How a per-channel vector broadcasts over a chunk tile."""
+    return "row" if c.rank == 2 else "col"
+
+
+def _load_vector(ctx: LowerCtx, v, what: str) -> int:
+    """Load a rank-1 tensor (per-channel vector) into the vec buffer; returns its address."""
+    s = ctx.dense(v)
+    addr_, rows, cols = s.matrix()
+    addr = ctx.alloc("vec", _tile_bytes(rows, cols), what)
+    ctx.b.load("vec", addr, addr_, rows, cols)
+    return addr
+
+
+def _store_vector(ctx: LowerCtx, v, addr: int) -> None:
+    s = ctx.dense(v)
+    dram, rows, cols = s.matrix()
+    ctx.b.store("vec", addr, dram, rows, cols)
+
+
+def _reduce_channels(ctx: LowerCtx, func: str, c: _Channels, t: int, rows: int, cols: int,
+                     dst: int, c0: int, first: bool) -> None:
+    """dst[c0:..] (+)= per-channel reduction of a chunk tile at ``t``."""
+    if c.rank == 2:
+        ctx.b.vec(func, rows, cols, s0_addr=t, d_addr=dst, axis=0, accumulate=not first)
+    else:
+        ctx.b.vec(func, rows, cols, s0_addr=t, d_addr=dst + c0 * 4, axis=1, accumulate=not first)
+
+
+@lowering("bias_add")
+def lower_bias_add(ctx: LowerCtx, node: Node) -> None:
+    """x + b along the channel axis: vec add with a row (rank 2) or col (NCHW) broadcast."""
+    x, b = node.inputs
+    c = _Channels(ctx, x, node.attrs["axis"])
+    out = ctx.dense(node.outputs[0]).view3()
+    same_views(ctx, [c.view, out])
+    baddr = _load_vector(ctx, b, "bias")
+    t: list[int] = []
+    for i, (p0, p1, rows, cols, c0, _) in enumerate(_channel_chunks(ctx, c, 2)):
+        if not t:
+            t = [ctx.alloc("vec", _tile_bytes(rows, cols), "bias_add tile") for _ in range(2)]
+        a = t[i % 2]
+        ctx.dma3("load", c.view, p0, p1, "vec", a)
+        s1 = baddr if c.rank == 2 else baddr + c0 * 4
+        ctx.b.vec("add", rows, cols, s0_addr=a, s1_addr=s1, d_addr=a, bcast=_bcast(c))
+        ctx.dma3("store", out, p0, p1, "vec", a)
+
+
+@lowering("bias_grad")
+def lower_bias_grad(ctx: LowerCtx, node: Node) -> None:
+    """db = dy summed over everything but the channel axis: vec reduce_sum, accumulated."""
+    c = _Channels(ctx, node.inputs[0], node.attrs["axis"])
+    acc = ctx.alloc("vec", _tile_bytes(1, c.channels), "bias gradient")
+    t: list[int] = []
+    seen: set[int] = set()
+    for i, (p0, p1, rows, cols, c0, _) in enumerate(_channel_chunks(ctx, c, 2)):
+        if not t:
+            t = [ctx.alloc("vec", _tile_bytes(rows, cols), "bias_grad tile") for _ in range(2)]
+        a = t[i % 2]
+        ctx.dma3("load", c.view, p0, p1, "vec", a)
+        first = c0 not in seen if c.rank == 4 else i == 0
+        _reduce_channels(ctx, "reduce_sum", c, a, rows, cols, acc, c0, first)
+        seen.add(c0)
+    _store_vector(ctx, node.outputs[0], acc)
+
+
+# ---------------------------------------------------------------- layout
+@lowering("reshape", alias=view_alias)
+def lower_reshape(ctx: LowerCtx, node: Node) -> None:
+    """A view when the planner aliased the storage; otherwise a DMA copy in logical order."""
+    src, dst = ctx.dense(node.inputs[0]), ctx.dense(node.outputs[0])
+    if dst.regions == src.regions and not src.padded:
+        return
+    vi, vo = src.view3(), dst.view3()
+    if vi.order != "logical" or vo.order != "logical":
+        raise ctx.fail("reshape of a tap-major weight", "not supported by the SAT lowering yet")
+    unit = lcm(vi.rows * vi.cols, vo.rows * vo.cols)            # elements per aligned chunk
+    per_in, per_out = unit // (vi.rows * vi.cols), unit // (vo.rows * vo.cols)
+    total = vi.planes // per_in
+    groups_per = max(1, ctx.plane_chunk(vi, 1) // per_in)
+    t = ctx.alloc("vec", _tile_bytes(groups_per * unit, 1), "reshape tile")
+    for g0, g1 in chunks(total, groups_per):
+        ctx.dma3("load", vi, g0 * per_in, g1 * per_in, "vec", t)
+        ctx.dma3("store", vo, g0 * per_out, g1 * per_out, "vec", t)
 
 
 # ---------------------------------------------------------------- activations
@@ -440,7 +540,7 @@ def lower_broadcast_to(ctx: LowerCtx, node: Node) -> None:
     axes = [(1, 0, 0)] * max(0, 2 - len(axes)) + axes
     (planes, pb, pd), (rows, rb, rd) = axes[-2], axes[-1]
     loops = axes[:-2]
-    if max(rows, cols, rb) > MAX_ROWS or planes > MAX_PLANES or pb > 0xFFFFFF:
+    if max(rows, cols, rb) > MAX_ROWS or planes > MAX_PLANES or pb > field_max("load", "buf_plane_stride"):
         raise ctx.fail(f"broadcast of {x.shape} to {shape} needs DMA tiles of {planes} x {rows} x "
                        f"{cols}", "split the broadcast; DMA fields are 12/16 bits")
     t = ctx.alloc("vec", n * 4, "broadcast source")
@@ -482,4 +582,3 @@ def broadcast_add(ctx: LowerCtx, a: Value, b: Value, out: Value) -> None:
         ctx.dma3("load", bv, r0, r1, "vec", t)
         ctx.b.vec("add", r1 - r0, inner, s0_addr=t, s1_addr=vs, d_addr=t, bcast="row")
         ctx.dma3("store", ov, r0, r1, "vec", t)
-

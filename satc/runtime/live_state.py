@@ -6,7 +6,9 @@ emulator's DRAM: a value is decoded from its regions when first read after a
 step (and cached until the next one), and only values assigned since the last
 step are encoded into DRAM before the next. Arrays it hands out or has
 encoded are read-only, so an in-place edit cannot be silently lost: assign a
-new array (``prog.state[k] = new``) to change a value.
+new array (``prog.state[k] = new``) to change a value. :attr:`LiveState.version`
+changes whenever the state may have changed (an assignment or a step), so a
+session can cache what it builds from the state.
 """
 
 from __future__ import annotations
@@ -35,15 +37,24 @@ class Storage(Protocol):
 class LiveState(MutableMapping):
     """``prog.state``: a fixed set of named arrays whose home, after a step, is modelled DRAM."""
 
-    def __init__(self, storages: Mapping[str, Storage], initial: Mapping[str, np.ndarray]) -> None:
+    def __init__(self, storages: Mapping[str, Storage], initial: Mapping[str, np.ndarray] | None = None,
+                 read: Reader | None = None) -> None:
+        """``initial``: the starting values (encoded before the first step); or None when
+        they already are in DRAM (a program file's regions), read through ``read``."""
+        self._storages = dict(storages)
+        self.version = 0
+        if initial is None:
+            self._values: dict[str, np.ndarray] = {}
+            self._pending: set[str] = set()              # assigned, not yet in DRAM
+            self._read = read                            # DRAM contents after the last step
+            return
         missing = sorted(set(storages) - set(initial))
         if missing:
             raise CompileError(f"no initial value for state {missing}; the training graph's "
                                "initial state must name every state value of the program")
-        self._storages = dict(storages)
-        self._values: dict[str, np.ndarray] = {k: np.array(initial[k]) for k in storages}
-        self._pending: set[str] = set(storages)          # assigned, not yet in DRAM
-        self._read: Reader | None = None                 # DRAM contents after the last step
+        self._values = {k: np.array(initial[k]) for k in storages}
+        self._pending = set(storages)
+        self._read = None
 
     def __getitem__(self, key: str) -> np.ndarray:
         if key not in self._values:
@@ -60,6 +71,7 @@ class LiveState(MutableMapping):
                                "compile time (see prog.state.keys())")
         self._values[key] = np.array(value)
         self._pending.add(key)
+        self.version += 1
 
     def __delitem__(self, key: str) -> None:
         raise CompileError(f"cannot delete state {key!r}: the program reads every state value; "
@@ -110,3 +122,4 @@ class LiveState(MutableMapping):
         self._read = read
         self._values.clear()
         self._pending.clear()
+        self.version += 1

@@ -11,7 +11,12 @@ from satc.backends.sat.config import HardwareConfig
 
 #: The weight-update slice is 1/UPDATE_SHARE of each buffer.
 UPDATE_SHARE = 8
-ALIGN = 64                 # on-chip allocation alignment (bytes)
+ALIGN = 64                 # allocation alignment (bytes) of on-chip tiles and DRAM regions
+
+
+def align(nbytes: int) -> int:
+    """``nbytes`` rounded up to a multiple of :data:`ALIGN`."""
+    return -(-nbytes // ALIGN) * ALIGN
 
 
 def buffer_windows(cfg: HardwareConfig, update: bool) -> dict[str, tuple[int, int]]:

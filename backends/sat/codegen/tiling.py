@@ -1,4 +1,4 @@
-"""Tiling pass: choose tile sizes and dataflow (WS / OS) for every GEMM node.
+"""The tile plan: tile sizes and dataflow (WS / OS) for every GEMM node (codegen, beside the memory plan).
 
 Every GEMM-class node (``matmul``, ``conv2d``, ``conv2d_grad_input``,
 ``conv2d_grad_weight``) is first described as a :class:`GemmProblem`:
@@ -11,7 +11,7 @@ on-chip buffers of the :class:`HardwareConfig` (less the weight-update
 slice), and picks the one with the lowest estimated cycles
 (:func:`estimate_cycles`) plus :data:`DMA_WEIGHT` of its DMA cycles, trying
 both dataflows.
-The choice is written to ``node.attrs["tile"]`` for the code generator.
+The choices form the :data:`TilePlan` the GEMM lowerings read (:func:`plan_tiles`).
 
 The cost model reuses the STCE timing formula of the cycle model
 (:func:`satc.backends.sat.timing.gemm_cycles`), so the two never disagree:
@@ -29,16 +29,20 @@ import functools
 import math
 from dataclasses import dataclass
 
+from satc.backends.sat.codegen.partition import (
+    align,
+    buffer_bytes_to_fit,
+    main_buffer_bytes,
+)
 from satc.backends.sat.config import HardwareConfig
-from satc.backends.sat.isa import DTYPE_BYTES, Instruction
+from satc.backends.sat.cost_model import gemm_cycles
+from satc.backends.sat.isa import DTYPE_BYTES, Instruction, field_max
 from satc.backends.sat.nmformat import groups, index_bits, row_bytes
-from satc.backends.sat.partition import ALIGN, buffer_bytes_to_fit, main_buffer_bytes
-from satc.backends.sat.timing import gemm_cycles
-from satc.errors import CompileError
 from satc.ir.graph import Graph, Node
-from satc.ir.verifier import verify
 
-MAX_FIELD = 0xFFFF          # mt, nt, k and buffer row strides are 16-bit ISA fields
+from satc.errors import CompileError
+
+MAX_FIELD = field_max("gemm", "mt")     # mt, nt, k and buffer row strides: 16-bit ISA fields
 #: The search charges this share of a tiling's DMA cycles on top of its estimate: DMA hidden
 #: under one GEMM's compute still occupies the load engine that the nodes running beside it
 #: (WU beside BP, the next layer's loads) need. ResNet-18 CIFAR b32 bdwp:2:8, list schedule:
@@ -78,23 +82,23 @@ class GemmProblem:
         """Bytes of one A tile (values and packed indices when compressed)."""
         if self.sparse == "a":
             n, m = self.nm
-            return _align(mt * groups(kt, m) * n * self.a_bytes) + _align(mt * row_bytes(kt, n, m))
-        return _align(mt * kt * self.a_bytes)
+            return align(mt * groups(kt, m) * n * self.a_bytes) + align(mt * row_bytes(kt, n, m))
+        return align(mt * kt * self.a_bytes)
 
     def b_tile_bytes(self, kt: int, nt: int) -> int:
         """Bytes of one B tile (values and packed indices when compressed)."""
         if self.sparse == "b":
             n, m = self.nm
-            return _align(nt * groups(kt, m) * n * self.b_bytes) + _align(nt * row_bytes(kt, n, m))
-        return _align(kt * nt * self.b_bytes)
+            return align(nt * groups(kt, m) * n * self.b_bytes) + align(nt * row_bytes(kt, n, m))
+        return align(kt * nt * self.b_bytes)
 
     def buffer_use(self, mt: int, nt: int, kt: int, slots: int) -> dict[str, int]:
         """Bytes per on-chip buffer of a tiling with ``slots`` copies of every tile."""
         use = {"act": 0, "wgt": 0, "acc": 0, "vec": 0}
         use[self.a_buf] += slots * self.a_tile_bytes(mt, kt)
         use[self.b_buf] += slots * self.b_tile_bytes(kt, nt)
-        use["acc"] += slots * _align(mt * nt * 4)
-        use["vec"] += slots * _align(self.scatter * mt * nt * 4)
+        use["acc"] += slots * align(mt * nt * 4)
+        use["vec"] += slots * align(self.scatter * mt * nt * 4)
         return use
 
 
@@ -109,21 +113,6 @@ class Tile:
     slots: int
     cycles: int
     interleave: bool = True
-
-    def as_attr(self) -> dict:
-        """The form stored in ``node.attrs['tile']``."""
-        return {"mt": self.mt, "nt": self.nt, "kt": self.kt, "dataflow": self.dataflow,
-                "slots": self.slots, "est_cycles": self.cycles, "interleave": self.interleave}
-
-    @classmethod
-    def from_attr(cls, a: dict) -> "Tile":
-        """Inverse of :meth:`as_attr`."""
-        return cls(a["mt"], a["nt"], a["kt"], a["dataflow"], a["slots"], a["est_cycles"],
-                   a.get("interleave", True))
-
-
-def _align(nbytes: int) -> int:
-    return -(-nbytes // ALIGN) * ALIGN
 
 
 def nm_k_quantum(n: int, m: int) -> int:
@@ -252,7 +241,7 @@ def _overlapped(compute: float, dma: float, slots: int) -> int:
 
 def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: bool = True) -> Tile:
     """The cheapest tiling of ``p`` that fits ``cfg``'s buffers (less the weight-update slice,
-    :func:`~satc.backends.sat.partition.buffer_windows`); CompileError if none does.
+    :func:`~satc.backends.sat.codegen.partition.buffer_windows`); CompileError if none does.
 
     ``interleave``: the GEMMs use interleave mapping (see the cycle model)."""
     room = main_buffer_bytes(cfg)
@@ -287,15 +276,40 @@ def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: boo
     return best
 
 
-def tile_gemms(graph: Graph, cfg: HardwareConfig, interleave: bool = True) -> Graph:
-    """IR -> IR: a copy of ``graph`` whose GEMM nodes carry ``attrs['tile']``.
+@dataclass(frozen=True)
+class TiledGemm:
+    """One GEMM node of the tile plan: the GEMM it performs and the tiling chosen for it."""
+
+    problem: GemmProblem
+    tile: Tile
+
+
+#: The tile plan: GEMM node name -> its problem and tile (codegen's companion of the memory plan).
+TilePlan = dict[str, TiledGemm]
+
+
+def plan_tiles(graph: Graph, cfg: HardwareConfig, interleave: bool = True) -> TilePlan:
+    """The tile plan of ``graph``: a tiling for every GEMM-class node.
 
     ``interleave=False`` maps without interleave mapping (an ablation): every
     array pass then waits for the previous one to drain."""
-    g = graph.clone()
-    g.meta["interleave"] = interleave
-    for node in g.nodes:
+    plan: TilePlan = {}
+    for node in graph.nodes:
         p = gemm_problem(node, cfg)
         if p is not None:
-            node.attrs["tile"] = choose_tile(node, p, cfg, interleave).as_attr()
-    return verify(g, after_pass="tile_gemms")
+            plan[node.name] = TiledGemm(p, choose_tile(node, p, cfg, interleave))
+    return plan
+
+
+def format_tile_plan(graph: Graph, plan: TilePlan) -> str:
+    """The tile plan as text: one line per GEMM node (layer, stage, op, problem, tile)."""
+    lines = [f"{'node':<16} {'layer':<20} {'stage':<5} {'op':<20} {'M x N x K (taps)':<24} "
+             f"{'mt x nt x kt':<18} {'df':<3} {'slots':>5} {'est cycles':>11}"]
+    for node in graph.nodes:
+        if node.name in plan:
+            p, t = plan[node.name].problem, plan[node.name].tile
+            shape = f"{p.m}x{p.n}x{p.k} ({p.taps})"
+            lines.append(f"{node.name:<16} {node.layer or '-':<20} {str(node.stage):<5} "
+                         f"{node.op:<20} {shape:<24} {f'{t.mt}x{t.nt}x{t.kt}':<18} "
+                         f"{t.dataflow:<3} {t.slots:>5} {t.cycles:>11}")
+    return "\n".join(lines)

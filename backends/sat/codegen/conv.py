@@ -1,8 +1,8 @@
 """GEMM lowerings on the STCE: matmul and convolution (implicit GEMM) for FF, BP and WU.
 
-A node's :class:`~satc.passes.tiling.GemmProblem` is ``C[M, N] (+)= A[M, K]
+A node's :class:`~satc.backends.sat.codegen.tiling.GemmProblem` is ``C[M, N] (+)= A[M, K]
 @ B[K, N]`` per kernel tap; the tile ``(mt, nt, kt, dataflow, slots)`` comes
-from the tiling pass. Operands are loaded tile by tile by DMA:
+from the tile plan. Operands are loaded tile by tile by DMA:
 
 * :class:`MatrixOperand` -- a stored matrix (an activation, or one tap
   matrix of a tap-major weight), read ``[outer, k]`` or ``[k, outer]`` and
@@ -24,17 +24,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from satc.backends.sat.codegen.lowering import MAX_PLANES, MAX_ROWS, LowerCtx, chunks, lowering
+from satc.backends.sat.codegen.lowering import (
+    MAX_PLANES,
+    MAX_ROWS,
+    LowerCtx,
+    chunks,
+    lowering,
+)
 from satc.backends.sat.codegen.memory import Compressed, Dense, TapMajor
+from satc.backends.sat.codegen.partition import align
+from satc.backends.sat.codegen.tiling import GemmProblem, Tile
 from satc.backends.sat.nmformat import groups, index_bits
 from satc.ir.graph import Node
-from satc.passes.tiling import GemmProblem, Tile, gemm_problem
-
-ALIGN = 64
-
-
-def _al(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def _tiled_gemm(ctx: LowerCtx, p: GemmProblem, tile: Tile, a, b,
 
     def idx_of(base: int, outer: int, esz: int) -> int:
         """Packed indices follow the values of a compressed tile (as GemmProblem sizes it)."""
-        return base + _al(outer * groups(tile.kt, nm[1]) * nm[0] * esz) if p.sparse else 0
+        return base + align(outer * groups(tile.kt, nm[1]) * nm[0] * esz) if p.sparse else 0
 
     it = ct = 0
     outer_taps = [None] if p.taps_in_k else list(range(p.taps))
@@ -183,10 +184,10 @@ def _tiled_gemm(ctx: LowerCtx, p: GemmProblem, tile: Tile, a, b,
 
 
 def _problem(ctx: LowerCtx, node: Node) -> tuple[GemmProblem, Tile]:
-    p = gemm_problem(node, ctx.cfg)
-    if "tile" not in node.attrs:
-        raise ctx.fail("GEMM node has no tile", "run the tile_gemms pass before code generation")
-    return p, Tile.from_attr(node.attrs["tile"])
+    if node.name not in ctx.tiles:
+        raise ctx.fail("GEMM node has no tile", "make the tile plan from this graph (plan_tiles)")
+    planned = ctx.tiles[node.name]
+    return planned.problem, planned.tile
 
 
 def _weight(ctx: LowerCtx, node: Node, v, outer_axis_k_last: bool, nm_axis: int):

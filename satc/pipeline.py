@@ -1,0 +1,182 @@
+"""The compiler pipeline: one model loader and the whole named pass list, import to codegen.
+
+    source = load_model(model, example_inputs=(x,))          # zoo name, nn.Module, .onnx, Graph
+    graph  = run_passes(source.graph, CompileOptions(sparsity="bdwp:2:8"))
+    code   = codegen(graph, options)                          # tile plan, memory plan, program
+
+Passes (:data:`IR_PASSES`) are functions IR -> IR with a name; the verifier runs
+after every pass here, in one place, and names the pass that broke the IR.
+``CompileOptions.print_after`` prints the IR after every pass and the tile plan
+before lowering. A ready training graph (one with an optimizer) starts at the
+first pass after the training-graph passes; asking it for a sparsity or an
+optimizer is an error, since those were fixed when it was built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from satc.backends.sat.config import DEFAULT_HARDWARE, HardwareConfig, load_hardware
+from satc.errors import CompileError, FrontendError
+from satc.ir.graph import Graph
+from satc.ir.types import Stage
+from satc.ir.verifier import verify
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Everything that selects what ``satc.compile`` builds besides the model itself.
+
+    ``sparsity``: dense | ff:N:M | bdwp:N:M | bdwp-nested:N:M (None: dense, and no
+    objection when the model is a ready training graph); ``optimizer``: ``satc.SGD`` /
+    ``satc.AdamW`` (None: SGD defaults); ``exclude``: layers kept dense;
+    ``pregenerate=False``: the SORE pre-generation ablation; ``interleave=False``: the
+    interleave-mapping ablation; ``hw``: preset name, TOML path or HardwareConfig;
+    ``print_after``: print the IR after every pass (and the tile plan)."""
+
+    sparsity: str | None = None
+    optimizer: Any = None
+    exclude: tuple[str, ...] = ()
+    pregenerate: bool = True
+    interleave: bool = True
+    hw: str | Path | HardwareConfig = DEFAULT_HARDWARE
+    print_after: bool = False
+
+    def hardware(self) -> HardwareConfig:
+        """The hardware config these options name."""
+        return self.hw if isinstance(self.hw, HardwareConfig) else load_hardware(self.hw)
+
+
+@dataclass(frozen=True)
+class Pass:
+    """A named IR -> IR pass; ``training`` passes build the training graph from a forward one."""
+
+    name: str
+    run: Callable[[Graph, CompileOptions], Graph]
+    training: bool = False
+
+
+def _build_training_graph(g: Graph, o: CompileOptions) -> Graph:
+    from satc.passes.autodiff import build_training_graph
+    return build_training_graph(g, optimizer=o.optimizer)
+
+
+def _sparsify(g: Graph, o: CompileOptions) -> Graph:
+    from satc.passes.sparsify import sparsify
+    return sparsify(g, o.sparsity or "dense", exclude=o.exclude, pregenerate=o.pregenerate)
+
+
+def _hoist_updates(g: Graph, o: CompileOptions) -> Graph:
+    from satc.passes.ordering import hoist_updates
+    return hoist_updates(g)
+
+
+#: The IR passes of ``satc.compile``, in order (codegen follows, see :func:`codegen`).
+IR_PASSES: tuple[Pass, ...] = (
+    Pass("build_training_graph", _build_training_graph, training=True),
+    Pass("sparsify", _sparsify, training=True),
+    Pass("hoist_updates", _hoist_updates),
+)
+
+
+def is_training_graph(g: Graph) -> bool:
+    """True when ``g`` already holds a training step (it has optimizer nodes)."""
+    return any(n.stage == Stage.OPT for n in g.nodes)
+
+
+def run_passes(graph: Graph, options: CompileOptions, until: str | None = None) -> Graph:
+    """Run :data:`IR_PASSES` (through the pass named ``until``) on a forward or training
+    graph, verifying the input and every pass's output."""
+    from satc.ir.printer import format_graph
+
+    names = [p.name for p in IR_PASSES]
+    if until is not None and until not in names:
+        raise CompileError(f"no pass named {until!r}; passes: {', '.join(names)}")
+    g = verify(graph)
+    ready = is_training_graph(g)
+    if ready and (options.sparsity is not None or options.optimizer is not None):
+        raise CompileError("the model is already a training graph, so its sparsity and optimizer "
+                           "are fixed; pass the forward graph to apply sparsity= / optimizer=, "
+                           "or leave them unset")
+    for p in IR_PASSES:
+        if not (ready and p.training):
+            g = verify(p.run(g, options), after_pass=p.name)
+            if options.print_after:
+                print(f"// ----- IR after {p.name} -----\n{format_graph(g)}")
+        if p.name == until:
+            break
+    return g
+
+
+def codegen(graph: Graph, options: CompileOptions, state: Mapping[str, np.ndarray] | None = None):
+    """Lower a training graph (after :func:`run_passes`) to a SAT program: the tile plan, then
+    memory plan, lowering and tokens (:func:`satc.backends.sat.codegen.generate`)."""
+    from satc.backends.sat.codegen import generate
+    from satc.backends.sat.codegen.tiling import format_tile_plan, plan_tiles
+
+    cfg = options.hardware()
+    tiles = plan_tiles(graph, cfg, options.interleave)
+    if options.print_after:
+        print(f"// ----- tile plan -----\n{format_tile_plan(graph, tiles)}")
+    return generate(graph, cfg, state, options.interleave, tiles)
+
+
+@dataclass
+class ModelSource:
+    """A loaded model: its forward (or training) graph and the number of classes of its labels."""
+
+    graph: Graph
+    num_classes: int
+
+
+def load_model(model: Any, example_inputs: Sequence[Any] | None = None,
+               input_shapes: Mapping[str, Sequence[int]] | None = None, batch: int | None = None,
+               model_kwargs: Mapping[str, object] | None = None) -> ModelSource:
+    """The one model loader: a satc Graph (used as is), a torch ``nn.Module`` (with
+    ``example_inputs``), an ONNX file (``input_shapes`` bind symbolic dims) or a zoo model name
+    (built with seed 0; its batch from ``input_shapes``, ``example_inputs``, ``batch`` or 2)."""
+    if isinstance(model, Graph):
+        return ModelSource(model, _classes(model))
+    if isinstance(model, (str, Path)) and (str(model).endswith(".onnx") or Path(model).is_file()):
+        from satc.frontend.onnx_import import import_onnx
+        g = import_onnx(str(model), input_shapes=input_shapes)
+        return ModelSource(g, _classes(g))
+    if isinstance(model, str):
+        return _load_zoo(model, example_inputs, input_shapes, batch, model_kwargs)
+    if example_inputs is None:
+        raise CompileError("compiling a torch module needs example_inputs=(x,)")
+    from satc.frontend.torch_import import import_torch
+    g = import_torch(model, tuple(example_inputs))
+    return ModelSource(g, _classes(g))
+
+
+def _classes(g: Graph) -> int:
+    """Classes of a graph's labels: the last dim of its (first) output."""
+    return int(next(iter(g.outputs.values())).shape[-1]) if g.outputs else 0
+
+
+def _load_zoo(name: str, example_inputs: Sequence[Any] | None,
+              input_shapes: Mapping[str, Sequence[int]] | None, batch: int | None,
+              model_kwargs: Mapping[str, object] | None) -> ModelSource:
+    import torch
+
+    from satc.frontend.torch_import import import_torch
+    from satc.models import ZOO
+
+    if name not in ZOO:
+        raise FrontendError(f"{name!r} is neither an ONNX file nor a zoo model; zoo: {', '.join(ZOO)}")
+    spec = ZOO[name]
+    if input_shapes:
+        if len(input_shapes) != 1:
+            raise FrontendError(f"zoo models take one input; got shapes for {list(input_shapes)}")
+        shape = tuple(next(iter(input_shapes.values())))
+    else:
+        n = example_inputs[0].shape[0] if example_inputs else (batch or 2)
+        shape = (n, *spec.input_shape)
+    torch.manual_seed(0)
+    module = spec.build(**dict(model_kwargs or {}))
+    return ModelSource(import_torch(module, (torch.zeros(shape),), name=name), spec.num_classes)
