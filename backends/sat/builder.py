@@ -124,10 +124,14 @@ class ProgramBuilder:
              a_stride: int | None = None, b_stride: int | None = None, c_stride: int | None = None,
              idx_stride: int | None = None, dataflow: str = "ws", trans_a: bool = False,
              trans_b: bool = False, accumulate: bool = False, interleave: bool = False,
-             wait: Deps = (), signal: Deps = ()) -> int:
+             stationary_a: bool = False, wait: Deps = (), signal: Deps = ()) -> int:
         """C[mt, nt] (+)= A @ B; with ``n, m`` set, A (or B if ``sparse_b``) is N:M compressed;
-        ``interleave`` sets the pass order of the cycle model (interleave mapping)."""
+        ``interleave`` sets the pass order of the cycle model (interleave mapping);
+        ``stationary_a``: a dense WS GEMM keeps A stationary (else B)."""
         sparse = n > 0
+        if sparse and stationary_a:
+            raise ISAError("gemm: stationary_a is for dense GEMMs; an N:M GEMM keeps its "
+                           "compressed operand stationary")
         packed = groups(k, m) * n if sparse else 0
         if a_stride is None:
             a_stride = packed if sparse and not sparse_b else (mt if trans_a else k)
@@ -141,7 +145,8 @@ class ProgramBuilder:
             a_addr=a_addr, a_stride=a_stride, b_buf=b_buf, b_dtype=b_dtype, b_addr=b_addr,
             b_stride=b_stride, idx_buf=idx_buf, idx_addr=idx_addr if sparse else 0,
             idx_stride=idx_stride, c_addr=c_addr, c_stride=nt if c_stride is None else c_stride,
-            mt=mt, nt=nt, k=k, interleave=int(interleave), wait=_deps(wait), signal=_deps(signal)))
+            mt=mt, nt=nt, k=k, interleave=int(interleave), stationary_a=int(stationary_a),
+            wait=_deps(wait), signal=_deps(signal)))
 
     def vec(self, func: str, rows: int, cols: int, *, s0_buf: str = "vec", s0_addr: int = 0,
             s1_buf: str = "vec", s1_addr: int = 0, d_buf: str = "vec", d_addr: int = 0,

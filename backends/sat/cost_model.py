@@ -15,7 +15,8 @@ scheduler and the tiler plan with. Every number comes from the
   - OS: each PE owns one output; ``ceil(mt/rows) * ceil(nt/cols)`` passes,
     each streaming ``body = ksteps + rows * os_drain_cycles_per_row``
     (results shift out).
-  - WS: the stationary operand (the compressed one for N:M, else B) sits in
+  - WS: the stationary operand (the compressed one for N:M; for dense, A when
+    the instruction's ``stationary_a`` bit is set, else B) sits in
     the array, one k-step per PE row: ``K = ceil(ksteps/rows)`` k-slices
     times ``C = ceil(S/cols)`` column blocks of passes, each streaming
     ``body = rows * ws_preload_cycles_per_row + T``, where S is the
@@ -71,7 +72,7 @@ def gemm_cycles(ins: Instruction, cfg: HardwareConfig) -> int:
         passes = math.ceil(ins.mt / cfg.rows) * math.ceil(ins.nt / cfg.cols)
         body = ksteps + cfg.rows * cfg.os_drain_cycles_per_row
         return passes * body + fill if ins.interleave else passes * (body + fill)
-    a_stationary = ins.n > 0 and not ins.sparse_b
+    a_stationary = not ins.sparse_b if ins.n > 0 else bool(ins.stationary_a)
     stationary, streamed = (ins.mt, ins.nt) if a_stationary else (ins.nt, ins.mt)
     kslices, blocks = math.ceil(ksteps / cfg.rows), math.ceil(stationary / cfg.cols)
     body = cfg.rows * cfg.ws_preload_cycles_per_row + streamed

@@ -129,6 +129,8 @@ OPS: tuple[OpSpec, ...] = (
         _u("k", 16, "reduction length"),
         _u("interleave", 1, "1: interleave mapping -- consecutive array passes go to independent "
            "output blocks, so the array drains only between dependent passes (timing only)", 0),
+        _u("stationary_a", 1, "dense WS: 1: A sits stationary in the array and B streams, 0: B "
+           "stationary (N:M: the compressed operand is stationary; must be 0) (timing only)", 0),
     ), "C[mt, nt] (+)= A[mt, k] @ B[k, nt] on the STCE, dense or N:M."),
     OpSpec("vec", 4, "vector", (
         _e("func", 6, VEC_FUNC_NAMES, "vector function (table in docs/isa.md)"),

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from satc.backends.sat.builder import ProgramBuilder
+from satc.backends.sat.config import load_hardware
+from satc.backends.sat.isa import Instruction
+from satc.errors import ISAError
 from satc.backends.sat.cost_model import gemm_cycles, instruction_cycles
 from satc.backends.sat.timing import simulate, time_program
 
@@ -142,3 +147,28 @@ def test_interleave_mapping_fills_once_for_independent_passes():
     assert cyc[3] == 12 * ws_body + fill                            # 2 passes between dependent ones
     assert cyc[4] == 4 * (32 + 20) + fill + 3 * fill                # each k-slice waits for the drain
     assert b.instructions[ws1].interleave == 1 and b.instructions[ws0].interleave == 0
+
+
+def test_dense_ws_keeps_either_operand_stationary():
+    """Dense WS, interleaved, 64 x 1024 x 64 on sat-vcu1525 (32 x 32, 2 multipliers):
+    ksteps = 64 / 2 = 32, one k-slice of 32 rows, fill = 32 + 32.
+    B stationary: 1024 / 32 = 32 column blocks, each preloads 32 rows and streams mt = 64.
+    A stationary: 64 / 32 = 2 column blocks, each preloads 32 rows and streams nt = 1024."""
+    cfg = load_hardware("sat-vcu1525")
+    pre = 32 * cfg.ws_preload_cycles_per_row
+    bufs = dict(a_buf="wgt", b_buf="act", idx_buf="wgt")
+    b_stationary = Instruction("gemm", dataflow="ws", mt=64, nt=1024, k=64, interleave=1, **bufs)
+    a_stationary = Instruction("gemm", dataflow="ws", mt=64, nt=1024, k=64, interleave=1,
+                               stationary_a=1, **bufs)
+    assert gemm_cycles(b_stationary, cfg) == 32 * (pre + 64) + 64
+    assert gemm_cycles(a_stationary, cfg) == 2 * (pre + 1024) + 64
+    # N:M keeps the compressed operand stationary whatever the bit says
+    nm = dict(dataflow="ws", n=2, m=8, mt=64, nt=1024, k=64, interleave=1, **bufs)
+    assert gemm_cycles(Instruction("gemm", **nm), cfg) == 2 * (pre + 1024) + 64
+
+
+def test_builder_refuses_stationary_a_on_an_nm_gemm():
+    b = ProgramBuilder(load_hardware("sat-small"))
+    with pytest.raises(ISAError, match="stationary_a is for dense GEMMs"):
+        b.gemm(32, 32, 32, a_buf="wgt", a_addr=0, b_buf="act", b_addr=0, c_addr=0, n=2, m=8,
+               stationary_a=True)

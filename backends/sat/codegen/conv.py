@@ -176,7 +176,8 @@ def _tiled_gemm(ctx: LowerCtx, p: GemmProblem, tile: Tile, a, b,
                                        dataflow=tile.dataflow,
                                        trans_a=la.k_major and not a.sparse,
                                        trans_b=not lb.k_major and not b.sparse,
-                                       accumulate=not first, interleave=tile.interleave)
+                                       accumulate=not first, interleave=tile.interleave,
+                                       stationary_a=tile.stationary_a)
                             first = False
                     store_c(ot if ot is not None else g, m0, m1, n0, n1, c_addr)
                 if finish is not None:

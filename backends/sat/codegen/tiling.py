@@ -104,7 +104,8 @@ class GemmProblem:
 
 @dataclass(frozen=True)
 class Tile:
-    """A tiling choice: tile sizes, dataflow, buffer slots and the estimate it won with."""
+    """A tiling choice: tile sizes, dataflow, buffer slots and the estimate it won with;
+    ``stationary_a``: a dense WS GEMM keeps A (not B) stationary in the array."""
 
     mt: int
     nt: int
@@ -113,6 +114,7 @@ class Tile:
     slots: int
     cycles: int
     interleave: bool = True
+    stationary_a: bool = False
 
 
 def nm_k_quantum(n: int, m: int) -> int:
@@ -201,23 +203,26 @@ def _candidates(full: int, quantum: int) -> list[int]:
 
 @functools.lru_cache(maxsize=65536)
 def _tile_gemm_cycles(nm: tuple[int, int] | None, sparse_b: bool, mt: int, nt: int, kt: int,
-                      dataflow: str, interleave: bool, cfg: HardwareConfig) -> int:
+                      dataflow: str, interleave: bool, stationary_a: bool,
+                      cfg: HardwareConfig) -> int:
     """The cycle model's cycles of one tile GEMM (memoised: the tile search asks often)."""
     n, m = nm or (0, 0)
     return gemm_cycles(Instruction("gemm", dataflow=dataflow, n=n, m=m, sparse_b=int(sparse_b),
                                    a_buf="wgt", b_buf="act", idx_buf="wgt", mt=mt, nt=nt, k=kt,
-                                   interleave=int(interleave)), cfg)
+                                   interleave=int(interleave), stationary_a=int(stationary_a)),
+                       cfg)
 
 
 def gemm_work(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, cfg: HardwareConfig,
-              interleave: bool = True) -> tuple[float, float]:
+              interleave: bool = True, stationary_a: bool = False) -> tuple[float, float]:
     """(compute, DMA) cycles of the whole tiled GEMM (see the module docstring)."""
     nm_, nn_, nk = -(-p.m // mt), -(-p.n // nt), -(-p.k // kt)
     steps_k = nk * (p.taps if p.taps_in_k else 1)
     outer = 1 if p.taps_in_k else p.taps
     tiles = outer * nm_ * nn_ * steps_k
     compute = tiles * (_tile_gemm_cycles(p.nm if p.sparse else None, p.sparse == "b", mt, nt, kt,
-                                         dataflow, interleave, cfg) + cfg.issue_cycles)
+                                         dataflow, interleave, stationary_a, cfg)
+                       + cfg.issue_cycles)
     a_bytes = p.a_tile_bytes(mt, kt) * tiles
     b_bytes = p.b_tile_bytes(kt, nt) * tiles
     c_bytes = outer * p.m * p.n * 4
@@ -239,6 +244,13 @@ def _overlapped(compute: float, dma: float, slots: int) -> int:
     return int(max(compute, dma) if slots == 2 else compute + dma)
 
 
+def _orientations(p: GemmProblem, cfg: HardwareConfig) -> list[tuple[str, bool]]:
+    """(dataflow, stationary_a) pairs to try: a dense WS GEMM may keep either operand
+    stationary (B first: it wins ties); an N:M one keeps its compressed operand there."""
+    return [(df, sa) for df in cfg.dataflows
+            for sa in ((False, True) if df == "ws" and p.sparse is None else (False,))]
+
+
 def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: bool = True) -> Tile:
     """The cheapest tiling of ``p`` that fits ``cfg``'s buffers (less the weight-update slice,
     :func:`~satc.backends.sat.codegen.partition.buffer_windows`); CompileError if none does.
@@ -254,9 +266,10 @@ def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: boo
                     use = p.buffer_use(mt, nt, kt, slots)
                     if any(use[b] > room[b] for b in use):
                         continue
-                    for df in cfg.dataflows:
-                        compute, dma = gemm_work(p, mt, nt, kt, df, cfg, interleave)
-                        t = Tile(mt, nt, kt, df, slots, _overlapped(compute, dma, slots), interleave)
+                    for df, sa in _orientations(p, cfg):
+                        compute, dma = gemm_work(p, mt, nt, kt, df, cfg, interleave, sa)
+                        t = Tile(mt, nt, kt, df, slots, _overlapped(compute, dma, slots),
+                                 interleave, sa)
                         cost = t.cycles + DMA_WEIGHT * dma
                         if best is None or cost < best_cost:
                             best, best_cost = t, cost
@@ -304,12 +317,12 @@ def plan_tiles(graph: Graph, cfg: HardwareConfig, interleave: bool = True) -> Ti
 def format_tile_plan(graph: Graph, plan: TilePlan) -> str:
     """The tile plan as text: one line per GEMM node (layer, stage, op, problem, tile)."""
     lines = [f"{'node':<16} {'layer':<20} {'stage':<5} {'op':<20} {'M x N x K (taps)':<24} "
-             f"{'mt x nt x kt':<18} {'df':<3} {'slots':>5} {'est cycles':>11}"]
+             f"{'mt x nt x kt':<18} {'df':<5} {'slots':>5} {'est cycles':>11}"]
     for node in graph.nodes:
         if node.name in plan:
             p, t = plan[node.name].problem, plan[node.name].tile
             shape = f"{p.m}x{p.n}x{p.k} ({p.taps})"
             lines.append(f"{node.name:<16} {node.layer or '-':<20} {str(node.stage):<5} "
                          f"{node.op:<20} {shape:<24} {f'{t.mt}x{t.nt}x{t.kt}':<18} "
-                         f"{t.dataflow:<3} {t.slots:>5} {t.cycles:>11}")
+                         f"{t.dataflow + ('/A' if t.stationary_a else ''):<5} {t.slots:>5} {t.cycles:>11}")
     return "\n".join(lines)
