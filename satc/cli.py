@@ -224,12 +224,23 @@ def cmd_asm(args) -> None:
         print(f"{line}  # {i}: {labels[i]}" if labels else line)
 
 
+def _check_output_dirs(paths: dict[str, str | None]) -> None:
+    """Refuse, before any long work, an output path whose folder does not exist."""
+    from pathlib import Path
+
+    for option, path in paths.items():
+        if path and not Path(path).resolve().parent.is_dir():
+            raise SatcError(f"{option} {path}: folder {Path(path).parent} does not exist; "
+                            "create it first (nothing was computed)")
+
+
 def cmd_schedule(args) -> None:
     """Schedule a program file offline; print utilisation, bounds and the critical path."""
     from satc.backends.sat import Program
     from satc.passes.schedule import format_report, schedule_program, write_gantt, write_trace
     from satc.runtime import rescheduled
 
+    _check_output_dirs({"-o": args.output, "--trace": args.trace, "--gantt": args.gantt})
     program = Program.load(args.program)
     labels = program.meta.get("satc", {}).get("labels")
     result = schedule_program(program, args.method, labels=labels, time_limit_s=args.time_limit,

@@ -6,6 +6,8 @@ from typing import Iterator
 
 import numpy as np
 
+from satc.errors import SatcError
+
 
 def digits(test_fraction: float = 0.2, split_seed: int = 0
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -26,7 +28,21 @@ def digits(test_fraction: float = 0.2, split_seed: int = 0
 
 
 def batches(x: np.ndarray, y: np.ndarray, batch: int, seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Endless shuffled full batches of ``batch`` samples (a new permutation every epoch)."""
+    """Endless shuffled full batches of ``batch`` samples (a new permutation every epoch).
+
+    Only full batches are yielded (the last ``len(x) % batch`` samples of each
+    permutation are dropped), so ``batch`` must be an integer in
+    ``[1, len(x)]``, and ``x`` and ``y`` must hold the same number of samples;
+    otherwise :class:`satc.errors.SatcError` is raised on the first ``next()``.
+    """
+    if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool):
+        raise SatcError(f"batches(): batch={batch!r} is not an integer; pass a batch size in [1, {len(x)}]")
+    if len(x) != len(y):
+        raise SatcError(f"batches(): x has {len(x)} samples but y has {len(y)}; pass one label per sample")
+    if not 1 <= batch <= len(x):
+        raise SatcError(f"batches(): batch={batch} does not fit a data set of {len(x)} samples "
+                        f"(only full batches are yielded); pass a batch size in [1, {len(x)}]"
+                        + (" or more data" if batch > len(x) else ""))
     rng = np.random.default_rng(seed)
     while True:
         order = rng.permutation(len(x))

@@ -147,6 +147,14 @@ _POSITIVE_INTS = ("rows", "cols", "multipliers_per_pe", "nm_groups_per_cycle", "
 _NONNEG_INTS = ("dram_latency_cycles", "issue_cycles", "vector_latency_cycles",
                 "wuve_latency_cycles", "sore_latency_cycles")
 _POSITIVE_FLOATS = ("dram_bandwidth_gbps", "clock_mhz")
+# Sane upper bounds of the float fields: beyond them the derived rates of the
+# cycle model (bytes per cycle, seconds per cycle) overflow or lose all meaning.
+_FLOAT_MAX = {"clock_mhz": 100_000.0, "dram_bandwidth_gbps": 1_000_000.0}
+# Every on-chip buffer size must be a multiple of this many bytes: the compiler
+# places tiles at 64-byte aligned addresses counted from both ends of each
+# buffer, so a size that is not a multiple of 64 gives misaligned addresses the
+# emulator refuses. Every preset satisfies it.
+BUFFER_ALIGN_BYTES = 64
 
 
 def _fail(field: str, problem: str, fix: str) -> ConfigError:
@@ -171,6 +179,9 @@ def _validate(cfg: HardwareConfig) -> None:
             raise _fail(f, f"expected a number, got {type(v).__name__} {v!r}", "set it to a number")
         if not math.isfinite(v) or v <= 0:
             raise _fail(f, f"got {v}", "it must be a finite number > 0")
+        if f in _FLOAT_MAX and v > _FLOAT_MAX[f]:
+            raise _fail(f, f"got {v}", f"it must be at most {_FLOAT_MAX[f]:g} (a sane maximum; "
+                        "larger values overflow the cycle model's derived rates)")
     if cfg.dram_efficiency > 1:
         raise _fail("dram_efficiency", f"got {cfg.dram_efficiency}",
                     "it is the achievable fraction of peak bandwidth: use a value in (0, 1]")
@@ -189,6 +200,18 @@ def _validate(cfg: HardwareConfig) -> None:
                     f"give a non-empty list of distinct values from {list(DATAFLOWS)}")
     if cfg.precision not in PRECISIONS:
         raise _fail("precision", f"got {cfg.precision!r}", f"use one of {list(PRECISIONS)}")
+
+
+def _validate_alignment(cfg: HardwareConfig) -> None:
+    """Every buffer size a multiple of :data:`BUFFER_ALIGN_BYTES` (checked when a config is loaded)."""
+    for b in BUFFERS:
+        f = f"{b}_buffer_bytes"
+        v = getattr(cfg, f)
+        if v % BUFFER_ALIGN_BYTES:
+            up = -(-v // BUFFER_ALIGN_BYTES) * BUFFER_ALIGN_BYTES
+            raise _fail(f, f"got {v}, not a multiple of {BUFFER_ALIGN_BYTES}",
+                        f"buffer sizes must be multiples of the {BUFFER_ALIGN_BYTES}-byte tile alignment "
+                        f"(else the emulator meets misaligned accesses): use e.g. {up}")
 
 
 def _validate_patterns(cfg: HardwareConfig) -> None:
@@ -237,7 +260,9 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Hardwar
         if isinstance(kw[f], int) and not isinstance(kw[f], bool):
             kw[f] = float(kw[f])
     try:
-        return HardwareConfig(**kw)
+        cfg = HardwareConfig(**kw)
+        _validate_alignment(cfg)
+        return cfg
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 

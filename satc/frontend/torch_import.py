@@ -355,6 +355,18 @@ def _export(module: torch.nn.Module, args: tuple, train: bool) -> torch.export.E
         module.train(was_training)
 
 
+def _check_float32(module: torch.nn.Module, args: tuple) -> None:
+    """Refuse floating-point parameters, buffers or example inputs other than float32."""
+    tensors = [(f"parameter {k!r}", t) for k, t in module.named_parameters()]
+    tensors += [(f"buffer {k!r}", t) for k, t in module.named_buffers()]
+    tensors += [(f"example input {i}", t) for i, t in enumerate(args) if isinstance(t, torch.Tensor)]
+    for what, t in tensors:
+        if t.is_floating_point() and t.dtype != torch.float32:
+            raise FrontendError(f"{what} is {str(t.dtype).replace('torch.', '')}; satc trains in "
+                                "float32 (fp16 multiplies under mixed precision): convert the model "
+                                "with model.float() and pass float32 inputs")
+
+
 def import_torch(module: torch.nn.Module, example_args: Any, input_names: Sequence[str] | None = None,
                  name: str | None = None, train: bool = True) -> Graph:
     """Import ``module`` applied to ``example_args`` as a satc forward graph (stage FF).
@@ -362,6 +374,7 @@ def import_torch(module: torch.nn.Module, example_args: Any, input_names: Sequen
     A single user input is named ``x`` unless ``input_names`` says otherwise.
     """
     args = tuple(example_args) if isinstance(example_args, (tuple, list)) else (example_args,)
+    _check_float32(module, args)
     ep = _export(module, args, train)
     gm = ep.graph_module
     unsupported = sorted({f"{n.target} (node {n.name!r}, layer {_fx_layer(n) or '-'})"

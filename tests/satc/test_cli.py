@@ -108,3 +108,13 @@ def test_bench_paper_writes_the_results_page(tmp_path, capsys):
     assert "## Sensitivity" in text and "no interleave mapping" in text
     assert out.with_suffix(".png").stat().st_size > 0
     capsys.readouterr()
+
+
+def test_schedule_refuses_a_missing_output_folder_before_solving(tmp_path, capsys):
+    assert main(["compile", "mlp", "--hw", "sat-small", "-o", str(tmp_path)]) == 0
+    prog = str(tmp_path / "mlp.satbin")
+    for flag in ("-o", "--trace", "--gantt"):
+        missing = str(tmp_path / "no" / "such" / "out.file")
+        assert main(["schedule", prog, "--method", "list", "--quiet", flag, missing]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} {missing}: folder" in err and "does not exist" in err

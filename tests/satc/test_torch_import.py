@@ -71,3 +71,17 @@ def test_trailing_softmax_is_dropped_for_the_loss():
     tg = satc.build_training_graph(satc.import_torch(model, (torch.randn(2, 1, 4, 4),)))
     assert all(n.op != "softmax" for n in tg.nodes)
     assert tg.outputs["logits"].producer.op == "bias_add"
+
+
+def test_a_float64_model_gets_the_fix_not_an_unknown_dtype():
+    import pytest
+    import torch
+
+    from satc.errors import FrontendError
+    from satc.frontend.torch_import import import_torch
+    from satc.models import get_model
+
+    with pytest.raises(FrontendError, match=r"parameter '.*' is float64.*model.float\(\)"):
+        import_torch(get_model("mlp").double(), (torch.zeros(2, 1, 8, 8, dtype=torch.float64),))
+    with pytest.raises(FrontendError, match=r"example input 0 is float64"):
+        import_torch(get_model("mlp"), (torch.zeros(2, 1, 8, 8, dtype=torch.float64),))
