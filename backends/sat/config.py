@@ -200,10 +200,11 @@ def _validate(cfg: HardwareConfig) -> None:
                     f"give a non-empty list of distinct values from {list(DATAFLOWS)}")
     if cfg.precision not in PRECISIONS:
         raise _fail("precision", f"got {cfg.precision!r}", f"use one of {list(PRECISIONS)}")
+    _validate_alignment(cfg)
 
 
 def _validate_alignment(cfg: HardwareConfig) -> None:
-    """Every buffer size a multiple of :data:`BUFFER_ALIGN_BYTES` (checked when a config is loaded)."""
+    """Every buffer size a multiple of :data:`BUFFER_ALIGN_BYTES`."""
     for b in BUFFERS:
         f = f"{b}_buffer_bytes"
         v = getattr(cfg, f)
@@ -260,9 +261,7 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Hardwar
         if isinstance(kw[f], int) and not isinstance(kw[f], bool):
             kw[f] = float(kw[f])
     try:
-        cfg = HardwareConfig(**kw)
-        _validate_alignment(cfg)
-        return cfg
+        return HardwareConfig(**kw)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 

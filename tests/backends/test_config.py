@@ -113,3 +113,43 @@ def test_dict_constructor_and_frozen():
     cfg = config_from_dict(_preset_dict())
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.rows = 8
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("act_buffer_bytes", 65535, "not a multiple of 64"),         # not even a multiple of 4
+    ("wgt_buffer_bytes", 65538, "use e.g. 65600"),              # multiple of 2, not of 4
+    ("acc_buffer_bytes", 65540, "not a multiple of 64"),         # multiple of 4, not of 64
+    ("vec_buffer_bytes", 100, "misaligned"),
+    ("clock_mhz", 1e308, "at most 100000"),
+    ("clock_mhz", 100001.0, "sane maximum"),
+    ("clock_mhz", -200.0, "> 0"),
+    ("dram_bandwidth_gbps", 1e300, "at most 1e+06"),
+    ("vector_lanes", 0, ">= 1"),                 # count fields used as divisors
+    ("wuve_lanes", -1, ">= 1"),
+    ("sore_lanes", 0, ">= 1"),
+    ("sore_cycles_per_element", 0, ">= 1"),
+    ("nm_groups_per_cycle", 0, ">= 1"),
+    ("multipliers_per_pe", 0, ">= 1"),
+    ("dram_bytes", 0, ">= 1"),
+])
+def test_bad_alignment_clock_and_counts_name_field(tmp_path, field, value, needle):
+    data = _preset_dict()
+    data[field] = value
+    with pytest.raises(ConfigError) as e:
+        load_hardware(_write(tmp_path, data))
+    assert f"'{field}'" in str(e.value) and needle in str(e.value)
+
+
+def test_clock_not_finite_refused():
+    for v in (float("nan"), float("inf")):
+        data = _preset_dict()
+        data["clock_mhz"] = v
+        with pytest.raises(ConfigError, match="'clock_mhz'.*finite"):
+            config_from_dict(data)
+
+
+def test_all_presets_meet_alignment():
+    for name in list_presets():
+        cfg = load_hardware(name)
+        assert all(v % 64 == 0 for v in cfg.buffer_bytes.values()), name
+        assert cfg.clock_mhz <= 100000

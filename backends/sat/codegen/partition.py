@@ -29,7 +29,7 @@ def buffer_windows(cfg: HardwareConfig, update: bool) -> dict[str, tuple[int, in
     the rest of BP."""
     out = {}
     for b, size in cfg.buffer_bytes.items():
-        cut = size - size // UPDATE_SHARE // ALIGN * ALIGN
+        cut = _window_bytes(size, update=False)
         out[b] = (cut, size) if update else (0, cut)
     return out
 
@@ -40,7 +40,16 @@ def main_buffer_bytes(cfg: HardwareConfig) -> dict[str, int]:
 
 
 def buffer_bytes_to_fit(cfg: HardwareConfig, buf: str, nbytes: int, update: bool = False) -> int:
-    """The smallest ``<buf>_buffer_bytes`` whose window (:func:`buffer_windows`) holds ``nbytes``
-    (for the fix of an out-of-room error)."""
+    """The smallest ``<buf>_buffer_bytes`` (a multiple of :data:`ALIGN`, as the config requires)
+    whose window (:func:`buffer_windows`) holds ``nbytes`` (for the fix of an out-of-room error)."""
     lo, hi = buffer_windows(cfg, update)[buf]
-    return -(-nbytes * cfg.buffer_bytes[buf] // (hi - lo))
+    size = max(ALIGN, align(nbytes * cfg.buffer_bytes[buf] // (hi - lo)) - UPDATE_SHARE * ALIGN)
+    while _window_bytes(size, update) < nbytes:
+        size += ALIGN
+    return size
+
+
+def _window_bytes(size: int, update: bool) -> int:
+    """Bytes of a ``size``-byte buffer in the weight-update slice (``update``) or below it."""
+    share = size // UPDATE_SHARE // ALIGN * ALIGN
+    return share if update else size - share
