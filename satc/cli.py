@@ -152,8 +152,8 @@ def cmd_compile(args) -> None:
     from pathlib import Path
 
     from satc.backends.sat import disassemble, encode_all
+    from satc.backends.sat.roofline import format_roofline, roofline
     from satc.compiler import compile as compile_step, format_per_layer
-
     from satc.models import ZOO
 
     shapes = _parse_shapes(args.input_shape)
@@ -173,7 +173,10 @@ def cmd_compile(args) -> None:
     report = [f"model {args.model}, sparsity {args.sparsity}, hardware {prog.config.name}",
               f"compiled in {seconds:.2f} s: {len(program.instructions)} instructions, "
               f"DRAM {program.dram_size / 2**20:.1f} MiB",
-              prog.timing.summary(), "", format_per_layer(prog.per_layer()), "", prog.plan.table()]
+              prog.timing.summary(), "", "roofline (program order):",
+              format_roofline(roofline(program.instructions, prog.labels, prog.config),
+                              prog.timing.total_cycles),
+              "", format_per_layer(prog.per_layer()), "", prog.plan.table()]
     (out / f"{stem}.report.txt").write_text("\n".join(report) + "\n")
     print("\n".join(report[:3]))
     print(f"wrote {out / (stem + '.satbin')}, {stem}.s, {stem}.report.txt")
@@ -237,6 +240,7 @@ def _check_output_dirs(paths: dict[str, str | None]) -> None:
 def cmd_schedule(args) -> None:
     """Schedule a program file offline; print utilisation, bounds and the critical path."""
     from satc.backends.sat import Program
+    from satc.backends.sat.roofline import format_roofline, roofline
     from satc.passes.schedule import format_report, schedule_program, write_gantt, write_trace
     from satc.runtime import rescheduled
 
@@ -247,6 +251,9 @@ def cmd_schedule(args) -> None:
                               workers=args.workers, seed=args.seed, progress=not args.quiet)
     result.check()
     print(format_report(result))
+    if labels:
+        print("\nroofline:\n" + format_roofline(roofline(program.instructions, labels,
+                                                        program.config), result.makespan))
     if args.trace:
         write_trace(result, args.trace)
         print(f"wrote trace {args.trace} (open in https://ui.perfetto.dev)")

@@ -118,3 +118,13 @@ def test_schedule_refuses_a_missing_output_folder_before_solving(tmp_path, capsy
         assert main(["schedule", prog, "--method", "list", "--quiet", flag, missing]) == 2
         err = capsys.readouterr().err
         assert f"{flag} {missing}: folder" in err and "does not exist" in err
+
+
+def test_compile_report_and_schedule_print_the_roofline(tmp_path, capsys):
+    assert main(["compile", "mlp", "--hw", "sat-small", "-o", str(tmp_path)]) == 0
+    report = (tmp_path / "mlp.report.txt").read_text()
+    assert "roofline (program order):" in report and "makespan / roofline = " in report
+    capsys.readouterr()
+    assert main(["schedule", str(tmp_path / "mlp.satbin"), "--method", "list", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "roofline:" in out and "BP+WU" in out and "makespan / roofline = " in out
