@@ -510,15 +510,16 @@ def _layernorm(im, node, a):
 
 
 def _softmax(im, node, a):
+    """Softmax; before opset 13 the input is coerced to 2-D at ``axis`` (default 1) and the
+    softmax runs over the flattened trailing axes, then the result takes the input's shape."""
     x = im.value(node.input[0])
     r = x.type.rank
-    axis = int(a.get("axis", -1 if im.opset >= 13 else 1))
-    if im.opset < 13 and axis % r != r - 1:
-        raise UnsupportedOpError(
-            f"Softmax axis={axis} on a rank-{r} input: before opset 13 it flattens the input to "
-            f"2-D at the axis; satc supports only axis = {r - 1} (the last), which equals softmax "
-            "over the last axis. Re-export with opset >= 13 or move the softmax to the last axis")
-    return im.emit("softmax", [x], {"axis": axis % r})
+    axis = int(a.get("axis", -1 if im.opset >= 13 else 1)) % r
+    if im.opset >= 13 or axis == r - 1:
+        return im.emit("softmax", [x], {"axis": axis})
+    flat = [int(np.prod(x.shape[:axis], dtype=np.int64)), int(np.prod(x.shape[axis:], dtype=np.int64))]
+    y = im.emit("softmax", [im.emit("reshape", [x], {"shape": flat})], {"axis": 1})
+    return im.emit("reshape", [y], {"shape": list(x.shape)})
 
 
 def _pool_attrs(a: dict, x: Value) -> dict[str, Any]:
