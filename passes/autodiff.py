@@ -72,6 +72,10 @@ def _logits_of(graph: Graph, output: str | None) -> Value:
     if output not in graph.outputs:
         raise IRError(f"graph {graph.name!r} has no output {output!r}; outputs: {list(graph.outputs)}")
     logits = graph.outputs[output]
+    p = logits.producer
+    if p is not None and p.op == "reshape" and p.inputs[0].producer is not None \
+            and p.inputs[0].producer.op == "softmax" and p.inputs[0].type.rank == 2:
+        logits = p.inputs[0]                # a pre-opset-13 ONNX softmax: reshape(softmax(2-D))
     if logits.producer is not None and logits.producer.op == "softmax":
         logits = logits.producer.inputs[0]  # the loss applies its own softmax
     return logits
@@ -90,6 +94,9 @@ def build_training_graph(graph: Graph, loss: str = "cross_entropy",
     tg = forward.clone()
     tg.name = f"{graph.name}.train"
     logits = _logits_of(tg, output)
+    if logits.type.rank > 2 and all(d == 1 for d in logits.shape[2:]):   # [N, C, 1, 1] -> [N, C]
+        logits = tg.add1("reshape", [logits], {"shape": list(logits.shape[:2])}, Stage.FF,
+                         "loss", name=f"{logits.name}.flat")
     if logits.type.rank != 2:
         raise IRError(f"the loss needs logits [N, classes]; output %{logits.name} is {logits.type}")
     labels = tg.add_input(label_name, TensorType((logits.shape[0],), "int64"))

@@ -593,3 +593,25 @@ def test_zoo_vit_position_embedding_is_a_trained_param():
     learned = [k for k in g.params if "pos" in k]
     assert learned, f"position embedding must be a param, params: {sorted(g.params)}"
     _assert_same_step(g, import_torch(copy.deepcopy(model), (torch.from_numpy(x),)), model, x, y)
+
+
+@pytest.mark.parametrize("softmax", [False, True])
+def test_logits_with_trailing_singleton_dims_train_like_torch(softmax):
+    """[N, C, 1, 1] logits (a 1x1-conv classifier, DenseNet / SqueezeNet style), optionally
+    behind an opset-11 Softmax over axis 1: the loss reads them as [N, C]."""
+    w = np.random.default_rng(12).standard_normal((4, 3, 1, 1)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["z"], name="head")]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["z"], ["p"], name="sm", axis=1))
+    proto = _model(nodes, [_vi("x", [2, 3, 1, 1])], [_vi("p" if softmax else "z", [2, 4, 1, 1])],
+                   11, {"w": w})
+    tg = build_training_graph(import_onnx(proto), optimizer=SGD(lr=0.1))
+    assert all(n.op != "softmax" for n in tg.nodes)
+    x = np.random.default_rng(13).standard_normal((2, 3, 1, 1)).astype(np.float32)
+    y = np.array([1, 3])
+    out = interpret(tg, {"x": x, "y": y}, tg.initial_state())
+    wt = torch.tensor(w, requires_grad=True)
+    loss = F.cross_entropy(F.conv2d(torch.tensor(x), wt).flatten(1), torch.tensor(y))
+    loss.backward()
+    np.testing.assert_allclose(out.loss, loss.item(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out.grads["w"], wt.grad.numpy(), rtol=1e-4, atol=1e-5)
