@@ -133,11 +133,7 @@ def test_dict_constructor_and_frozen():
     ("dram_bytes", 0, ">= 1"),
 ])
 def test_bad_alignment_clock_and_counts_name_field(tmp_path, field, value, needle):
-    data = _preset_dict()
-    data[field] = value
-    with pytest.raises(ConfigError) as e:
-        load_hardware(_write(tmp_path, data))
-    assert f"'{field}'" in str(e.value) and needle in str(e.value)
+    test_bad_field_names_field(tmp_path, field, value, needle)
 
 
 def test_clock_not_finite_refused():
