@@ -7,11 +7,11 @@ node allocates below it (the GEMM tiling budget, :func:`main_buffer_bytes`).
 
 from __future__ import annotations
 
-from satc.backends.sat.config import HardwareConfig
+from satc.backends.sat.config import BUFFER_ALIGN_BYTES, HardwareConfig
 
 #: The weight-update slice is 1/UPDATE_SHARE of each buffer.
 UPDATE_SHARE = 8
-ALIGN = 64                 # allocation alignment (bytes) of on-chip tiles and DRAM regions
+ALIGN = BUFFER_ALIGN_BYTES  # allocation alignment (bytes) of on-chip tiles and DRAM regions
 
 
 def align(nbytes: int) -> int:
