@@ -190,4 +190,5 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, sparsity: s
     source = load_model(model, example_inputs, input_shapes)
     graph = run_passes(source.graph, options)
     init = dict(state) if state is not None else graph.initial_state()
-    return CompiledProgram(graph, options.hardware(), codegen(graph, options, init), init)
+    code = codegen(graph, options, init)
+    return CompiledProgram(graph, code.program.config, code, init)
