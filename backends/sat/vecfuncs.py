@@ -115,6 +115,26 @@ def _gelu_grad(x, dy, p):
     return (dy * (_phi_cdf(x) + x64 * pdf)).astype(np.float32)
 
 
+def _sigmoid(x, _, p):
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, np.float32(1) / (1 + e), e / (1 + e)).astype(np.float32)
+
+
+def _silu_grad(x, dy, p):
+    s = _sigmoid(x, None, p)
+    return dy * s * (1 + x * (1 - s))
+
+
+def _hardswish(x, _, p):
+    return x * np.clip(x + np.float32(3), np.float32(0), np.float32(6)) / np.float32(6)
+
+
+def _hardswish_grad(x, dy, p):
+    slope = np.where(x <= -3, np.float32(0), np.where(x < 3, x / np.float32(3) + np.float32(0.5),
+                                                     np.float32(1)))
+    return (dy * slope).astype(np.float32)
+
+
 def _f(name, sources, kernel, doc, passes=1, s1_shape="like_s0", out_shape="same"):
     return VecFunc(name, sources, s1_shape, out_shape, kernel, passes, doc)
 
@@ -157,6 +177,24 @@ VEC_FUNCS: tuple[VecFunc, ...] = (
        s1_shape="pooled"),
     _f("avgpool_grad", ("s1",), _avgpool_grad,
        "d[rows x cols] = s1 (pooled grad) / (kh*kw) spread over each window", s1_shape="pooled"),
+    _f("sigmoid", S0, _sigmoid, "d = 1 / (1 + exp(-s0))"),
+    _f("sigmoid_grad", S01, lambda y, dy, p: dy * y * (1 - y),
+       "d = s1 * s0 * (1 - s0) (s0: sigmoid output, s1: upstream grad)"),
+    _f("tanh", S0, lambda x, _, p: np.tanh(x), "d = tanh(s0)"),
+    _f("tanh_grad", S01, lambda y, dy, p: dy * (1 - y * y),
+       "d = s1 * (1 - s0^2) (s0: tanh output, s1: upstream grad)"),
+    _f("silu", S0, lambda x, _, p: x * _sigmoid(x, None, p), "d = s0 * sigmoid(s0) (SiLU)"),
+    _f("silu_grad", S01, _silu_grad,
+       "d = s1 * s * (1 + s0 * (1 - s)), s = sigmoid(s0) (s0: forward input)"),
+    _f("hardswish", S0, _hardswish, "d = s0 * clamp(s0 + 3, 0, 6) / 6"),
+    _f("hardswish_grad", S01, _hardswish_grad,
+       "d = s1 * (0 if s0 <= -3, s0/3 + 1/2 if s0 < 3, else 1) (s0: forward input)"),
+    _f("max_imm", S0, lambda x, _, p: np.maximum(x, np.float32(p.imm)), "d = max(s0, imm)"),
+    _f("min_imm", S0, lambda x, _, p: np.minimum(x, np.float32(p.imm)), "d = min(s0, imm)"),
+    _f("pass_gt", S01, lambda x, y, p: np.where(x > np.float32(p.imm), y, np.float32(0)),
+       "d = s1 where s0 > imm else 0 (clamp gradients)"),
+    _f("pass_lt", S01, lambda x, y, p: np.where(x < np.float32(p.imm), y, np.float32(0)),
+       "d = s1 where s0 < imm else 0 (clamp gradients)"),
 )
 
 VEC_FUNC_NAMES: tuple[str, ...] = tuple(f.name for f in VEC_FUNCS)

@@ -77,7 +77,6 @@ WEIGHT_OPS = ("Gemm", "MatMul")
 # Why ops that satc only takes inside a pattern or a constant subgraph were left over.
 ONLY_IN_PATTERNS = {
     "Erf": "only inside the exact GELU pattern x * 0.5 * (1 + Erf(x / sqrt 2))",
-    "Tanh": "only inside the tanh GELU pattern",
     "Pow": "only on constants or inside the GELU / LayerNorm patterns",
     "Sqrt": "only on constants or inside the LayerNorm pattern"}
 
@@ -349,13 +348,15 @@ class _Importer:
                 continue
             op = node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}::{node.op_type}"
             hint = f": {ONLY_IN_PATTERNS[op]}" if op in ONLY_IN_PATTERNS else ""
-            bad.append(f"node {node_label(node)!r} ({op}, opset {self.opset_of(node.domain)}){hint}")
+            bad.append((op, f"node {node_label(node)!r} ({op}, opset {self.opset_of(node.domain)}){hint}"))
         if bad:
-            raise UnsupportedOpError(
-                f"{self.where} has {len(bad)} unsupported node(s):\n  " + "\n  ".join(bad)
+            err = UnsupportedOpError(
+                f"{self.where} has {len(bad)} unsupported node(s):\n  " + "\n  ".join(w for _, w in bad)
                 + f"\nsatc translates {', '.join(sorted(ONNX_HANDLERS))}, folds constant "
                 "subgraphs, and fuses the GELU and LayerNorm patterns; rewrite the model with "
                 "these ops or re-export it")
+            err.unsupported = bad           # (op, where) per node, for satc.coverage
+            raise err
 
     def fold(self, node: onnx.NodeProto) -> None:
         """Evaluate a folded node; an activation's Shape reads a zero-stride stand-in of it."""
@@ -762,6 +763,35 @@ def _cast(im, node, a):
     return x
 
 
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _clip(im, node, a):
+    """Clip (min / max: attributes before opset 11, constant inputs from 11): relu when only
+    min = 0 is given, else hardtanh (a missing bound is the fp32 limit)."""
+    x = im.value(node.input[0])
+    if im.opset < 11:
+        lo, hi = a.get("min"), a.get("max")
+    else:
+        bounds = [im.optional_const(node, i, what) for i, what in ((1, "min"), (2, "max"))]
+        lo, hi = (None if b is None else float(np.asarray(b).reshape(-1)[0]) for b in bounds)
+    if lo == 0.0 and hi is None:
+        return im.emit("relu", [x])
+    return im.emit("hardtanh", [x], {"min_val": -F32_MAX if lo is None else float(lo),
+                                     "max_val": F32_MAX if hi is None else float(hi)})
+
+
+def _hard_sigmoid(im, node, a):
+    """HardSigmoid = clamp(alpha * x + beta, 0, 1) (torch's hardswish before opset 14)."""
+    x = im.emit("scale", [im.value(node.input[0])], {"factor": _f32(a.get("alpha", 0.2))})
+    beta = im.g.add_constant(np.asarray(_f32(a.get("beta", 0.5)), np.float32), f"{im.layer}.beta")
+    return im.emit("hardtanh", [im.emit("add", [x, beta])], {"min_val": 0.0, "max_val": 1.0})
+
+
+def _unary(op: str) -> Handler:
+    return lambda im, node, a: im.emit(op, [im.value(node.input[0])])
+
+
 def _gelu(im, node, a):
     return im.emit("gelu", [im.value(node.input[0])], {"approximate": a.get("approximate", "none")})
 
@@ -771,6 +801,8 @@ ONNX_HANDLERS: dict[str, Handler] = {
     "BatchNormalization": _batchnorm, "LayerNormalization": _layernorm,
     "Relu": lambda im, node, a: im.emit("relu", [im.value(node.input[0])]),
     "Gelu": _gelu, "Softmax": _softmax,
+    "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"), "HardSwish": _unary("hardswish"),
+    "Clip": _clip, "HardSigmoid": _hard_sigmoid,
     "MaxPool": _maxpool, "AveragePool": _avgpool, "GlobalAveragePool": _global_avgpool,
     "ReduceMean": _reduce_mean,
     "Add": _add, "Sub": _sub, "Mul": _mul, "Div": _div, "Sum": _sum,

@@ -4,17 +4,30 @@ The module is exported in train mode (BN uses batch statistics and updates
 its running stats); its parameters become graph params and its buffers
 graph buffers, keyed by their ``state_dict`` names (``num_batches_tracked``
 is dropped: satc's BN uses a fixed momentum). ATen ops are translated by
-the table ``ATEN_HANDLERS``; every op missing from it is reported at once.
+the table ``ATEN_HANDLERS``. An op missing from it is
+
+* folded at import time when it depends only on constants and shapes
+  (``arange``, comparisons that build masks, dtype casts, ``ones`` /
+  ``zeros`` / ``*_like``): torch evaluates it and satc keeps the tensor;
+* otherwise replaced by its decomposition from torch's own core-ATen table
+  (``torch.export.default_decompositions()`` less the ops satc translates
+  itself), traced with ``make_fx`` and imported in its place, recursively;
+* otherwise reported: every such op at once, in one ``UnsupportedOpError``.
+
+Only the nodes satc does not translate are decomposed, so the graphs of
+models satc already covers do not change.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import operator
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from torch.fx.experimental.proxy_tensor import make_fx
 
 from satc.errors import FrontendError, UnsupportedOpError
 from satc.ir.graph import Graph, Value
@@ -40,6 +53,8 @@ class _Importer:
         self.ep = ep
         self.em = GraphEmitter(Graph(name))
         self.layer = ""
+        self.unsupported: list[tuple[str, str]] = []              # (op, 'op (node, layer)')
+        self.folded: dict[int, tuple[torch.Tensor, Value]] = {}   # id -> (tensor kept alive, const)
 
     # -------------------------------------------------------------- helpers
     @property
@@ -48,6 +63,134 @@ class _Importer:
 
     def emit(self, op: str, inputs: Sequence[Value], attrs: dict | None = None) -> Value:
         return self.g.add1(op, inputs, attrs, layer=self.layer)
+
+    # -------------------------------------------------------------- walking FX graphs
+    def run(self, graph: torch.fx.Graph, env: dict[str, Any], attrs: Any = None) -> Any:
+        """Import the call_function nodes of ``graph`` with ``env`` (placeholders bound by the
+        caller); returns the mapped output. ``attrs``: the module of get_attr nodes."""
+        for node in graph.nodes:
+            if node.op == "get_attr":
+                env[node.name] = getattr(attrs, node.target)
+            elif node.op == "call_function":
+                env[node.name] = self.call(node, env)
+            elif node.op == "output":
+                return torch.fx.node.map_arg(node.args[0], lambda n: env[n.name])
+        return None
+
+    def call(self, node: torch.fx.Node, env: dict[str, Any]) -> Any:
+        """The value of one call_function node: translated, folded, decomposed or _MISSING."""
+        if node.target is operator.getitem:
+            src = env[node.args[0].name]
+            return _MISSING if src is _MISSING else src[node.args[1]]
+        a = torch.fx.node.map_arg(node.args, lambda n: env[n.name])
+        kw = torch.fx.node.map_arg(node.kwargs, lambda n: env[n.name])
+        if _contains(a, kw, lambda v: v is _MISSING):
+            if node.target not in ATEN_HANDLERS and _decomposition(node.target) is None:
+                self.unsupported.append((str(node.target), self.describe(node)))
+            return _MISSING
+        if node.target in ATEN_HANDLERS:
+            self.layer = _fx_layer(node) or self.layer
+            a, kw = self.lift(a), self.lift(kw)
+            try:
+                return ATEN_HANDLERS[node.target](self, a, kw)
+            except UnsupportedOpError as e:
+                raise UnsupportedOpError(f"node {node.name!r} ({node.target}, layer "
+                                         f"{self.layer or '-'}): {e}") from None
+        if not _contains(a, kw, lambda v: isinstance(v, Value)) or node.target in SHAPE_ONLY:
+            return _fold(node.target, a, kw)
+        sub = _decompose(node.target, a, kw)
+        if sub is None:
+            self.unsupported.append((str(node.target), self.describe(node)))
+            return _MISSING
+        layer = self.layer
+        self.layer = _fx_layer(node) or layer
+        flat = [v for v in _leaves((a, kw))]
+        sub_env = {p.name: v for p, v in zip(sub.graph.find_nodes(op="placeholder"), flat)}
+        out = self.run(sub.graph, sub_env, sub)
+        self.layer = layer
+        return out
+
+    def lift(self, args: Any) -> Any:
+        """Folded tensors in a handler's arguments as graph constants (0-d ones as scalars)."""
+        def one(v: Any) -> Any:
+            if not isinstance(v, torch.Tensor):
+                return v
+            if v.ndim == 0:
+                return v.item()
+            if id(v) not in self.folded:
+                arr = v.detach().cpu().numpy()
+                self.folded[id(v)] = (v, self.g.add_constant(
+                    arr.astype(np.float32) if v.is_floating_point() else arr, "folded"))
+            return self.folded[id(v)][1]
+        return torch.utils._pytree.tree_map(one, args)
+
+    def describe(self, node: torch.fx.Node) -> str:
+        """'target (node 'name', layer L)' for the unsupported-op error."""
+        return f"{node.target} (node {node.name!r}, layer {_fx_layer(node) or self.layer or '-'})"
+
+
+_MISSING = object()   # the value of an unsupported node (import goes on to list them all)
+# Ops whose result depends on their tensor inputs' shapes and dtypes only: always folded.
+SHAPE_ONLY = {aten.zeros_like.default, aten.ones_like.default, aten.full_like.default,
+              aten.empty_like.default, aten.new_zeros.default, aten.new_ones.default,
+              aten.new_full.default, aten.new_empty.default, aten.sym_size.int}
+
+
+def _leaves(tree: Any) -> list[Any]:
+    return torch.utils._pytree.tree_leaves(tree)
+
+
+def _contains(a: Any, kw: Any, pred: Callable[[Any], bool]) -> bool:
+    return any(pred(v) for v in _leaves((a, kw)))
+
+
+def _stand_in(v: Any) -> Any:
+    """A zero tensor of a Value's type (shape-only ops and decomposition tracing read no data)."""
+    if isinstance(v, Value):
+        return torch.zeros(v.shape, dtype=getattr(torch, v.dtype))
+    return v
+
+
+def _fold(target: Any, a: Any, kw: Any) -> Any:
+    """Evaluate a node whose result depends on constants and shapes only."""
+    a, kw = torch.utils._pytree.tree_map(_stand_in, (a, kw))
+    with torch.no_grad():
+        return target(*a, **kw)
+
+
+@functools.cache
+def _decomp_table() -> dict:
+    """torch's core-ATen decomposition table, less the ops satc translates itself."""
+    table = torch.export.default_decompositions().materialize()
+    for op in ATEN_HANDLERS:
+        table.pop(op, None)
+    return table
+
+
+def _decomposition(target: Any) -> Callable | None:
+    return _decomp_table().get(target)
+
+
+def _decompose(target: Any, a: Any, kw: Any) -> torch.fx.GraphModule | None:
+    """``target(*a, **kw)`` traced through torch's decompositions (placeholders: the tensor
+    leaves of ``(a, kw)`` in order); None when torch has no decomposition for it."""
+    if _decomposition(target) is None:
+        return None
+    leaves, spec = torch.utils._pytree.tree_flatten((a, kw))
+    pos = [i for i, v in enumerate(leaves) if isinstance(v, (Value, torch.Tensor))]
+
+    def fn(*tensors):
+        vals = list(leaves)
+        for i, t in zip(pos, tensors):
+            vals[i] = t
+        args, kwargs = torch.utils._pytree.tree_unflatten(vals, spec)
+        return target(*args, **kwargs)
+
+    with torch.no_grad():
+        gm = make_fx(fn, decomposition_table=_decomp_table())(*[_stand_in(leaves[i]) for i in pos])
+    if any(n.target is target for n in gm.graph.nodes):
+        return None       # the decomposition defers to the op itself
+    return gm
 
 
 def _fx_layer(node: torch.fx.Node) -> str:
@@ -61,14 +204,73 @@ def _conv2d(im, a, kw):
     b = a[2] if len(a) > 2 else kw.get("bias")
     stride = _pair(a[3] if len(a) > 3 else kw.get("stride", 1))
     pad = a[4] if len(a) > 4 else kw.get("padding", 0)
-    if isinstance(pad, str):
-        raise UnsupportedOpError(f"conv2d padding={pad!r} is not supported; give explicit padding")
-    ph, pw = _pair(pad)
     dil = _pair(a[5] if len(a) > 5 else kw.get("dilation", 1))
     groups = a[6] if len(a) > 6 else kw.get("groups", 1)
-    y = im.emit("conv2d", [x, w], {"stride": stride, "padding": [ph, pw, ph, pw],
+    padding = (_string_padding(pad, list(w.shape[2:]), stride, dil) if isinstance(pad, str)
+               else _pair(pad) * 2)
+    y = im.emit("conv2d", [x, w], {"stride": stride, "padding": padding,
                                    "dilation": dil, "groups": groups})
     return im.emit("bias_add", [y, b], {"axis": 1}) if b is not None else y
+
+
+def _string_padding(mode: str, kernel: list[int], stride: list[int], dil: list[int]) -> list[int]:
+    """[top, left, bottom, right] of torch's ``padding='valid'`` / ``'same'`` (stride 1; an odd
+    total pads the extra row / column at the bottom / right, as torch does)."""
+    if mode == "valid":
+        return [0, 0, 0, 0]
+    if mode != "same":
+        raise UnsupportedOpError(f"conv2d padding={mode!r}; torch takes 'same' or 'valid'")
+    if stride != [1, 1]:
+        raise UnsupportedOpError(f"conv2d padding='same' with stride {stride}; torch requires "
+                                 "stride 1")
+    total = [d * (k - 1) for k, d in zip(kernel, dil)]
+    lo = [t // 2 for t in total]
+    return lo + [t - l for t, l in zip(total, lo)]
+
+
+def _hardtanh(im, a, kw):
+    lo = a[1] if len(a) > 1 else kw.get("min_val", -1.0)
+    hi = a[2] if len(a) > 2 else kw.get("max_val", 1.0)
+    return im.emit("hardtanh", [a[0]], {"min_val": float(lo), "max_val": float(hi)})
+
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _clamp(im, a, kw):
+    lo = a[1] if len(a) > 1 else kw.get("min")
+    hi = a[2] if len(a) > 2 else kw.get("max")
+    if isinstance(lo, Value) or isinstance(hi, Value):
+        raise UnsupportedOpError("clamp with tensor bounds")
+    if lo is None and hi is None:
+        return a[0]
+    if lo == 0 and hi is None:
+        return im.emit("relu", [a[0]])
+    return _hardtanh(im, [a[0], -F32_MAX if lo is None else lo, F32_MAX if hi is None else hi], {})
+
+
+def _split_sizes(im, a, kw, sizes: list[int]) -> list[Value]:
+    x, dim = a[0], (a[2] if len(a) > 2 else kw.get("dim", 0)) % a[0].type.rank
+    out, start = [], 0
+    for n in sizes:
+        out.append(_slice(im, [x, dim, start, start + n], {}))
+        start += n
+    return out
+
+
+def _split(im, a, kw):
+    n, size = a[0].shape[(a[2] if len(a) > 2 else kw.get("dim", 0)) % a[0].type.rank], a[1]
+    return _split_sizes(im, a, kw, [min(size, n - s) for s in range(0, n, size)])
+
+
+def _chunk(im, a, kw):
+    n = a[0].shape[(a[2] if len(a) > 2 else kw.get("dim", 0)) % a[0].type.rank]
+    size = -(-n // a[1])
+    return _split_sizes(im, a, kw, [min(size, n - s) for s in range(0, n, size)])
+
+
+def _unary(op: str) -> Handler:
+    return lambda im, a, kw: im.emit(op, [a[0]])
 
 
 def _convolution(im, a, kw):
@@ -210,8 +412,8 @@ def _add(im, a, kw):
 
 def _sub(im, a, kw):
     alpha = a[2] if len(a) > 2 else kw.get("alpha", 1)
-    if not isinstance(a[0], Value):
-        raise UnsupportedOpError("scalar minus tensor (rsub)")
+    if not isinstance(a[0], Value):           # scalar - tensor: (-alpha) * y + scalar
+        return _add(im, [im.emit("scale", [a[1]], {"factor": -float(alpha)}), a[0]], {})
     y = im.emit("scale", [a[1]], {"factor": -float(alpha)}) if isinstance(a[1], Value) else -float(alpha) * a[1]
     return _add(im, [a[0], y], {})
 
@@ -313,6 +515,17 @@ ATEN_HANDLERS: dict[Any, Handler] = {
     aten.relu.default: lambda im, a, kw: im.emit("relu", [a[0]]),
     aten.relu_.default: lambda im, a, kw: im.emit("relu", [a[0]]),
     aten.gelu.default: _gelu,
+    aten.sigmoid.default: _unary("sigmoid"), aten.sigmoid_.default: _unary("sigmoid"),
+    aten.tanh.default: _unary("tanh"), aten.tanh_.default: _unary("tanh"),
+    aten.silu.default: _unary("silu"), aten.silu_.default: _unary("silu"),
+    aten.hardswish.default: _unary("hardswish"), aten.hardswish_.default: _unary("hardswish"),
+    aten.hardtanh.default: _hardtanh, aten.hardtanh_.default: _hardtanh,
+    aten.relu6.default: lambda im, a, kw: _hardtanh(im, [a[0], 0.0, 6.0], {}),
+    aten.conv2d.padding: _conv2d,
+    aten.clamp.default: _clamp,
+    aten.neg.default: lambda im, a, kw: im.emit("scale", [a[0]], {"factor": -1.0}),
+    aten.split.Tensor: _split, aten.chunk.default: _chunk,
+    aten.split_with_sizes.default: lambda im, a, kw: _split_sizes(im, a, kw, list(a[1])),
     aten.max_pool2d.default: _max_pool2d, aten.avg_pool2d.default: _avg_pool2d,
     aten.adaptive_avg_pool2d.default: _adaptive_avg_pool2d,
     aten.mean.dim: _mean_dim,
@@ -333,7 +546,9 @@ ATEN_HANDLERS: dict[Any, Handler] = {
     aten.detach_.default: _identity, aten.lift_fresh_copy.default: _identity,
 }
 IGNORED = {aten._assert_tensor_metadata.default, aten._assert_async.msg}
-INPLACE = {aten.add_.Tensor, aten.mul_.Tensor, aten.relu_.default, aten.dropout_.default}
+INPLACE = {aten.add_.Tensor, aten.mul_.Tensor, aten.relu_.default, aten.dropout_.default,
+           aten.sigmoid_.default, aten.tanh_.default, aten.silu_.default, aten.hardswish_.default,
+           aten.hardtanh_.default}
 
 
 def _export(module: torch.nn.Module, args: tuple, train: bool) -> torch.export.ExportedProgram:
@@ -377,13 +592,6 @@ def import_torch(module: torch.nn.Module, example_args: Any, input_names: Sequen
     _check_float32(module, args)
     ep = _export(module, args, train)
     gm = ep.graph_module
-    unsupported = sorted({f"{n.target} (node {n.name!r}, layer {_fx_layer(n) or '-'})"
-                          for n in gm.graph.nodes if n.op == "call_function"
-                          and n.target not in ATEN_HANDLERS and n.target not in IGNORED
-                          and n.target is not operator.getitem})
-    if unsupported:
-        raise UnsupportedOpError("unsupported ops in the exported model:\n  " + "\n  ".join(unsupported)
-                                 + "\nrewrite them with supported ops (see docs/architecture.md)")
     im = _Importer(ep, name or type(module).__name__.lower())
     g = im.g
     specs = {s.arg.name: s for s in ep.graph_signature.input_specs}
@@ -404,6 +612,8 @@ def import_torch(module: torch.nn.Module, example_args: Any, input_names: Sequen
                                              TensorType(tuple(t.shape), str(t.dtype).replace("torch.", "")))
             elif spec.target.endswith("num_batches_tracked"):
                 skipped.add(node.name)
+            elif kind == "CONSTANT_TENSOR":
+                env[node.name] = state[spec.target].detach()       # folded like any constant
             else:
                 arr = state[spec.target].detach().cpu().numpy().astype(np.float32)
                 env[node.name] = g.add_param(spec.target, arr, trainable=kind == "PARAMETER")
@@ -411,21 +621,20 @@ def import_torch(module: torch.nn.Module, example_args: Any, input_names: Sequen
             if node.target in IGNORED or any(getattr(a, "name", None) in skipped for a in node.args):
                 continue
             im.layer = _fx_layer(node)
-            if node.target is operator.getitem:
-                env[node.name] = env[node.args[0].name][node.args[1]]
-                continue
-            a = torch.fx.node.map_arg(node.args, lambda n: env[n.name])
-            kw = torch.fx.node.map_arg(node.kwargs, lambda n: env[n.name])
-            try:
-                env[node.name] = ATEN_HANDLERS[node.target](im, a, kw)
-            except UnsupportedOpError as e:
-                raise UnsupportedOpError(f"node {node.name!r} ({node.target}, layer "
-                                         f"{im.layer or '-'}): {e}") from None
+            env[node.name] = im.call(node, env)
             if node.target in INPLACE and isinstance(node.args[0], torch.fx.Node):
                 env[node.args[0].name] = env[node.name]
         elif node.op == "output":
             outs = [env[n.name] for n in node.args[0]]
             keys = ["output"] if len(outs) == 1 else [f"output{i}" for i in range(len(outs))]
             g.outputs = dict(zip(keys, outs))
+    if im.unsupported:
+        bad = sorted(set(im.unsupported))
+        err = UnsupportedOpError(
+            "unsupported ops in the exported model (no satc translation and no core-ATen "
+            "decomposition to ops satc translates):\n  " + "\n  ".join(w for _, w in bad)
+            + "\nrewrite them with supported ops (`satc ops MODEL --coverage` lists each op)")
+        err.unsupported = bad                 # (op, where) per node, for satc.coverage
+        raise err
     g.state_updates.update(im.em.state_updates)
     return verify(g)

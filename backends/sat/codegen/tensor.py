@@ -14,6 +14,11 @@ broadcasts.
   ``bias_grad``, ``reshape`` (a view of its input);
 * ``gelu`` / ``gelu_grad`` (exact erf), ``softmax`` / ``softmax_grad`` along
   the last axis: vector functions per chunk;
+* ``sigmoid``, ``tanh``, ``silu``, ``hardswish`` and their gradients: the
+  vector function of the same name per chunk; ``hardtanh`` (ReLU6):
+  ``max_imm`` then ``min_imm``, its gradient ``pass_gt`` then ``pass_lt``;
+* ``mul``: same-shape operands, one scalar per plane (``col`` broadcast: a
+  squeeze-excite gate ``[N, C, 1, 1]``) or one operand over leading axes;
 * ``transpose`` -- a strided DMA gather in output order into the vector
   buffer, then a contiguous store: a permutation that keeps the last axis
   moves runs of it; one that moves the last axis moves single elements;
@@ -127,23 +132,32 @@ def _tile_bytes(rows: int, cols: int) -> int:
 
 
 # ---------------------------------------------------------------- elementwise
+Step = tuple[str, int, int | None, int, float]   # func, s0 tile, s1 tile (or None), d tile, imm
+
+
 def _elementwise(ctx: LowerCtx, func: str, srcs: list, out, imm: float = 0.0) -> None:
     """out = func(srcs...) chunk by chunk; the result overwrites the first source's tile."""
+    _chain(ctx, srcs, out, [(func, 0, 1 if len(srcs) > 1 else None, 0, imm)], func)
+
+
+def _chain(ctx: LowerCtx, srcs: list, out, steps: list[Step], what: str, result: int = 0) -> None:
+    """out = tile ``result`` after ``steps`` over the chunk tiles of ``srcs`` (one per source)."""
     views = [ctx.dense(v).view3() for v in srcs] + [ctx.dense(out).view3()]
     same_views(ctx, views)
     v0 = views[0]
     step, slots = ctx.chunking(v0, len(srcs))
-    tiles = [[ctx.alloc("vec", _tile_bytes(step * v0.rows, v0.cols), f"{func} tile")
+    tiles = [[ctx.alloc("vec", _tile_bytes(step * v0.rows, v0.cols), f"{what} tile")
               for _ in srcs] for _ in range(slots)]
     for i, (p0, p1) in enumerate(chunks(v0.planes, step)):
         t = tiles[i % slots]
         for v, addr in zip(views, t):
             ctx.dma3("load", v, p0, p1, "vec", addr)
-        kw = dict(s0_addr=t[0], d_addr=t[0])
-        if len(srcs) > 1:
-            kw["s1_addr"] = t[1]
-        ctx.b.vec(func, (p1 - p0) * v0.rows, v0.cols, imm=imm, **kw)
-        ctx.dma3("store", views[-1], p0, p1, "vec", t[0])
+        for func, a, b, d, imm in steps:
+            kw = dict(s0_addr=t[a], d_addr=t[d])
+            if b is not None:
+                kw["s1_addr"] = t[b]
+            ctx.b.vec(func, (p1 - p0) * v0.rows, v0.cols, imm=imm, **kw)
+        ctx.dma3("store", views[-1], p0, p1, "vec", t[result])
 
 
 @lowering("relu")
@@ -182,6 +196,49 @@ def lower_add(ctx: LowerCtx, node: Node) -> None:
 def lower_scale(ctx: LowerCtx, node: Node) -> None:
     """x * factor: vec mul_imm."""
     _elementwise(ctx, "mul_imm", [node.inputs[0]], node.outputs[0], imm=node.attrs["factor"])
+
+
+@lowering("mul")
+def lower_mul(ctx: LowerCtx, node: Node) -> None:
+    """a * b: vec mul of same-shape operands; an operand of one scalar per plane ([N, C, 1, 1]
+    over NCHW, [.., T, 1] over [.., T, D]: a squeeze-excite gate, a norm's per-row scale) is a
+    ``col`` broadcast; one broadcast over leading axes a ``row`` broadcast."""
+    a, b = node.inputs
+    out = node.outputs[0]
+    if a.shape == out.shape and b.shape == out.shape:
+        _elementwise(ctx, "mul", [a, b], out)
+        return
+    big, small = (a, b) if a.shape == out.shape else (b, a)
+    if big.shape == out.shape and _plane_prefix(tuple(small.shape), tuple(out.shape)):
+        _plane_scale(ctx, big, small, out)
+        return
+    broadcast_add(ctx, a, b, out, func="mul")
+
+
+def _plane_prefix(small: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    """True when ``small`` is ``shape`` with the trailing (plane) axes set to 1."""
+    lead = 2 if len(shape) == 4 else len(shape) - 1
+    ss = (1,) * (len(shape) - len(small)) + small
+    return ss[:lead] == shape[:lead] and all(s == 1 for s in ss[lead:])
+
+
+def _plane_scale(ctx: LowerCtx, x: Value, s: Value, out: Value) -> None:
+    """out[p] = x[p] * s[p] for every View3 plane p: the packed chunk as ``planes x plane``
+    rows, s as a ``col`` broadcast from vec."""
+    xv, ov = ctx.dense(x).view3(), ctx.dense(out).view3()
+    same_views(ctx, [xv, ov])
+    width = xv.rows * xv.cols
+    if width > MAX_ROWS:
+        raise ctx.fail(f"planes of {width} elements scaled by one value each",
+                       "the vector unit's cols field is 16 bits; split the planes")
+    saddr = _load_row_vector(ctx, s, "per-plane scale")
+    step, slots = ctx.chunking(xv, 1)
+    tiles = [ctx.alloc("vec", _tile_bytes(step * xv.rows, xv.cols), "mul tile") for _ in range(slots)]
+    for i, (p0, p1) in enumerate(chunks(xv.planes, step)):
+        t = tiles[i % slots]
+        ctx.dma3("load", xv, p0, p1, "vec", t)
+        ctx.b.vec("mul", p1 - p0, width, s0_addr=t, s1_addr=saddr + p0 * 4, d_addr=t, bcast="col")
+        ctx.dma3("store", ov, p0, p1, "vec", t)
 
 
 # ---------------------------------------------------------------- channels
@@ -327,6 +384,36 @@ def lower_gelu_grad(ctx: LowerCtx, node: Node) -> None:
     _exact_gelu(ctx, node)
     dy, x = node.inputs
     _map(ctx, "gelu_grad", [x, dy], node.outputs[0])
+
+
+@lowering("sigmoid", "tanh", "silu", "hardswish")
+def lower_activation(ctx: LowerCtx, node: Node) -> None:
+    """sigmoid / tanh / silu / hardswish: the vector function of the same name."""
+    _elementwise(ctx, node.op, [node.inputs[0]], node.outputs[0])
+
+
+@lowering("sigmoid_grad", "tanh_grad", "silu_grad", "hardswish_grad")
+def lower_activation_grad(ctx: LowerCtx, node: Node) -> None:
+    """f_grad(dy, v): the vector function of the same name with s0 = v, s1 = dy."""
+    dy, v = node.inputs
+    _elementwise(ctx, node.op, [v, dy], node.outputs[0])
+
+
+@lowering("hardtanh")
+def lower_hardtanh(ctx: LowerCtx, node: Node) -> None:
+    """clamp(x, lo, hi): vec max_imm lo, then min_imm hi, on the same tile."""
+    lo, hi = float(node.attrs["min_val"]), float(node.attrs["max_val"])
+    _chain(ctx, [node.inputs[0]], node.outputs[0],
+           [("max_imm", 0, None, 0, lo), ("min_imm", 0, None, 0, hi)], "hardtanh")
+
+
+@lowering("hardtanh_grad")
+def lower_hardtanh_grad(ctx: LowerCtx, node: Node) -> None:
+    """dy where lo < x < hi: vec pass_gt lo, then pass_lt hi (s0 = x), into the dy tile."""
+    dy, x = node.inputs
+    lo, hi = float(node.attrs["min_val"]), float(node.attrs["max_val"])
+    _chain(ctx, [x, dy], node.outputs[0],
+           [("pass_gt", 0, 1, 1, lo), ("pass_lt", 0, 1, 1, hi)], "hardtanh_grad", result=1)
 
 
 def _last_axis(ctx: LowerCtx, node: Node, v: Value) -> int:
@@ -558,9 +645,10 @@ def lower_broadcast_to(ctx: LowerCtx, node: Node) -> None:
                     buf_row_stride=rb)
 
 
-def broadcast_add(ctx: LowerCtx, a: Value, b: Value, out: Value) -> None:
-    """out = a + b where one operand is broadcast over leading axes of the other (a position
-    embedding over the batch): the small operand stays in vec, row-broadcast over chunks."""
+def broadcast_add(ctx: LowerCtx, a: Value, b: Value, out: Value, func: str = "add") -> None:
+    """out = a + b (``func`` of a and b) where one operand is broadcast over leading axes of the
+    other (a position embedding over the batch): the small operand stays in vec, row-broadcast
+    over chunks."""
     shape = tuple(out.shape)
     big, small = (a, b) if tuple(a.shape) == shape else (b, a)
     ss = (1,) * (len(shape) - len(small.shape)) + tuple(small.shape)
@@ -568,8 +656,9 @@ def broadcast_add(ctx: LowerCtx, a: Value, b: Value, out: Value) -> None:
     while k < len(shape) and ss[k] == 1 and shape[k] != 1:
         k += 1
     if tuple(big.shape) != shape or ss[k:] != shape[k:]:
-        raise ctx.fail(f"add of {a.shape} and {b.shape}",
-                       "the SAT lowering broadcasts one operand over leading axes only")
+        raise ctx.fail(f"{func} of {a.shape} and {b.shape}",
+                       "the SAT lowering broadcasts one operand over leading axes, or over the "
+                       "trailing axes of one plane (mul), only")
     inner = int(np.prod(shape[k:]))
     if inner > MAX_ROWS:
         raise ctx.fail(f"a broadcast operand of {inner} elements",
@@ -580,5 +669,5 @@ def broadcast_add(ctx: LowerCtx, a: Value, b: Value, out: Value) -> None:
     for i, (r0, r1) in enumerate(chunks(bv.planes, step)):
         t = slots[i % len(slots)]["x"]
         ctx.dma3("load", bv, r0, r1, "vec", t)
-        ctx.b.vec("add", r1 - r0, inner, s0_addr=t, s1_addr=vs, d_addr=t, bcast="row")
+        ctx.b.vec(func, r1 - r0, inner, s0_addr=t, s1_addr=vs, d_addr=t, bcast="row")
         ctx.dma3("store", ov, r0, r1, "vec", t)
