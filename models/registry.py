@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from torch import nn
-
+from satc.models.bert import bert_tiny
+from satc.models.gpt import gpt_tiny
 from satc.models.resnet import resnet18, resnet18_cifar, resnet50, resnet50_cifar
 from satc.models.small import cnn, mlp
 from satc.models.vgg import vgg16_bn
 from satc.models.vit import vit_tiny
+from torch import nn
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One zoo entry: its factory, default input shape (C, H, W) and class count."""
+    """One zoo entry: its factory, default input shape per sample ((C, H, W) for images, (T,)
+    for token models) and class count (the vocabulary for token models)."""
 
     name: str
     factory: Callable[..., nn.Module]
@@ -39,6 +41,10 @@ ZOO: dict[str, ModelSpec] = {s.name: s for s in (
     ModelSpec("vgg16_bn", vgg16_bn, (3, 32, 32), 10, "VGG-16-BN, CIFAR classifier"),
     ModelSpec("vit_tiny", vit_tiny, (3, 32, 32), 10,
               "ViT-Tiny patch 4, dim 192, depth 12, 3 heads, mean-pool head"),
+    ModelSpec("gpt_tiny", gpt_tiny, (16,), 64,
+              "GPT-style decoder: vocab 64, context 16, dim 32, depth 2, causal, LM head"),
+    ModelSpec("bert_tiny", bert_tiny, (16,), 64,
+              "BERT-style encoder: vocab 64, context 16, dim 32, depth 2, post-norm, MLM head"),
 )}
 
 

@@ -15,7 +15,8 @@ def count_params(model: nn.Module) -> int:
 def _example(model: nn.Module, input_shape: tuple[int, ...]) -> torch.Tensor:
     p = next(model.parameters(), None)
     device = p.device if p is not None else torch.device("cpu")
-    return torch.zeros((1, *input_shape), device=device)
+    dtype = getattr(model, "input_dtype", torch.float32)      # token models take int64 ids
+    return torch.zeros((1, *input_shape), dtype=dtype, device=device)
 
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:

@@ -29,6 +29,7 @@ from satc.passes.dce import eliminate_dead_code
 from satc.passes.optimizer import SGD, Optimizer
 
 LOSSES = ("cross_entropy",)
+IGNORE_INDEX = -100     # torch's default ignore_index, for token labels
 
 
 class _GradContext:
@@ -83,8 +84,12 @@ def _logits_of(graph: Graph, output: str | None) -> Value:
 
 def build_training_graph(graph: Graph, loss: str = "cross_entropy",
                          optimizer: Optimizer | None = None, output: str | None = None,
-                         label_name: str = "y") -> Graph:
-    """The training step of forward graph ``graph``: FF + loss, BP, WU and OPT."""
+                         label_name: str = "y", ignore_index: int = IGNORE_INDEX) -> Graph:
+    """The training step of forward graph ``graph``: FF + loss, BP, WU and OPT.
+
+    Logits ``[N, classes]`` take labels ``[N]``; token logits ``[N, T, vocab]`` (a language
+    model) take labels ``[N, T]``, and tokens labelled ``ignore_index`` do not count (torch's
+    ``cross_entropy(logits.flatten(0, 1), labels.flatten())``)."""
     if loss not in LOSSES:
         raise IRError(f"unknown loss {loss!r}; supported: {', '.join(LOSSES)}")
     optimizer = optimizer if optimizer is not None else SGD()
@@ -97,10 +102,17 @@ def build_training_graph(graph: Graph, loss: str = "cross_entropy",
     if logits.type.rank > 2 and all(d == 1 for d in logits.shape[2:]):   # [N, C, 1, 1] -> [N, C]
         logits = tg.add1("reshape", [logits], {"shape": list(logits.shape[:2])}, Stage.FF,
                          "loss", name=f"{logits.name}.flat")
-    if logits.type.rank != 2:
-        raise IRError(f"the loss needs logits [N, classes]; output %{logits.name} is {logits.type}")
-    labels = tg.add_input(label_name, TensorType((logits.shape[0],), "int64"))
-    loss_v = tg.add1(loss, [logits, labels], {}, Stage.FF, "loss", name="loss")
+    scores, attrs = logits, {}
+    if logits.type.rank == 3:       # language model: token logits [N, T, V], labels [N, T]
+        n, t, v = logits.shape
+        scores = tg.add1("reshape", [logits], {"shape": [n * t, v]}, Stage.FF, "loss",
+                         name=f"{logits.name}.tokens")
+        attrs = {"ignore_index": ignore_index}
+    if scores.type.rank != 2:
+        raise IRError(f"the loss needs logits [N, classes] or token logits [N, T, vocab]; "
+                      f"output %{logits.name} is {logits.type}")
+    labels = tg.add_input(label_name, TensorType(tuple(logits.shape[:-1]), "int64"))
+    loss_v = tg.add1(loss, [scores, labels], attrs, Stage.FF, "loss", name="loss")
     tg.outputs = {"logits": logits, "loss": loss_v}
 
     params = [(k, v) for k, v in tg.params.items()]

@@ -47,6 +47,7 @@ class WeightSparsity:
     bp: str
     wu: str = "dense"
     reason: str = ""
+    kind: str = "weight"      # 'weight', 'embedding' or 'activations' (attention GEMMs)
 
 
 @dataclass
@@ -62,7 +63,8 @@ class SparsityReport:
 
     def format(self) -> str:
         """A text table of the report."""
-        rows = [f"sparsity {self.spec}: {len(self.sparse_weights())} of {len(self.layers)} weight layers pruned",
+        weights = [r for r in self.layers if r.kind == "weight"]
+        rows = [f"sparsity {self.spec}: {len(self.sparse_weights())} of {len(weights)} weight layers pruned",
                 f"{'layer':<28} {'FF':<14} {'BP':<14} {'WU':<6} note"]
         rows += [f"{r.layer:<28} {r.ff:<14} {r.bp:<14} {r.wu:<6} {r.reason}" for r in self.layers]
         return "\n".join(rows)
@@ -78,6 +80,25 @@ def _weight_gemms(g: Graph) -> list[Node]:
                                 and n.attrs.get("trans_b") and not n.attrs.get("trans_a")):
             out.append(n)
     return out
+
+
+def _dense_gemms(g: Graph) -> list[WeightSparsity]:
+    """Report rows of the FF GEMM work BDWP never prunes: embedding tables (a gather, run as a
+    one-hot GEMM over a dense table) and GEMMs whose operands are both activations (attention
+    scores and context)."""
+    rows = []
+    for n in g.nodes:
+        if n.stage != Stage.FF:
+            continue
+        if n.op == "embedding" and n.inputs[0].name in g.params:
+            rows.append(WeightSparsity(n.layer, n.inputs[0].name, "dense", "dense",
+                                       reason="embedding table (gather by token id)",
+                                       kind="embedding"))
+        elif n.op == "matmul" and not any(v.name in g.state for v in n.inputs):
+            rows.append(WeightSparsity(n.layer, f"%{n.outputs[0].name}", "dense", "dense",
+                                       reason="activation x activation GEMM (attention)",
+                                       kind="activations"))
+    return rows
 
 
 def _replace_input(node: Node, old: Value, new: Value) -> None:
@@ -188,6 +209,7 @@ def sparsify(graph: Graph, spec: str | SparsitySpec, exclude: Sequence[str] = ()
     if unknown:
         raise SparsityError(f"exclude names {unknown} match no weight layer; layers: {sorted(known)}")
     report = SparsityReport(spec)
+    dense_gemms = _dense_gemms(g)
     seen: set[str] = set()
     for node in gemms:
         w = node.inputs[1]
@@ -200,5 +222,6 @@ def sparsify(graph: Graph, spec: str | SparsitySpec, exclude: Sequence[str] = ()
             report.layers.append(WeightSparsity(node.layer, w.name, "dense", "dense", reason=why))
             continue
         report.layers.append(_sparsify_weight(g, spec, node, pregenerate))
+    report.layers += dense_gemms
     g.meta["sparsity"] = report
     return g

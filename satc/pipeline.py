@@ -179,4 +179,6 @@ def _load_zoo(name: str, example_inputs: Sequence[Any] | None,
         shape = (n, *spec.input_shape)
     torch.manual_seed(0)
     module = spec.build(**dict(model_kwargs or {}))
-    return ModelSource(import_torch(module, (torch.zeros(shape),), name=name), spec.num_classes)
+    dtype = getattr(module, "input_dtype", torch.float32)
+    return ModelSource(import_torch(module, (torch.zeros(shape, dtype=dtype),), name=name),
+                       spec.num_classes)

@@ -88,16 +88,17 @@ class _Importer:
             if node.target not in ATEN_HANDLERS and _decomposition(node.target) is None:
                 self.unsupported.append((str(node.target), self.describe(node)))
             return _MISSING
+        if not _contains(a, kw, lambda v: isinstance(v, Value)) or node.target in SHAPE_ONLY:
+            return _fold(node.target, a, kw)
         if node.target in ATEN_HANDLERS:
             self.layer = _fx_layer(node) or self.layer
-            a, kw = self.lift(a), self.lift(kw)
+            if node.target not in RAW_ARGS:
+                a, kw = self.lift(a), self.lift(kw)
             try:
                 return ATEN_HANDLERS[node.target](self, a, kw)
             except UnsupportedOpError as e:
                 raise UnsupportedOpError(f"node {node.name!r} ({node.target}, layer "
                                          f"{self.layer or '-'}): {e}") from None
-        if not _contains(a, kw, lambda v: isinstance(v, Value)) or node.target in SHAPE_ONLY:
-            return _fold(node.target, a, kw)
         sub = _decompose(node.target, a, kw)
         if sub is None:
             self.unsupported.append((str(node.target), self.describe(node)))
@@ -508,6 +509,106 @@ def _identity(im, a, kw):
     return a[0]
 
 
+def _const(im, arr: np.ndarray, hint: str) -> Value:
+    return im.g.add_constant(np.ascontiguousarray(arr, np.float32), hint)
+
+
+def _select_const(im, cond: np.ndarray, x: Value, other: Any, where: str) -> Value:
+    """``where(cond, x, other)`` for a constant ``cond`` and a graph value ``x``: ``x * cond +
+    fill * (1 - cond)`` as mul / add (exact: one term is 0). An infinite fill (the -inf of an
+    attention mask) is one additive mask ``x + where(cond, 0, fill)``."""
+    cond = np.asarray(cond).astype(bool)
+    if cond.all():
+        return x
+    if isinstance(other, Value):
+        if other.name not in im.g.constants:
+            keep = im.emit("mul", [x, _const(im, cond, "select_mask")])
+            drop = im.emit("mul", [other, _const(im, ~cond, "select_mask")])
+            return im.emit("add", [keep, drop])
+        other = im.g.initializers[other.name]
+    fill = np.asarray(other, np.float32)
+    if fill.ndim and not np.all(fill == fill.flat[0]):
+        raise UnsupportedOpError(f"{where} with a non-uniform constant fill tensor")
+    fill = float(fill.flat[0]) if fill.ndim else float(fill)
+    if not np.isinf(fill):
+        x = im.emit("mul", [x, _const(im, cond, "select_mask")])
+    return im.emit("add", [x, _const(im, np.where(cond, 0.0, fill), "select_fill")])
+
+
+def _constant_array(im, v: Any, what: str) -> np.ndarray:
+    """The data of a condition known at import time (a folded tensor or a graph constant)."""
+    if isinstance(v, torch.Tensor):
+        return v.detach().cpu().numpy()
+    if isinstance(v, Value) and v.name in im.g.constants:
+        return np.asarray(im.g.initializers[v.name])
+    raise UnsupportedOpError(f"{what} whose condition is computed from data (satc needs a mask "
+                             "known at import time: build it from shapes, e.g. torch.tril(torch."
+                             "ones(T, T)), or pass an additive float mask and add it)")
+
+
+def _where(im, a, kw):
+    cond, x, y = a[0], a[1], a[2]
+    c = _constant_array(im, cond, "where")
+    x, y = im.lift(x), im.lift(y)
+    if isinstance(x, Value):
+        return _select_const(im, c, x, y, "where")
+    if isinstance(y, Value):
+        return _select_const(im, ~c.astype(bool), y, x, "where")
+    raise UnsupportedOpError("where without a tensor branch")
+
+
+def _masked_fill(im, a, kw):
+    c = _constant_array(im, a[1], "masked_fill")
+    return _select_const(im, ~c.astype(bool), im.lift(a[0]), im.lift(a[2]), "masked_fill")
+
+
+def _embedding(im, a, kw):
+    w, ids = a[0], a[1]
+    pad = a[2] if len(a) > 2 else kw.get("padding_idx", -1)
+    if (a[3] if len(a) > 3 else kw.get("scale_grad_by_freq", False)):
+        raise UnsupportedOpError("embedding with scale_grad_by_freq=True")
+    return im.emit("embedding", [w, ids], {"padding_idx": int(pad)} if pad is not None and pad >= 0
+                   else {})
+
+
+def _sdpa(im, a, kw):
+    """``scaled_dot_product_attention`` as torch's math backend computes it: ``softmax(q k^T *
+    scale + mask) v`` with the causal or boolean mask an additive constant (0 / -inf)."""
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
+    args = {**dict(zip(names, a)), **kw}
+    q, k, v = (im.lift(args[n]) for n in names[:3])
+    mask, causal = args.get("attn_mask"), bool(args.get("is_causal", False))
+    p, scale = float(args.get("dropout_p", 0.0)), args.get("scale")
+    if args.get("enable_gqa", False) or q.shape[:-2] != k.shape[:-2]:
+        raise UnsupportedOpError(f"attention with query {q.shape} and key {k.shape} (grouped-query "
+                                 "attention); repeat the key / value heads first")
+    if causal and mask is not None:
+        raise UnsupportedOpError("attention with both attn_mask and is_causal (torch refuses it)")
+    t, s = q.shape[-2], k.shape[-2]
+    scale = float(scale) if scale is not None else 1.0 / float(np.sqrt(q.shape[-1]))
+    kt = _transpose(im, [k, -2, -1], {})
+    scores = im.emit("matmul", [im.emit("scale", [q], {"factor": scale}), kt])
+    if causal:
+        mask = torch.ones(t, s, dtype=torch.bool).tril()
+    if mask is not None:
+        if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
+            m = mask.cpu().numpy()
+            if not np.broadcast_to(m, np.broadcast_shapes(m.shape, scores.shape)).any(-1).all():
+                raise UnsupportedOpError("attention mask with a fully masked query row (torch "
+                                         "returns zeros there, satc's softmax would not)")
+            scores = im.emit("add", [scores, _const(im, np.where(m, 0.0, -np.inf), "attn_mask")])
+        else:
+            mask = im.lift(mask)
+            if mask.dtype != "float32":
+                raise UnsupportedOpError(f"attention mask of dtype {mask.dtype} computed from data; "
+                                         "pass an additive float32 mask (0 keep, -inf drop)")
+            scores = im.emit("add", [scores, mask])
+    attn = im.emit("softmax", [scores], {"axis": scores.type.rank - 1})
+    if p:
+        attn = im.emit("dropout", [attn], {"p": p})
+    return im.emit("matmul", [attn, v])
+
+
 ATEN_HANDLERS: dict[Any, Handler] = {
     aten.conv2d.default: _conv2d, aten.convolution.default: _convolution,
     aten.linear.default: _linear,
@@ -541,10 +642,16 @@ ATEN_HANDLERS: dict[Any, Handler] = {
     aten.dropout.default: _dropout, aten.dropout_.default: _dropout,
     aten.slice.Tensor: _slice, aten.select.int: _select,
     aten.pad.default: _pad, aten.constant_pad_nd.default: _pad,
+    aten.where.self: _where, aten.masked_fill.Scalar: _masked_fill,
+    aten.masked_fill.Tensor: _masked_fill,
+    aten.scaled_dot_product_attention.default: _sdpa, aten.embedding.default: _embedding,
     aten.alias.default: _identity, aten.clone.default: _identity,
     aten.contiguous.default: _identity, aten.detach.default: _identity,
     aten.detach_.default: _identity, aten.lift_fresh_copy.default: _identity,
 }
+# Handlers that see folded tensors as torch tensors (masks), not lifted to graph constants.
+RAW_ARGS = {aten.where.self, aten.masked_fill.Scalar, aten.masked_fill.Tensor,
+            aten.scaled_dot_product_attention.default}
 IGNORED = {aten._assert_tensor_metadata.default, aten._assert_async.msg}
 INPLACE = {aten.add_.Tensor, aten.mul_.Tensor, aten.relu_.default, aten.dropout_.default,
            aten.sigmoid_.default, aten.tanh_.default, aten.silu_.default, aten.hardswish_.default,

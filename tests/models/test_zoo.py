@@ -17,8 +17,12 @@ SMALL = {
 def test_forward_shape(name):
     spec = ZOO[name]
     model = get_model(name, num_classes=7, **SMALL.get(name, {}))
-    out = model(torch.randn(2, *spec.input_shape))
-    assert out.shape == (2, 7)
+    if getattr(model, "input_dtype", torch.float32) == torch.int64:     # token models: [N, T, V]
+        out = model(torch.randint(0, 7, (2, *spec.input_shape)))
+        assert out.shape == (2, *spec.input_shape, 7)
+    else:
+        out = model(torch.randn(2, *spec.input_shape))
+        assert out.shape == (2, 7)
     out.sum().backward()
 
 

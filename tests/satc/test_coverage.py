@@ -34,17 +34,19 @@ def test_activation_model_is_all_sat_and_counts_nodes():
 
 
 def test_interpreter_only_ops_are_named():
-    class Cat(nn.Module):
+    class Pool(nn.Module):
         def __init__(self):
             super().__init__()
-            self.fc = nn.Linear(4, 3)
+            self.fc = nn.Linear(8, 3)
 
         def forward(self, x):
-            return self.fc(torch.cat([x[:, :2], x[:, 2:]], 1))
+            h = torch.cat([x[:, :, :2], x[:, :, 2:]], 2)
+            return self.fc(torch.flatten(nn.functional.avg_pool2d(h, 2), 1))
 
-    g = import_torch(Cat(), (torch.randn(2, 4),))
+    g = import_torch(Pool(), (torch.randn(2, 2, 4, 4),))
     st = _status(graph_coverage(g))
-    assert st["concat"] == st["slice"] == "interpreter" and st["matmul"] == "sat"
+    assert st["avgpool2d"] == "interpreter" and st["matmul"] == "sat"
+    assert st["concat"] == st["slice"] == "sat"
 
 
 def test_unsupported_ops_are_rows_with_their_nodes():

@@ -155,6 +155,11 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
                 raise CompileError(f"state {w.name!r} is read with two N:M patterns")
         if node.op in ("cross_entropy", "cross_entropy_grad"):
             classes[node.inputs[1].name] = node.inputs[0].shape[1]
+        if node.op in ("embedding", "embedding_grad"):     # ids stored one-hot [R, vocab]
+            vocab = node.inputs[0].shape[0] if node.op == "embedding" else node.outputs[0].shape[0]
+            if classes.setdefault(node.inputs[1].name, vocab) != vocab:
+                raise CompileError(f"int64 input %{node.inputs[1].name} is read with two class "
+                                   "counts (a loss and an embedding of different sizes)")
 
     position = {id(n): i for i, n in enumerate(graph.nodes)}
     last_read: dict[str, int] = {}
@@ -184,7 +189,7 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
     def make(v: Value, weight_side: bool, alloc: Alloc, init: np.ndarray | None = None) -> Storage:
         if v.dtype != "float32":
             raise CompileError(f"%{v.name} has dtype {v.dtype}; SAT tensors are float32 "
-                               "(int64 is supported for loss labels only)")
+                               "(int64 is supported for labels and token ids only)")
         shape = tuple(v.shape)
         if v.name in nm_state:
             n, m, axis = nm_state[v.name]
@@ -222,9 +227,10 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
     for v in graph.inputs:
         if v.dtype == "int64":
             if v.name not in classes:
-                raise CompileError(f"int64 input %{v.name} is not read by the loss; SAT supports "
-                                   "integer inputs as cross-entropy labels only")
-            shape = (v.shape[0], classes[v.name])
+                raise CompileError(f"int64 input %{v.name} is not read by the loss or an "
+                                   "embedding; SAT supports integer inputs as labels and token "
+                                   "ids only")
+            shape = (int(np.prod(v.shape)), classes[v.name])
             s = OneHot(b.alloc(v.name, shape, init=np.zeros(shape, np.float32)), classes[v.name])
         else:
             s = make(v, False, permanent, np.zeros(v.shape, np.float32))

@@ -43,7 +43,7 @@ from satc.backends.sat.codegen.lowering import (
     same_views,
     view_alias,
 )
-from satc.backends.sat.codegen.memory import Dense, View3
+from satc.backends.sat.codegen.memory import Dense, OneHot, View3
 from satc.backends.sat.codegen.partition import ALIGN, align
 from satc.backends.sat.isa import field_max
 from satc.ir.graph import Node, Value
@@ -671,3 +671,157 @@ def broadcast_add(ctx: LowerCtx, a: Value, b: Value, out: Value, func: str = "ad
         ctx.dma3("load", bv, r0, r1, "vec", t)
         ctx.b.vec(func, r1 - r0, inner, s0_addr=t, s1_addr=vs, d_addr=t, bcast="row")
         ctx.dma3("store", ov, r0, r1, "vec", t)
+
+
+# ---------------------------------------------------------------- slice, pad, concat
+Block = tuple[int, int, int, int, int, int]   # src addr, src row stride, dst addr, dst stride, rows, cols
+Zeros = tuple[int, int, int, int]             # dst addr, dst row stride, rows, cols
+
+
+def _along(v: Value, axis: int) -> tuple[int, int, int]:
+    """(outer, size along ``axis``, inner) of ``v``'s row-major shape."""
+    shape = tuple(v.shape)
+    axis %= len(shape)
+    return int(np.prod(shape[:axis])), shape[axis], int(np.prod(shape[axis + 1:]))
+
+
+def _move_blocks(ctx: LowerCtx, copies: list[Block], zeros: list[Zeros], what: str) -> None:
+    """DRAM-to-DRAM row blocks through the vec buffer (row chunks, two slots), and zero blocks
+    stored from one zero row on chip (buffer row stride 0). Addresses in bytes, strides and
+    sizes in elements."""
+    widest = max([c[5] for c in copies] + [z[3] for z in zeros])
+    cstep = min(widest, MAX_ROWS)
+    zrow = 0
+    if zeros:
+        zc = min(max(z[3] for z in zeros), MAX_ROWS)
+        zrow = ctx.alloc("vec", zc * 4, "zero row")
+        ctx.b.load("vec", zrow, ctx.const(f"zeros/{zc}", np.zeros(zc, np.float32)).addr, 1, zc)
+    free = ctx.arena.free_bytes("vec") - 2 * ALIGN
+    rstep = min(MAX_ROWS, free // (2 * cstep * 4))
+    if rstep < 1:
+        cstep, rstep = max(1, free // 8), 1
+    tiles = [ctx.alloc("vec", rstep * cstep * 4, f"{what} tile") for _ in range(2)] if copies else []
+    it = 0
+    for src, sst, dst, dstr, rows, cols in copies:
+        for r0, r1 in chunks(rows, rstep):
+            for c0, c1 in chunks(cols, cstep):
+                t = tiles[it % 2]
+                it += 1
+                ctx.b.load("vec", t, src + (r0 * sst + c0) * 4, r1 - r0, c1 - c0,
+                           dram_row_stride=sst, buf_row_stride=c1 - c0)
+                ctx.b.store("vec", t, dst + (r0 * dstr + c0) * 4, r1 - r0, c1 - c0,
+                            dram_row_stride=dstr, buf_row_stride=c1 - c0)
+    for dst, dstr, rows, cols in zeros:
+        for r0, r1 in chunks(rows, MAX_ROWS):
+            for c0, c1 in chunks(cols, MAX_ROWS):
+                ctx.b.store("vec", zrow, dst + (r0 * dstr + c0) * 4, r1 - r0, c1 - c0,
+                            dram_row_stride=dstr, buf_row_stride=0)
+
+
+@lowering("slice")
+def lower_slice(ctx: LowerCtx, node: Node) -> None:
+    """x[start:end] along one axis: per outer index one contiguous run, as one strided DMA."""
+    x, y = node.inputs[0], node.outputs[0]
+    outer, n, inner = _along(x, node.attrs["axis"])
+    k = node.attrs["end"] - node.attrs["start"]
+    if outer * k * inner:
+        src = _flat(ctx, x).region.addr + node.attrs["start"] * inner * 4
+        _move_blocks(ctx, [(src, n * inner, _flat(ctx, y).region.addr, k * inner, outer,
+                            k * inner)], [], "slice")
+
+
+@lowering("pad")
+def lower_pad(ctx: LowerCtx, node: Node) -> None:
+    """Zero-pad along one axis: zero runs before / after, the input copied between."""
+    x, y = node.inputs[0], node.outputs[0]
+    outer, n, inner = _along(x, node.attrs["axis"])
+    before, after = node.attrs["before"], node.attrs["after"]
+    width = (before + n + after) * inner
+    dst = _flat(ctx, y).region.addr
+    zeros = [(dst + off * 4, width, outer, cols) for off, cols in
+             ((0, before * inner), ((before + n) * inner, after * inner)) if cols and outer]
+    copies = [(_flat(ctx, x).region.addr, n * inner, dst + before * inner * 4, width, outer,
+               n * inner)] if outer * n * inner else []
+    _move_blocks(ctx, copies, zeros, "pad")
+
+
+@lowering("concat")
+def lower_concat(ctx: LowerCtx, node: Node) -> None:
+    """Concatenate along one axis: each input's runs copied to their offset in every row."""
+    y = node.outputs[0]
+    outer, total, inner = _along(y, node.attrs["axis"])
+    dst, start, copies = _flat(ctx, y).region.addr, 0, []
+    for v in node.inputs:
+        n = v.shape[node.attrs["axis"] % len(v.shape)]
+        if outer * n * inner:
+            copies.append((_flat(ctx, v).region.addr, n * inner, dst + start * inner * 4,
+                           total * inner, outer, n * inner))
+        start += n
+    _move_blocks(ctx, copies, [], "concat")
+
+
+# ---------------------------------------------------------------- embedding (one-hot GEMMs)
+def _one_hot_ids(ctx: LowerCtx, ids: Value):
+    """The region of int64 ids stored one-hot ``[R, vocab]`` by the memory plan."""
+    s = ctx.st(ids)
+    if not isinstance(s, OneHot):
+        raise ctx.fail(f"embedding ids %{ids.name} are stored as {type(s).__name__}",
+                       "the memory planner stores int64 ids one-hot; ids must be a graph input")
+    return s.region
+
+
+def _gemm_steps(ctx: LowerCtx, m: int, n: int, k: int, a_buf: str, b_buf: str) -> tuple[int, int]:
+    """(rows of C, K slice) per one-hot GEMM tile: C [mt, n] in acc, A [mt, kt], B [kt, n]."""
+    acc, fa, fb = (ctx.arena.free_bytes(b) - ALIGN for b in ("acc", a_buf, b_buf))
+    mt = min(m, MAX_ROWS, acc // (4 * n))
+    kt = min(k, MAX_ROWS, fb // (4 * n), fa // (4 * max(mt, 1)))
+    if mt < 1 or kt < 1:
+        raise ctx.fail(f"a one-hot GEMM tile of {n} columns does not fit the buffers",
+                       "raise acc / act / wgt buffer bytes in the hardware config")
+    return mt, kt
+
+
+@lowering("embedding")
+def lower_embedding(ctx: LowerCtx, node: Node) -> None:
+    """out [R, D] = onehot(ids) [R, V] @ weight [V, D] on the STCE: a dense GEMM (the ids are
+    data, so the rows to gather are unknown when the program is made; the one-hot product is
+    the gather, exactly: one 1.0 per row)."""
+    w, ids = node.inputs
+    vocab, dim = w.shape
+    rows = int(np.prod(ids.shape))
+    hot, wt, out = _one_hot_ids(ctx, ids), _flat(ctx, w), _flat(ctx, node.outputs[0])
+    mt, kt = _gemm_steps(ctx, rows, dim, vocab, "act", "wgt")
+    ta, tb = ctx.alloc("act", mt * kt * 4, "one-hot ids"), ctx.alloc("wgt", kt * dim * 4, "table")
+    tc = ctx.alloc("acc", mt * dim * 4, "gathered rows")
+    for r0, r1 in chunks(rows, mt):
+        for k0, k1 in chunks(vocab, kt):
+            ctx.b.load("act", ta, hot.addr + (r0 * vocab + k0) * 4, r1 - r0, k1 - k0,
+                       dram_row_stride=vocab)
+            ctx.b.load("wgt", tb, wt.region.addr + k0 * dim * 4, k1 - k0, dim)
+            ctx.b.gemm(r1 - r0, dim, k1 - k0, a_buf="act", a_addr=ta, b_buf="wgt", b_addr=tb,
+                       c_addr=tc, accumulate=k0 > 0, interleave=ctx.interleave)
+        ctx.b.store("acc", tc, out.region.addr + r0 * dim * 4, r1 - r0, dim)
+
+
+@lowering("embedding_grad")
+def lower_embedding_grad(ctx: LowerCtx, node: Node) -> None:
+    """dweight [V, D] = onehot(ids)^T [V, R] @ dy [R, D] (the scatter-add as a dense GEMM,
+    A read transposed from the one-hot rows), accumulated over row slices."""
+    dy, ids = node.inputs
+    if node.attrs.get("padding_idx", -1) >= 0:
+        raise ctx.fail("embedding padding_idx on SAT (its gradient row must stay zero)",
+                       "drop padding_idx, or train this model with the interpreter")
+    vocab, dim = node.outputs[0].shape
+    rows = int(np.prod(ids.shape))
+    hot, g, out = _one_hot_ids(ctx, ids), _flat(ctx, dy), _flat(ctx, node.outputs[0])
+    vt, kt = _gemm_steps(ctx, vocab, dim, rows, "act", "wgt")
+    ta, tb = ctx.alloc("act", kt * vt * 4, "one-hot ids"), ctx.alloc("wgt", kt * dim * 4, "dy")
+    tc = ctx.alloc("acc", vt * dim * 4, "table gradient")
+    for v0, v1 in chunks(vocab, vt):
+        for k0, k1 in chunks(rows, kt):
+            ctx.b.load("act", ta, hot.addr + (k0 * vocab + v0) * 4, k1 - k0, v1 - v0,
+                       dram_row_stride=vocab)
+            ctx.b.load("wgt", tb, g.region.addr + k0 * dim * 4, k1 - k0, dim)
+            ctx.b.gemm(v1 - v0, dim, k1 - k0, a_buf="act", a_addr=ta, b_buf="wgt", b_addr=tb,
+                       c_addr=tc, trans_a=True, accumulate=k0 > 0, interleave=ctx.interleave)
+        ctx.b.store("acc", tc, out.region.addr + v0 * dim * 4, v1 - v0, dim)
