@@ -1,8 +1,9 @@
 """GEMM lowerings on the STCE: matmul and convolution (implicit GEMM) for FF, BP and WU.
 
 A node's :class:`~satc.backends.sat.codegen.tiling.GemmProblem` is ``C[M, N] (+)= A[M, K]
-@ B[K, N]`` per kernel tap; the tile ``(mt, nt, kt, dataflow, slots)`` comes
-from the tile plan. Operands are loaded tile by tile by DMA:
+@ B[K, N]`` per kernel tap; the tile ``(mt, nt, kt, dataflow, slots, taps)`` comes
+from the tile plan, and one GEMM instruction takes ``taps`` kernel taps
+(implicit GEMM: FF and BP stack them along K, tap-major; WU side by side along N). Operands are loaded tile by tile by DMA:
 
 * :class:`MatrixOperand` -- a stored matrix (an activation, or one tap
   matrix of a tap-major weight), read ``[outer, k]`` or ``[k, outer]`` and
@@ -13,10 +14,10 @@ from the tile plan. Operands are loaded tile by tile by DMA:
   each image's window for a kernel tap is one 3-D DMA (channels x rows x
   cols) from the zero-padded DRAM copy -- im2col by address arithmetic.
 
-Conv FF: ``Y[Co, L] += W_tap[Co, Ci] X_tap[Ci, L]`` over taps; BP:
-``dX[Ci, L] += W_tap^T[Ci, Co] dY_tap[Co, L]`` over taps with dY windows
-of the flipped kernel (stride 1); WU: per tap ``dW_tap[Co, Ci] = dY[Co, L]
-X_tap[Ci, L]^T`` accumulated over image tiles of L.
+Conv FF: ``Y[Co, L] += W[Co, (tap, Ci)] X[(tap, Ci), L]`` over tap groups; BP:
+``dX[Ci, L] += W^T[Ci, (tap, Co)] dY[(tap, Co), L]`` with dY windows
+of the flipped kernel (stride 1); WU: per tap group ``dW[Co, (tap, Ci)] = dY[Co, L]
+X[(tap, Ci), L]^T`` accumulated over image tiles of L (dY loaded once per group).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from satc.backends.sat.codegen.lowering import (
     chunks,
     lowering,
 )
+from satc.backends.sat.codegen.conv_geometry import bp_phases
 from satc.backends.sat.codegen.memory import Compressed, Dense, TapMajor
 from satc.backends.sat.codegen.partition import align
 from satc.backends.sat.codegen.tiling import GemmProblem, Tile
@@ -50,125 +52,167 @@ class Loaded:
     idx_stride: int = 0
 
 
+def tap_runs(taps: list[int]) -> list[tuple[int, int, int, int]]:
+    """``taps`` as runs of constant step, each one (3-D) DMA: (position, first tap, step, count)."""
+    runs: list[tuple[int, int, int, int]] = []
+    j = 0
+    while j < len(taps):
+        step = taps[j + 1] - taps[j] if j + 1 < len(taps) else 1
+        count = 1
+        while j + count < len(taps) and taps[j + count] - taps[j + count - 1] == step:
+            count += 1
+        runs.append((j, taps[j], step, count))
+        j += count
+    return runs
+
+
 @dataclass(frozen=True)
 class MatrixOperand:
-    """Matrix ``tap_addr(tap)`` with leading dimension ``ld``, stored [outer, k] if ``k_last``."""
+    """Matrices ``base + tap * tap_stride`` (bytes) with leading dimension ``ld``, stored
+    [outer, k] if ``k_last``; several taps are stacked along K (tap-major) in the tile."""
 
-    tap_addr: Callable[[int], int]
+    base: int
+    tap_stride: int
     ld: int
     k_last: bool
     sparse = False
 
-    def load(self, ctx: LowerCtx, tap: int, o0: int, o1: int, k0: int, k1: int, buf: str,
+    def load(self, ctx: LowerCtx, taps: list[int], o0: int, o1: int, k0: int, k1: int, buf: str,
              addr: int, idx_addr: int) -> Loaded:
-        """DMA the [o0:o1, k0:k1] tile to ``buf:addr`` (packed)."""
-        base = self.tap_addr(tap)
-        if self.k_last:
-            ctx.b.load(buf, addr, base + (o0 * self.ld + k0) * 4, o1 - o0, k1 - k0,
-                       dram_row_stride=self.ld)
-            return Loaded(addr, k1 - k0, False)
-        ctx.b.load(buf, addr, base + (k0 * self.ld + o0) * 4, k1 - k0, o1 - o0,
-                   dram_row_stride=self.ld)
-        return Loaded(addr, o1 - o0, True)
+        """DMA the [o0:o1, k0:k1] tile of every tap to ``buf:addr`` (packed, taps along K)."""
+        kk, oo, g = k1 - k0, o1 - o0, len(taps)
+        for j, t0, step, count in tap_runs(taps):
+            planes = {} if count == 1 else {"planes": count,
+                                            "dram_plane_stride": step * self.tap_stride // 4}
+            base = self.base + t0 * self.tap_stride
+            if self.k_last:
+                if count > 1:
+                    planes["buf_plane_stride"] = kk
+                ctx.b.load(buf, addr + j * kk * 4, base + (o0 * self.ld + k0) * 4, oo, kk,
+                           dram_row_stride=self.ld, buf_row_stride=g * kk, **planes)
+            else:
+                if count > 1:
+                    planes["buf_plane_stride"] = kk * oo
+                ctx.b.load(buf, addr + j * kk * oo * 4, base + (k0 * self.ld + o0) * 4, kk, oo,
+                           dram_row_stride=self.ld, **planes)
+        return Loaded(addr, g * kk, False) if self.k_last else Loaded(addr, oo, True)
 
 
 @dataclass(frozen=True)
 class NMOperand:
-    """One tap of a compressed weight: compressed rows = outer, groups along k."""
+    """Taps of a compressed weight: compressed rows = outer, groups along k; several taps
+    are stacked along K (their packed index rows end on byte boundaries, see the tiler)."""
 
     st: Compressed
     sparse = True
 
-    def load(self, ctx: LowerCtx, tap: int, o0: int, o1: int, k0: int, k1: int, buf: str,
+    def load(self, ctx: LowerCtx, taps: list[int], o0: int, o1: int, k0: int, k1: int, buf: str,
              addr: int, idx_addr: int) -> Loaded:
-        """DMA the values and packed indices of rows o0:o1, groups of k0:k1."""
+        """DMA the values and packed indices of rows o0:o1, groups of k0:k1, of every tap."""
         s = self.st
-        row = tap * s.outer + o0
         v0, v1 = k0 // s.m * s.n, groups(k1, s.m) * s.n
         b0 = k0 // s.m * s.n * index_bits(s.m) // 8
         esz = 2 if s.val_dtype == "fp16" else 4
-        ctx.b.load(buf, addr, s.values.addr + (row * s.val_cols + v0) * esz, o1 - o0, v1 - v0,
-                   dtype=s.val_dtype, dram_row_stride=s.val_cols)
-        nb = -(-(v1 - v0) * index_bits(s.m) // 8)
-        ctx.b.load(buf, idx_addr, s.indices.addr + row * s.idx_cols + b0, o1 - o0, nb,
-                   dtype="u8", dram_row_stride=s.idx_cols)
-        return Loaded(addr, v1 - v0, False, s.val_dtype, idx_addr, nb)
+        nv, nb, g = v1 - v0, -(-(v1 - v0) * index_bits(s.m) // 8), len(taps)
+        for j, t0, step, count in tap_runs(taps):
+            row = t0 * s.outer + o0
+            vals = {} if count == 1 else {"planes": count, "buf_plane_stride": nv,
+                                          "dram_plane_stride": step * s.outer * s.val_cols}
+            idx = {} if count == 1 else {"planes": count, "buf_plane_stride": nb,
+                                         "dram_plane_stride": step * s.outer * s.idx_cols}
+            ctx.b.load(buf, addr + j * nv * esz, s.values.addr + (row * s.val_cols + v0) * esz,
+                       o1 - o0, nv, dtype=s.val_dtype, dram_row_stride=s.val_cols,
+                       buf_row_stride=g * nv, **vals)
+            ctx.b.load(buf, idx_addr + j * nb, s.indices.addr + row * s.idx_cols + b0, o1 - o0, nb,
+                       dtype="u8", dram_row_stride=s.idx_cols, buf_row_stride=g * nb, **idx)
+        return Loaded(addr, g * nv, False, s.val_dtype, idx_addr, g * nb)
 
 
 @dataclass(frozen=True)
 class WindowOperand:
     """NCHW activation as [C, N*Ho*Wo]: tap ``t``'s window is the stride-1 ``Ho x Wo`` window
     of storage ``source(t)[0]`` starting at its padded coordinates ``source(t)[1:]`` (a
-    strided conv reads the stride phases of its input, see :func:`_phase_split`)."""
+    strided conv reads the stride phases of its input, see :func:`_phase_split`). Several
+    taps are stacked along the channel axis (K of FF / BP, the outer axis of WU's B)."""
 
     source: Callable[[int], tuple[Dense, int, int]]
     out_hw: tuple[int, int]
     channels_are_k: bool
     sparse = False
 
-    def load(self, ctx: LowerCtx, tap: int, o0: int, o1: int, k0: int, k1: int, buf: str,
+    def load(self, ctx: LowerCtx, taps: list[int], o0: int, o1: int, k0: int, k1: int, buf: str,
              addr: int, idx_addr: int) -> Loaded:
-        """DMA per image: channels x Ho rows x Wo cols of the tap's window."""
+        """DMA per tap and image: channels x Ho rows x Wo cols of the tap's window."""
         (c0, c1), (l0, l1) = ((k0, k1), (o0, o1)) if self.channels_are_k else ((o0, o1), (k0, k1))
         ho, wo = self.out_hw
         hw = ho * wo
-        st, oh, ow = self.source(tap)
-        hp, wp = st.hw_padded
         if c1 - c0 > MAX_PLANES:
             raise ctx.fail(f"{c1 - c0} channels in one DMA", "tile channels below 4096")
-        for img in range(l0 // hw, l1 // hw):
-            ctx.b.load(buf, addr + (img * hw - l0) * 4, st.addr_of(img, c0, oh, ow), ho, wo,
-                       planes=c1 - c0, dram_plane_stride=hp * wp, dram_row_stride=wp,
-                       buf_plane_stride=l1 - l0, buf_row_stride=wo)
+        for j, tap in enumerate(taps):
+            st, oh, ow = self.source(tap)
+            hp, wp = st.hw_padded
+            at = addr + j * (c1 - c0) * (l1 - l0) * 4
+            for img in range(l0 // hw, l1 // hw):
+                ctx.b.load(buf, at + (img * hw - l0) * 4, st.addr_of(img, c0, oh, ow), ho, wo,
+                           planes=c1 - c0, dram_plane_stride=hp * wp, dram_row_stride=wp,
+                           buf_plane_stride=l1 - l0, buf_row_stride=wo)
         return Loaded(addr, l1 - l0, self.channels_are_k)
 
 
 def _tiled_gemm(ctx: LowerCtx, p: GemmProblem, tile: Tile, a, b,
-                store_c: Callable[[int, int, int, int, int, int], None],
+                store_c: Callable[[int, int, int, int, int, int, int], None],
                 tap_sets: list[list[int]] | None = None,
                 finish: Callable[[int, int, int, int], None] | None = None) -> None:
-    """Emit the tile loops: per (tap,) M tile, N tile: loads + accumulating GEMMs, then store.
+    """Emit the tile loops: per (tap group,) M tile, N tile: loads + accumulating GEMMs, then
+    stores; each GEMM instruction takes ``tile.taps`` taps (stacked along K when the taps
+    are in K, side by side along N otherwise, with A loaded once for them).
 
     ``tap_sets`` (taps in K only) splits the taps of one output tile into sets that
     accumulate into C tiles of their own (the output phases of a strided input gradient):
-    ``store_c`` gets the set index as its first argument and ``finish`` runs once per
-    output tile after its last group."""
+    ``store_c(t, m0, m1, n0, n1, c_addr, c_stride)`` gets the set index (taps in K) or the
+    tap as ``t``; ``finish`` runs once per output tile after its last set."""
     slots = tile.slots
-    a_t = [ctx.alloc(p.a_buf, p.a_tile_bytes(tile.mt, tile.kt), "A tile") for _ in range(slots)]
-    b_t = [ctx.alloc(p.b_buf, p.b_tile_bytes(tile.kt, tile.nt), "B tile") for _ in range(slots)]
-    c_t = [ctx.alloc("acc", tile.mt * tile.nt * 4, "C tile") for _ in range(slots)]
+    kk, nn = p.instruction_kn(tile.nt, tile.kt, tile.taps)
+    a_t = [ctx.alloc(p.a_buf, p.a_tile_bytes(tile.mt, kk), "A tile") for _ in range(slots)]
+    b_t = [ctx.alloc(p.b_buf, p.b_tile_bytes(kk, nn), "B tile") for _ in range(slots)]
+    c_t = [ctx.alloc("acc", tile.mt * nn * 4, "C tile") for _ in range(slots)]
     nm = p.nm or (0, 0)
 
     def idx_of(base: int, outer: int, esz: int) -> int:
         """Packed indices follow the values of a compressed tile (as GemmProblem sizes it)."""
-        return base + align(outer * groups(tile.kt, nm[1]) * nm[0] * esz) if p.sparse else 0
+        return base + align(outer * groups(kk, nm[1]) * nm[0] * esz) if p.sparse else 0
+
+    def in_groups(taps: list[int]) -> list[list[int]]:
+        return [taps[i:i + tile.taps] for i in range(0, len(taps), tile.taps)]
 
     it = ct = 0
-    outer_taps = [None] if p.taps_in_k else list(range(p.taps))
+    outer_taps = [None] if p.taps_in_k else in_groups(list(range(p.taps)))
     for ot in outer_taps:
         for m0 in range(0, p.m, tile.mt):
             m1 = min(p.m, m0 + tile.mt)
             for n0 in range(0, p.n, tile.nt):
                 n1 = min(p.n, n0 + tile.nt)
-                tap_groups = (tap_sets or [list(range(p.taps))]) if p.taps_in_k else [[ot]]
+                tap_groups = (tap_sets or [list(range(p.taps))]) if p.taps_in_k else [ot]
                 for g, taps in enumerate(tap_groups):
                     c_addr = c_t[ct % slots]
                     ct += 1
                     first = True
-                    for tap in taps:
+                    nt_ = n1 - n0 if p.taps_in_k else len(taps) * (n1 - n0)
+                    for chunk in in_groups(taps) if p.taps_in_k else [taps]:
                         for k0 in range(0, p.k, tile.kt):
                             k1 = min(p.k, k0 + tile.kt)
                             sa, sb = a_t[it % slots], b_t[it % slots]
                             it += 1
-                            la = a.load(ctx, tap, m0, m1, k0, k1, p.a_buf, sa,
-                                        idx_of(sa, tile.mt, p.a_bytes))
-                            lb = b.load(ctx, tap, n0, n1, k0, k1, p.b_buf, sb,
+                            la = a.load(ctx, chunk if p.taps_in_k else chunk[:1], m0, m1, k0, k1,
+                                        p.a_buf, sa, idx_of(sa, tile.mt, p.a_bytes))
+                            lb = b.load(ctx, chunk, n0, n1, k0, k1, p.b_buf, sb,
                                         idx_of(sb, tile.nt, p.b_bytes))
                             sparse = la if a.sparse else lb if b.sparse else None
-                            ctx.b.gemm(m1 - m0, n1 - n0, k1 - k0, a_buf=p.a_buf, a_addr=la.addr,
+                            k_ = len(chunk) * (k1 - k0) if p.taps_in_k else k1 - k0
+                            ctx.b.gemm(m1 - m0, nt_, k_, a_buf=p.a_buf, a_addr=la.addr,
                                        a_stride=la.stride, a_dtype=la.dtype, b_buf=p.b_buf,
                                        b_addr=lb.addr, b_stride=lb.stride, b_dtype=lb.dtype,
-                                       c_addr=c_addr, c_stride=n1 - n0, n=nm[0], m=nm[1],
+                                       c_addr=c_addr, c_stride=nt_, n=nm[0], m=nm[1],
                                        sparse_b=b.sparse,
                                        idx_buf=p.b_buf if b.sparse else p.a_buf,
                                        idx_addr=sparse.idx_addr if sparse else 0,
@@ -179,7 +223,11 @@ def _tiled_gemm(ctx: LowerCtx, p: GemmProblem, tile: Tile, a, b,
                                        accumulate=not first, interleave=tile.interleave,
                                        stationary_a=tile.stationary_a)
                             first = False
-                    store_c(ot if ot is not None else g, m0, m1, n0, n1, c_addr)
+                    if p.taps_in_k:
+                        store_c(g, m0, m1, n0, n1, c_addr, nt_)
+                    else:
+                        for j, tap in enumerate(taps):
+                            store_c(tap, m0, m1, n0, n1, c_addr + j * (n1 - n0) * 4, nt_)
                 if finish is not None:
                     finish(m0, m1, n0, n1)
 
@@ -202,10 +250,11 @@ def _weight(ctx: LowerCtx, node: Node, v, outer_axis_k_last: bool, nm_axis: int)
                            "prune FF weights along Ci (axis 1) and BP weights along Co (axis 0)")
         return NMOperand(s)
     if isinstance(s, TapMajor):
-        return MatrixOperand(s.tap_addr, s.shape[1], outer_axis_k_last)
+        return MatrixOperand(s.tap_addr(0), s.tap_addr(1) - s.tap_addr(0), s.shape[1],
+                             outer_axis_k_last)
     d = ctx.dense(v)
     addr, _, cols = d.matrix()
-    return MatrixOperand(lambda t, a=addr: a, cols, outer_axis_k_last)
+    return MatrixOperand(addr, 0, cols, outer_axis_k_last)
 
 
 def _stacked(ctx: LowerCtx, v) -> tuple[int, int, int]:
@@ -222,9 +271,9 @@ def _stacked(ctx: LowerCtx, v) -> tuple[int, int, int]:
 def _store_matrix(ctx: LowerCtx, out) -> Callable:
     addr, cols, plane = _stacked(ctx, out)
 
-    def store(t, m0, m1, n0, n1, c):
+    def store(t, m0, m1, n0, n1, c, c_stride):
         ctx.b.store("acc", c, addr + t * plane + (m0 * cols + n0) * 4, m1 - m0, n1 - n0,
-                    dram_row_stride=cols)
+                    dram_row_stride=cols, buf_row_stride=c_stride)
     return store
 
 
@@ -237,12 +286,12 @@ def lower_matmul(ctx: LowerCtx, node: Node) -> None:
     a, b = node.inputs
     ta, tb = node.attrs.get("trans_a", False), node.attrs.get("trans_b", False)
     aaddr, acols, aplane = _stacked(ctx, a)
-    opa = MatrixOperand(lambda t: aaddr + t * aplane, acols, not ta)
+    opa = MatrixOperand(aaddr, aplane, acols, not ta)
     if p.taps_in_k:
         opb = _weight(ctx, node, b, tb, 1 if tb else 0)
     else:
         baddr, bcols, bplane = _stacked(ctx, b)
-        opb = MatrixOperand(lambda t: baddr + t * bplane, bcols, tb)
+        opb = MatrixOperand(baddr, bplane, bcols, tb)
     _tiled_gemm(ctx, p, tile, opa, opb, _store_matrix(ctx, node.outputs[0]))
 
 
@@ -258,11 +307,11 @@ def _store_nchw(ctx: LowerCtx, out, hw: tuple[int, int]) -> Callable:
     ho, wo = hw
     hp, wp = s.hw_padded
 
-    def store(_t, m0, m1, n0, n1, c):
+    def store(_t, m0, m1, n0, n1, c, c_stride):
         for img in range(n0 // (ho * wo), n1 // (ho * wo)):
             ctx.b.store("acc", c + (img * ho * wo - n0) * 4, s.addr_of(img, m0, s.pads[0], s.pads[1]),
                         ho, wo, planes=m1 - m0, dram_plane_stride=hp * wp, dram_row_stride=wp,
-                        buf_plane_stride=n1 - n0, buf_row_stride=wo)
+                        buf_plane_stride=c_stride, buf_row_stride=wo)
     return store
 
 
@@ -343,31 +392,6 @@ def _conv_pads(node: Node) -> dict[int, tuple[int, int, int, int]]:
                 max(0, wm - wo + max(djs)))}
 
 
-def bp_phases(node: Node) -> tuple[int, int, list[tuple[int, int, list[tuple[int, int, int]]]]]:
-    """The input gradient of a stride-(sh, sw) conv as sh*sw stride-1 correlations.
-
-    Output phase (rho, sig) holds ``dX[sh*I + rho, sw*J + sig]`` for I < Hm = ceil(H/sh),
-    J < Wm = ceil(W/sw) (rows past H are computed and dropped). It sums, over the taps
-    (u, v) with u = rho + pt (mod sh) and v = sig + pl (mod sw),
-    ``W_uv^T dY[I + di, J + dj]`` with di = (rho + pt - u) / sh, dj = (sig + pl - v) / sw.
-    Returns (Hm, Wm, [(rho, sig, [(tap, di, dj)])]); stride 1 is the single phase (0, 0)
-    with every tap, the flipped-kernel correlation.
-    """
-    sh, sw = node.attrs["stride"]
-    pt, pl = node.attrs["padding"][:2]
-    kh, kw = node.inputs[1].shape[2:]
-    xs = node.attrs["input_shape"]
-    out = []
-    for rho in range(sh):
-        for sig in range(sw):
-            taps = [(u * kw + v, (rho + pt - u) // sh, (sig + pl - v) // sw)
-                    for u in range(kh) for v in range(kw)
-                    if (rho + pt - u) % sh == 0 and (sig + pl - v) % sw == 0]
-            if taps:
-                out.append((rho, sig, taps))
-    return -(-xs[2] // sh), -(-xs[3] // sw), out
-
-
 def _x_window(ctx: LowerCtx, node: Node, channels_are_k: bool) -> WindowOperand:
     """The conv input's window operand (FF B operand, WU B operand); a strided conv reads
     the stride phases of its input (made here by the first node that needs them)."""
@@ -423,7 +447,7 @@ def lower_conv2d_grad_input(ctx: LowerCtx, node: Node) -> None:
     full = [ctx.alloc("vec", sh * sw * tile.mt * tile.nt * 4, "dX tile") for _ in range(tile.slots)]
     count = [0]
 
-    def scatter(g, m0, m1, n0, n1, c):
+    def scatter(g, m0, m1, n0, n1, c, c_stride):
         rho, sig, _ = phases[g]
         f = full[count[0] % tile.slots]
         per_ci = (n1 - n0) // wm                 # C rows of length Wm per channel
@@ -434,7 +458,7 @@ def lower_conv2d_grad_input(ctx: LowerCtx, node: Node) -> None:
         for c0, c1 in chunks(m1 - m0, step):
             q = (c1 - c0) * per_ci
             ctx.b.vec("avgpool_grad", sh * q - rho, sw * wm - sig, s1_buf="acc",
-                      s1_addr=c + c0 * (n1 - n0) * 4, s1_stride=wm,
+                      s1_addr=c + c0 * c_stride * 4, s1_stride=wm,
                       d_addr=f + ((c0 * per_ci * sh + rho) * sw * wm + sig) * 4, d_stride=sw * wm,
                       window=(1, 1, sh, sw), accumulate=g > 0)
 
@@ -464,8 +488,8 @@ def lower_conv2d_grad_weight(ctx: LowerCtx, node: Node) -> None:
         raise ctx.fail("the weight gradient is not stored tap-major", "check the memory plan")
     ci = out.shape[1]
 
-    def store(t, m0, m1, n0, n1, c):
+    def store(t, m0, m1, n0, n1, c, c_stride):
         ctx.b.store("acc", c, out.tap_addr(t) + (m0 * ci + n0) * 4, m1 - m0, n1 - n0,
-                    dram_row_stride=ci)
+                    dram_row_stride=ci, buf_row_stride=c_stride)
     ctx.fresh_arena()
     _tiled_gemm(ctx, p, tile, opa, opb, store)

@@ -6,7 +6,10 @@ Every GEMM-class node (``matmul``, ``conv2d``, ``conv2d_grad_input``,
 kernel (implicit GEMM: one K slice per tap for FF and BP, one output
 matrix per tap for WU). The pass then enumerates tiles ``(mt, nt, kt)`` --
 whole images along the spatial axis of a conv, whole byte-aligned groups of
-M along K of an N:M operand -- keeps those whose operand tiles fit the
+M along K of an N:M operand -- and how many taps one GEMM instruction
+takes (:attr:`Tile.taps`: FF and BP stack whole taps along K, tap-major, so
+K = (tap, ci) or (tap, co) and every N:M group stays inside one tap; WU
+puts taps side by side along N, sharing the dY tile), keeps those whose operand tiles fit the
 on-chip buffers of the :class:`HardwareConfig` (less the weight-update
 slice), and picks the one with the lowest estimated cycles
 (:func:`estimate_cycles`) plus :data:`DMA_WEIGHT` of its DMA cycles, trying
@@ -16,9 +19,12 @@ The choices form the :data:`TilePlan` the GEMM lowerings read (:func:`plan_tiles
 The cost model reuses the STCE timing formula of the cycle model
 (:func:`satc.backends.sat.timing.gemm_cycles`), so the two never disagree:
 
-* compute = tiles x (``gemm_cycles(mt, nt, kt, dataflow)`` + issue);
+* compute = the sum over the GEMM instructions of
+  (``gemm_cycles(mt, nt', k')`` + issue), with ``k' = taps x kt`` (FF, BP) or
+  ``nt' = taps x nt`` (WU);
 * DMA = bytes moved (A reloaded once per N tile, B once per M tile, C
-  stored once) / DRAM bytes per cycle + one DRAM latency per transfer;
+  stored once) / DRAM bytes per cycle + one DRAM latency per transfer (a
+  window operand: one per image and tap; a weight: one 3-D DMA over taps);
 * with double buffering (both slots fit) loads overlap compute:
   ``max(compute, DMA)``, otherwise ``compute + DMA``.
 """
@@ -26,9 +32,11 @@ The cost model reuses the STCE timing formula of the cycle model
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 
+from satc.backends.sat.codegen.conv_geometry import bp_phases
 from satc.backends.sat.codegen.partition import (
     align,
     buffer_bytes_to_fit,
@@ -60,6 +68,10 @@ class GemmProblem:
     groups along an N:M K); ``a_buf`` / ``b_buf`` are the on-chip buffers
     the operands are loaded into. ``scatter`` > 0: the output phases of a strided input
     gradient are interleaved in a vec-buffer tile ``scatter`` times the C tile.
+    ``fold``: how one GEMM instruction may take several taps -- 'k' stacks whole taps
+    along K (conv FF / BP), 'n' puts taps side by side along N with A shared (conv WU),
+    None: one tap per instruction. ``tap_sets``: the sizes of the tap sets that accumulate
+    into one C tile (the output phases of a strided input gradient; empty: all taps).
     """
 
     m: int
@@ -77,6 +89,8 @@ class GemmProblem:
     a_bytes: int = 4
     b_bytes: int = 4
     scatter: int = 0
+    fold: str | None = None
+    tap_sets: tuple[int, ...] = ()
 
     def a_tile_bytes(self, mt: int, kt: int) -> int:
         """Bytes of one A tile (values and packed indices when compressed)."""
@@ -92,20 +106,40 @@ class GemmProblem:
             return align(nt * groups(kt, m) * n * self.b_bytes) + align(nt * row_bytes(kt, n, m))
         return align(kt * nt * self.b_bytes)
 
-    def buffer_use(self, mt: int, nt: int, kt: int, slots: int) -> dict[str, int]:
-        """Bytes per on-chip buffer of a tiling with ``slots`` copies of every tile."""
+    def buffer_use(self, mt: int, nt: int, kt: int, slots: int, taps: int = 1) -> dict[str, int]:
+        """Bytes per on-chip buffer of a tiling with ``slots`` copies of every tile and
+        ``taps`` taps per GEMM instruction."""
+        kk, nn = self.instruction_kn(nt, kt, taps)
         use = {"act": 0, "wgt": 0, "acc": 0, "vec": 0}
-        use[self.a_buf] += slots * self.a_tile_bytes(mt, kt)
-        use[self.b_buf] += slots * self.b_tile_bytes(kt, nt)
-        use["acc"] += slots * align(mt * nt * 4)
+        use[self.a_buf] += slots * self.a_tile_bytes(mt, kk)
+        use[self.b_buf] += slots * self.b_tile_bytes(kk, nn)
+        use["acc"] += slots * align(mt * nn * 4)
         use["vec"] += slots * align(self.scatter * mt * nt * 4)
         return use
+
+    def instruction_kn(self, nt: int, kt: int, taps: int) -> tuple[int, int]:
+        """(K, N) of one GEMM instruction that takes ``taps`` taps of an (nt, kt) tile."""
+        return (taps * kt, nt) if self.fold == "k" else (kt, taps * nt)
+
+    def tap_choices(self, nt: int, kt: int) -> list[int]:
+        """Taps per GEMM instruction a tile may take: 1, or (with whole per-tap K for
+        'k', whole N for 'n') 2 up to the largest tap set, within the 16-bit fields."""
+        if self.fold is None or self.taps == 1:
+            return [1]
+        if self.fold == "k":
+            whole = kt == self.k and (self.sparse is None or self.k % self.k_quantum == 0)
+            most, size = max(self.tap_sets or (self.taps,)), kt
+        else:
+            whole, most, size = nt == self.n, self.taps, nt
+        top = min(most, MAX_FIELD // size) if whole else 1
+        return list(range(1, top + 1))
 
 
 @dataclass(frozen=True)
 class Tile:
     """A tiling choice: tile sizes, dataflow, buffer slots and the estimate it won with;
-    ``stationary_a``: a dense WS GEMM keeps A (not B) stationary in the array."""
+    ``stationary_a``: a dense WS GEMM keeps A (not B) stationary in the array; ``taps``:
+    kernel taps per GEMM instruction (see :attr:`GemmProblem.fold`)."""
 
     mt: int
     nt: int
@@ -115,6 +149,7 @@ class Tile:
     cycles: int
     interleave: bool = True
     stationary_a: bool = False
+    taps: int = 1
 
 
 def nm_k_quantum(n: int, m: int) -> int:
@@ -170,7 +205,7 @@ def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
         hw = y.shape[2] * y.shape[3]
         return GemmProblem(co, x.shape[0] * hw, ci, taps=kh * kw, sparse="a" if nm else None,
                            nm=pat, n_quantum=hw, k_quantum=kq, a_buf="wgt", b_buf="act",
-                           a_bytes=wbytes)
+                           a_bytes=wbytes, fold="k")
     if node.op == "conv2d_grad_input":
         _conv_checks(node)
         dy, w = node.inputs
@@ -180,14 +215,15 @@ def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
         hw = -(-xs[2] // sh) * -(-xs[3] // sw)       # one output phase (all of dX at stride 1)
         return GemmProblem(ci, xs[0] * hw, co, taps=kh * kw, sparse="a" if nm else None,
                            nm=pat, n_quantum=hw, k_quantum=kq, a_buf="wgt", b_buf="act",
-                           a_bytes=wbytes, scatter=sh * sw if sh * sw > 1 else 0)
+                           a_bytes=wbytes, scatter=sh * sw if sh * sw > 1 else 0, fold="k",
+                           tap_sets=tuple(len(taps) for _, _, taps in bp_phases(node)[2]))
     if node.op == "conv2d_grad_weight":
         _conv_checks(node)
         dy, x = node.inputs
         co, ci, kh, kw = node.attrs["weight_shape"]
         hw = dy.shape[2] * dy.shape[3]
         return GemmProblem(co, ci, dy.shape[0] * hw, taps=kh * kw, taps_in_k=False,
-                           k_quantum=hw, a_buf="act", b_buf="wgt")
+                           k_quantum=hw, a_buf="act", b_buf="wgt", fold="n")
     return None
 
 
@@ -213,30 +249,59 @@ def _tile_gemm_cycles(nm: tuple[int, int] | None, sparse_b: bool, mt: int, nt: i
                        cfg)
 
 
-def gemm_work(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, cfg: HardwareConfig,
-              interleave: bool = True, stationary_a: bool = False) -> tuple[float, float]:
-    """(compute, DMA) cycles of the whole tiled GEMM (see the module docstring)."""
+def gemm_instructions(p: GemmProblem, mt: int, nt: int, kt: int, taps: int = 1
+                      ) -> list[tuple[int, int, int, int]]:
+    """(count, N, K, taps) of the GEMM instructions of the tiled problem, by shape.
+
+    Taps stacked along K ('k' fold) come in groups of ``taps`` within each tap set of an
+    output tile (a last, shorter group for the rest); side by side along N ('n' fold) the
+    taps form output groups of ``taps``; one tap per instruction otherwise."""
     nm_, nn_, nk = -(-p.m // mt), -(-p.n // nt), -(-p.k // kt)
-    steps_k = nk * (p.taps if p.taps_in_k else 1)
+
+    def split(total: int) -> list[tuple[int, int]]:
+        """(groups, taps per group) of ``total`` taps in groups of ``taps``."""
+        return [(c, g) for c, g in ((total // taps, taps), (1, total % taps)) if c and g]
+
+    if not p.taps_in_k:
+        return [(c * nm_ * nn_ * nk, g * nt, kt, g) for c, g in split(p.taps)]
+    out: dict[tuple[int, int], int] = {}
+    for size in p.tap_sets or (p.taps,):
+        for c, g in split(size):
+            key = (kt * g, g)
+            out[key] = out.get(key, 0) + c * nm_ * nn_ * (nk if taps == 1 else 1)
+    return [(c, nt, k, g) for (k, g), c in sorted(out.items(), reverse=True)]
+
+
+def gemm_work(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, cfg: HardwareConfig,
+              interleave: bool = True, stationary_a: bool = False, taps: int = 1
+              ) -> tuple[float, float]:
+    """(compute, DMA) cycles of the whole tiled GEMM (see the module docstring)."""
+    nm_, nn_ = -(-p.m // mt), -(-p.n // nt)
     outer = 1 if p.taps_in_k else p.taps
-    tiles = outer * nm_ * nn_ * steps_k
-    compute = tiles * (_tile_gemm_cycles(p.nm if p.sparse else None, p.sparse == "b", mt, nt, kt,
-                                         dataflow, interleave, stationary_a, cfg)
-                       + cfg.issue_cycles)
-    a_bytes = p.a_tile_bytes(mt, kt) * tiles
-    b_bytes = p.b_tile_bytes(kt, nt) * tiles
-    c_bytes = outer * p.m * p.n * 4
     images = max(nt // p.n_quantum, 1) if p.n_quantum > 1 else 1
-    transfers = tiles * (2 + (p.sparse is not None) + images) + outer * nm_ * nn_
+    k_images = max(kt // p.k_quantum, 1) if p.fold == "n" else 1
+    compute = a_bytes = b_bytes = transfers = 0
+    for count, n_i, k_i, g in gemm_instructions(p, mt, nt, kt, taps):
+        compute += count * (_tile_gemm_cycles(p.nm if p.sparse else None, p.sparse == "b", mt,
+                                              n_i, k_i, dataflow, interleave, stationary_a, cfg)
+                            + cfg.issue_cycles)
+        a_bytes += count * p.a_tile_bytes(mt, k_i)
+        b_bytes += count * p.b_tile_bytes(k_i, n_i)
+        # A: one (3-D) DMA, plus its indices, or one per image of a dY window (WU);
+        # B: one per image and tap of a window, one for a matrix
+        transfers += count * ((k_images if p.fold == "n" else 1 + (p.sparse == "a"))
+                              + g * images * k_images + (p.sparse == "b"))
+    c_bytes = outer * p.m * p.n * 4
+    transfers += outer * nm_ * nn_
     dma = (a_bytes + b_bytes + c_bytes) / cfg.dram_bytes_per_cycle \
         + transfers * (cfg.dram_latency_cycles + cfg.issue_cycles)
     return compute, dma
 
 
 def estimate_cycles(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, slots: int,
-                    cfg: HardwareConfig, interleave: bool = True) -> int:
+                    cfg: HardwareConfig, interleave: bool = True, taps: int = 1) -> int:
     """Estimated cycles of the whole tiled GEMM on its own (see the module docstring)."""
-    return _overlapped(*gemm_work(p, mt, nt, kt, dataflow, cfg, interleave), slots)
+    return _overlapped(*gemm_work(p, mt, nt, kt, dataflow, cfg, interleave, taps=taps), slots)
 
 
 def _overlapped(compute: float, dma: float, slots: int) -> int:
@@ -262,14 +327,14 @@ def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: boo
     for mt in _candidates(p.m, p.m_quantum):
         for nt in _candidates(p.n, p.n_quantum):
             for kt in _candidates(p.k, p.k_quantum):
-                for slots in (2, 1):
-                    use = p.buffer_use(mt, nt, kt, slots)
+                for taps, slots in itertools.product(p.tap_choices(nt, kt), (2, 1)):
+                    use = p.buffer_use(mt, nt, kt, slots, taps)
                     if any(use[b] > room[b] for b in use):
                         continue
                     for df, sa in _orientations(p, cfg):
-                        compute, dma = gemm_work(p, mt, nt, kt, df, cfg, interleave, sa)
+                        compute, dma = gemm_work(p, mt, nt, kt, df, cfg, interleave, sa, taps)
                         t = Tile(mt, nt, kt, df, slots, _overlapped(compute, dma, slots),
-                                 interleave, sa)
+                                 interleave, sa, taps)
                         cost = t.cycles + DMA_WEIGHT * dma
                         if best is None or cost < best_cost:
                             best, best_cost = t, cost
@@ -323,6 +388,6 @@ def format_tile_plan(graph: Graph, plan: TilePlan) -> str:
             p, t = plan[node.name].problem, plan[node.name].tile
             shape = f"{p.m}x{p.n}x{p.k} ({p.taps})"
             lines.append(f"{node.name:<16} {node.layer or '-':<20} {str(node.stage):<5} "
-                         f"{node.op:<20} {shape:<24} {f'{t.mt}x{t.nt}x{t.kt}':<18} "
+                         f"{node.op:<20} {shape:<24} {f'{t.mt}x{t.nt}x{t.kt}' + (f'/{t.taps}t' if t.taps > 1 else ''):<18} "
                          f"{t.dataflow + ('/A' if t.stationary_a else ''):<5} {t.slots:>5} {t.cycles:>11}")
     return "\n".join(lines)
