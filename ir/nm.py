@@ -8,7 +8,11 @@ the IR interpreter's mask ops and the SAT emulator's SORE):
   broken by the lower index (a stable sort on ``-|w|``);
 * an axis whose length M does not divide is padded with slots that are
   never selected over a real element; a group with fewer than N real
-  elements keeps all of them.
+  elements keeps all of them;
+* NaN policy: a NaN element ranks below every other real element (so a
+  group keeps it only when it has fewer than N others) and, when kept, stays
+  NaN in the compressed values -- never replaced by 0 -- so a NaN weight
+  propagates into the loss exactly as in the interpreter's ``nm_prune``.
 
 The compressed form holds, per group, N values and their N indices within
 the group (ascending), groups laid out along the reduction axis, which is
@@ -105,31 +109,38 @@ def parse_sparsity(spec: str | SparsitySpec, srste_lambda: float | None = None) 
     return SparsitySpec(mode, n, m, lam)
 
 
-def _grouped(w: np.ndarray, m: int, axis: int) -> tuple[np.ndarray, int]:
-    """Move ``axis`` last, pad it to a multiple of M with NaN, view as (..., G, M)."""
+def _grouped(w: np.ndarray, m: int, axis: int) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """Move ``axis`` last and pad it with zeros to a multiple of M, viewed as (..., G, M); with
+    the padding mask along the padded axis (None without padding) and the axis length."""
     x = np.moveaxis(np.asarray(w), axis, -1)
     length = x.shape[-1]
     pad = (-length) % m
+    padding = None
     if pad:
-        x = np.concatenate([x, np.full(x.shape[:-1] + (pad,), np.nan, dtype=x.dtype)], axis=-1)
-    return x.reshape(x.shape[:-1] + (x.shape[-1] // m, m)), length
+        x = np.concatenate([x, np.zeros(x.shape[:-1] + (pad,), dtype=x.dtype)], axis=-1)
+        padding = np.arange(length + pad) >= length
+    return x.reshape(x.shape[:-1] + (x.shape[-1] // m, m)), padding, length
 
 
-def _top_n_order(groups: np.ndarray, n: int) -> np.ndarray:
-    """Indices (..., G, N) of the N largest magnitudes per group, ascending; padding last.
+def _top_n_order(groups: np.ndarray, padding: np.ndarray | None, n: int) -> np.ndarray:
+    """Indices (..., G, N) of the N largest magnitudes per group, ascending.
 
     N rounds of argmax over the magnitudes (argmax takes the lowest index among
-    ties), each taking the winner out of the race; NaN padding ranks below
-    every real value. Equal to a stable argsort of -|w|, without a sort.
+    ties), each taking the winner out of the race; a NaN element ranks below
+    every other real value (it is kept only when its group has fewer than N
+    others) and padding below everything. Equal to a stable argsort of -|w|,
+    without a sort.
     """
     m = groups.shape[-1]
     mag = np.abs(groups.reshape(-1, m))
     mag[np.isnan(mag)] = -1
+    if padding is not None:
+        mag.reshape(-1, padding.size)[:, padding] = -2
     rows = np.arange(mag.shape[0])
     order = np.empty((mag.shape[0], n), np.intp)
     for j in range(n):
         order[:, j] = np.argmax(mag, axis=1)
-        mag[rows, order[:, j]] = -2
+        mag[rows, order[:, j]] = -3
     order.sort(axis=1)
     return order.reshape(groups.shape[:-1] + (n,))
 
@@ -139,9 +150,9 @@ def nm_mask(w: np.ndarray, n: int, m: int, axis: int) -> np.ndarray:
     check_nm(n, m)
     w = np.asarray(w)
     axis = axis % w.ndim
-    groups, length = _grouped(w, m, axis)
+    groups, padding, length = _grouped(w, m, axis)
     keep = np.zeros(groups.shape, dtype=bool)
-    np.put_along_axis(keep, _top_n_order(groups, n), True, axis=-1)
+    np.put_along_axis(keep, _top_n_order(groups, padding, n), True, axis=-1)
     keep = keep.reshape(keep.shape[:-2] + (-1,))[..., :length]
     return np.moveaxis(keep, -1, axis)
 
@@ -163,10 +174,9 @@ def nm_compress(w: np.ndarray, n: int, m: int, axis: int) -> NMCompressed:
     check_nm(n, m)
     w = np.asarray(w)
     axis = axis % w.ndim
-    groups, _ = _grouped(w, m, axis)
-    idx = _top_n_order(groups, n)
-    vals = np.take_along_axis(groups, idx, axis=-1)
-    vals = np.where(np.isnan(vals), 0, vals).astype(w.dtype)
+    groups, padding, _ = _grouped(w, m, axis)
+    idx = _top_n_order(groups, padding, n)
+    vals = np.take_along_axis(groups, idx, axis=-1)        # zero padding; a kept NaN stays NaN
     return NMCompressed(vals, idx.astype(np.uint8), n, m, axis, tuple(w.shape))
 
 

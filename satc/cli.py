@@ -151,7 +151,9 @@ def cmd_compile(args) -> None:
     """Compile a training step: write the program file, its assembly and a report."""
     from pathlib import Path
 
+    from satc.atomic import write_text
     from satc.backends.sat import disassemble, encode_all
+    from satc.backends.sat.energy import format_energy
     from satc.backends.sat.roofline import format_roofline, roofline
     from satc.compiler import compile as compile_step, format_per_layer
     from satc.models import ZOO
@@ -169,15 +171,17 @@ def cmd_compile(args) -> None:
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.model).stem
     program.save(out / f"{stem}.satbin")
-    (out / f"{stem}.s").write_text(disassemble(encode_all(program.instructions)))
+    write_text(out / f"{stem}.s", disassemble(encode_all(program.instructions)))
     report = [f"model {args.model}, sparsity {args.sparsity}, hardware {prog.config.name}",
               f"compiled in {seconds:.2f} s: {len(program.instructions)} instructions, "
               f"DRAM {program.dram_size / 2**20:.1f} MiB",
-              prog.timing.summary(), "", "roofline (program order):",
+              prog.timing.summary(), "", "energy (program order):",
+              format_energy(prog.energy(), batch=next(iter(prog.graph.inputs)).shape[0]),
+              "", "roofline (program order):",
               format_roofline(roofline(program.instructions, prog.labels, prog.config),
                               prog.timing.total_cycles),
               "", format_per_layer(prog.per_layer()), "", prog.plan.table()]
-    (out / f"{stem}.report.txt").write_text("\n".join(report) + "\n")
+    write_text(out / f"{stem}.report.txt", "\n".join(report) + "\n")
     print("\n".join(report[:3]))
     print(f"wrote {out / (stem + '.satbin')}, {stem}.s, {stem}.report.txt")
 
@@ -187,9 +191,10 @@ def cmd_run(args) -> None:
     import numpy as np
 
     from satc.data import batches, digits
-    from satc.runtime import Session
+    from satc.runtime import open_run, train
 
-    session = Session.load(args.program)
+    _check_output_dirs({"--checkpoint": args.checkpoint})
+    session, start = open_run(args.program, args.checkpoint)
     manifest = session.manifest
     x_name, y_name = manifest.input_order
     shape = manifest.input_shapes[x_name]
@@ -209,11 +214,10 @@ def cmd_run(args) -> None:
     seconds = session.cycles / (clock_mhz * 1e6)
     print(f"{args.program}: {session.cycles} cycles per step ({seconds * 1e3:.3f} ms at "
           f"{clock_mhz:g} MHz)")
-    for step in range(args.steps):
-        xb, yb = next(stream)
-        t = time.perf_counter()
-        loss = session.step(xb, yb, outputs=()).loss
-        print(f"step {step:3d}  loss {loss:.4f}  ({time.perf_counter() - t:.2f} s emulated)")
+    if start:
+        print(f"resuming from {args.checkpoint} after step {start}")
+    train(session, stream, start, args.steps, checkpoint=args.checkpoint,
+          on_step=lambda step, loss, s: print(f"step {step:3d}  loss {loss:.4f}  ({s:.2f} s emulated)"))
 
 
 def cmd_asm(args) -> None:
@@ -237,9 +241,17 @@ def _check_output_dirs(paths: dict[str, str | None]) -> None:
                             "create it first (nothing was computed)")
 
 
+def _batch_of(program) -> int | None:
+    """Images per step of a program file: dim 0 of its first input (None without a manifest)."""
+    meta = program.meta.get("satc", {})
+    order = meta.get("input_order")
+    return meta["input_shapes"][order[0]][0] if order else None
+
+
 def cmd_schedule(args) -> None:
     """Schedule a program file offline; print utilisation, bounds and the critical path."""
     from satc.backends.sat import Program
+    from satc.backends.sat.energy import format_energy, step_energy
     from satc.backends.sat.roofline import format_roofline, roofline
     from satc.passes.schedule import format_report, schedule_program, write_gantt, write_trace
     from satc.runtime import rescheduled
@@ -251,6 +263,8 @@ def cmd_schedule(args) -> None:
                               workers=args.workers, seed=args.seed, progress=not args.quiet)
     result.check()
     print(format_report(result))
+    print("\n" + format_energy(step_energy(program.instructions, program.config, result.makespan, labels),
+                               batch=_batch_of(program)))
     if labels:
         print("\nroofline:\n" + format_roofline(roofline(program.instructions, labels,
                                                         program.config), result.makespan))
@@ -273,19 +287,29 @@ def cmd_bench(args) -> None:
 
 
 def cmd_sweep(args) -> None:
-    """Design-space sweep over array size, DRAM bandwidth and N:M ratio, on all local cores."""
+    """Design-space sweep over hardware-config fields and N:M ratios on Dask, with Pareto fronts."""
     from pathlib import Path
 
-    from satc.sweep import format_table, plot, run_sweep, write_csv
+    from satc.dse.space import parse_axis
+    from satc.sweep import DEFAULT_AXES, format_table, plot, run_sweep, write_csv
 
-    points = run_sweep(args.model, args.batch, [int(a) for a in args.arrays.split(",")],
-                       [float(b) for b in args.bandwidths.split(",")], args.sparsities.split(","),
-                       hw=args.hw, jobs=args.jobs)
-    print(format_table(points))
+    axes = [parse_axis(v) for v in args.vary or ()]
+    if args.arrays:
+        axes.append(parse_axis(f"rows+cols={args.arrays}"))
+    if args.bandwidths:
+        axes.append(parse_axis(f"dram_bandwidth_gbps={args.bandwidths}"))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    write_csv(points, out / f"sweep-{args.model}.csv")
-    plot(points, out / f"sweep-{args.model}.png")
+    t0 = time.perf_counter()
+    res = run_sweep(args.model, args.batch, axes or DEFAULT_AXES, args.sparsities.split(","), hw=args.hw,
+                    sample=args.sample, seed=args.seed, scheduler=args.scheduler, workers=args.workers,
+                    cache_dir=None if args.no_cache else args.cache, progress=not args.quiet)
+    print(format_table(res.points))
+    print(f"sweep took {time.perf_counter() - t0:.1f} s"
+          + (" (interrupted: the finished rows are kept and cached)" if res.interrupted else ""))
+    write_csv(res.points, out / f"sweep-{args.model}.csv")
+    if any(p.ok for p in res.points):
+        plot(res.points, out / f"sweep-{args.model}.png")
     print(f"wrote {out / f'sweep-{args.model}.csv'} and {out / f'sweep-{args.model}.png'}")
 
 
@@ -306,6 +330,7 @@ def _add_model_args(p: argparse.ArgumentParser, default_model: str | None = None
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``satc`` command."""
     from satc.backends.sat.config import DEFAULT_HARDWARE
+    from satc.dse.cache import default_cache_dir
 
     ap = argparse.ArgumentParser(prog="satc", description="compiler for SAT, the N:M sparse training accelerator")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -332,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--data", choices=("digits", "synthetic"), default="digits")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint", help="save the training state here after every step; resume "
+                   "from it when it exists")
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("asm", help="print a program file as assembly")
     p.add_argument("program")
@@ -351,14 +378,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=("paper",))
     p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's own flags (--help)")
     p.set_defaults(fn=cmd_bench)
-    p = sub.add_parser("sweep", help="design-space sweep: array size x DRAM bandwidth x N:M")
+    p = sub.add_parser("sweep", help="design-space sweep of hardware fields x N:M on Dask, Pareto fronts")
     p.add_argument("model", nargs="?", default="cnn")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--hw", default=DEFAULT_HARDWARE, help="base hardware preset or TOML file")
-    p.add_argument("--arrays", default="16,32,64", help="array sizes (rows = cols)")
-    p.add_argument("--bandwidths", default="19.25,38.5,77,154", help="DRAM GB/s")
-    p.add_argument("--sparsities", default="bdwp:2:8,bdwp:2:4,bdwp:1:8")
-    p.add_argument("--jobs", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--vary", action="append", metavar="FIELD[+FIELD]=V1,V2,..",
+                   help="vary any hardware-config field (tied fields share a value); repeatable")
+    p.add_argument("--arrays", help="array sizes, shorthand for --vary rows+cols=..")
+    p.add_argument("--bandwidths", help="DRAM GB/s, shorthand for --vary dram_bandwidth_gbps=..")
+    p.add_argument("--sparsities", default="bdwp:2:8,bdwp:2:4,bdwp:1:8", help="N:M modes (dense always runs)")
+    p.add_argument("--sample", type=int, help="measure this many points drawn from the grid")
+    p.add_argument("--seed", type=int, default=0, help="seed of --sample")
+    p.add_argument("--scheduler", help="address of a running dask scheduler (default: a LocalCluster)")
+    p.add_argument("--workers", type=int, help="LocalCluster worker processes (default: all cores)")
+    p.add_argument("--cache", default=str(default_cache_dir()), help="result cache folder")
+    p.add_argument("--no-cache", action="store_true", help="recompute every point")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("-o", "--output", default="out")
     p.set_defaults(fn=cmd_sweep)
     p = sub.add_parser("hw", help="SAT hardware configs")

@@ -25,6 +25,7 @@ from satc.backends.sat.codegen import Codegen, NodeSpan
 from satc.backends.sat.config import DEFAULT_HARDWARE, HardwareConfig
 from satc.backends.sat.program import Program
 from satc.backends.sat.cost_model import gemm_macs
+from satc.backends.sat.energy import EnergyReport, step_energy
 from satc.backends.sat.timing import TimingReport
 from satc.ir.graph import Graph
 from satc.pipeline import CompileOptions, codegen, load_model, run_passes
@@ -112,6 +113,13 @@ class CompiledProgram:
     def timing(self) -> TimingReport:
         """The cycle model of one step (the same every step)."""
         return self.session.timing
+
+    def energy(self, makespan: int | None = None) -> EnergyReport:
+        """Energy of one step (``satc.backends.sat.energy``) in ``makespan`` cycles: a
+        schedule's makespan, or the program-order cycles of :attr:`timing` by default."""
+        program = self.session.program
+        cycles = self.timing.total_cycles if makespan is None else makespan
+        return step_energy(program.instructions, self.config, cycles, self.labels)
 
     def per_layer(self) -> list[LayerCycles]:
         """Cycles, MACs and utilisation per (layer, stage), from the timing timeline."""

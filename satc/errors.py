@@ -46,6 +46,15 @@ class EmulatorError(SatcError):
     """The emulator refused to run an instruction; names its index and why."""
 
 
+class ProgramCheckError(EmulatorError):
+    """A program the checker refuses before any run or schedule (a race between engines, a
+    token left over, an access out of bounds, unbounded work); names the instruction."""
+
+
+class InputError(ShapeError):
+    """A step input that cannot be fed: NaN / inf values, labels out of range, a wrong dtype."""
+
+
 class CompileError(SatcError):
     """Lowering, tiling or memory planning could not map the graph to SAT."""
 

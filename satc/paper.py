@@ -14,7 +14,10 @@ utilisation. Ablations (one row each, on the first model): no
 pre-generation (SORE inside FF/BP), WS-only and OS-only dataflow, program
 order instead of the offline schedule, no interleave mapping; and the
 sensitivity of the bdwp:2:8 speedup to the vector lanes and DRAM bandwidth
-(satc's modelling assumptions).
+(satc's modelling assumptions). An energy table (joules per step, watts,
+GOPS/W, images/J, by engine and by stage; satc.backends.sat.energy) and
+plot follow. The main rows run as dask.distributed jobs (a LocalCluster, or
+``--scheduler ADDRESS``) and are cached on disk (``--cache``, satc.dse.cache).
 """
 
 from __future__ import annotations
@@ -28,18 +31,20 @@ from typing import Sequence
 
 import numpy as np
 
+from satc.atomic import save_figure, write_text
 from satc.backends.sat.codegen import NodeSpan
 from satc.backends.sat.config import DEFAULT_HARDWARE, HardwareConfig, load_hardware
 from satc.backends.sat.cost_model import instruction_cycles
 from satc.backends.sat.isa import ENGINES, Instruction
 from satc.compiler import compile as compile_step
+from satc.dse.cache import ResultCache, default_cache_dir, graph_digest, result_key
+from satc.dse.runner import dask_client, run_jobs
 from satc.ir.graph import Graph
-from satc.errors import CompileError
 from satc.ir.types import Stage
 from satc.passes.op_count import count_ops
-from satc.pipeline import CompileOptions, load_model, run_passes
 from satc.passes.optimizer import SGD
 from satc.passes.schedule import engine_utilisation, schedule_program
+from satc.pipeline import CompileOptions, load_model, run_passes
 
 MODELS = ["resnet18_cifar:32", "resnet50_cifar:32", "resnet18:8", "resnet50:8", "vgg16_bn:32",
           "vit_tiny:32"]
@@ -69,6 +74,10 @@ class Row:
     compile_s: float
     inorder_cycles: int = 0
     speedup: float = 1.0
+    energy_j: float = 0.0
+    static_j: float = 0.0
+    energy_engine: dict[str, float] = dataclasses.field(default_factory=dict)   # dynamic + idle J
+    energy_stage: dict[str, float] = dataclasses.field(default_factory=dict)    # dynamic J
 
 
 def training_step(model: str, batch: int, mode: str, pregenerate: bool = True) -> Graph:
@@ -106,10 +115,42 @@ def measure(model: str, batch: int, mode: str, cfg, scheduler: str = "list",
     total_busy = sum(busy.values()) or 1
     ops = count_ops(graph)
     dense, eff = ops.total()
+    energy = prog.energy(result.makespan)
     return Row(model, batch, mode, len(program.instructions), result.makespan,
                result.makespan / (cfg.clock_mhz * 1e6), dense, eff,
                {s.value: busy[s.value] / total_busy for s in STAGES},
-               engine_utilisation(result), compile_s, result.baselines["inorder"])
+               engine_utilisation(result), compile_s, result.baselines["inorder"],
+               energy_j=energy.total_j, static_j=energy.static_j, energy_engine=energy.by_engine(),
+               energy_stage=energy.by_stage())
+
+
+def _measure_job(job: tuple[str, int, str, HardwareConfig]) -> dict:
+    """:func:`measure` of one (model, batch, mode, config) as a plain dict (a Dask job)."""
+    return dataclasses.asdict(measure(*job))
+
+
+def measure_all(jobs: Sequence[tuple[str, int, str, HardwareConfig]], scheduler: str | None = None,
+                workers: int | None = None, cache_dir: str | Path | None = None
+                ) -> list[Row | str]:
+    """Measure every job on Dask (cached by content hash): a Row each, or its error text."""
+    cache = ResultCache(cache_dir)
+    digests = {(m, b): graph_digest(m, b) for m, b, _, _ in jobs}
+    settings = {"bench": "paper", "scheduler": "list", "optimizer": "sgd 0.05 0.9 5e-4"}
+    keys = [result_key(digests[(m, b)], mode, cfg, {**settings, "batch": b}) for m, b, mode, cfg in jobs]
+    rows: list[dict | None] = [cache.get(k) for k in keys]
+    todo = [i for i, r in enumerate(rows) if r is None]
+    if todo:
+        def keep(j: int, row: dict) -> None:
+            if "error" not in row:
+                cache.put(keys[todo[j]], row)
+            print(f"{jobs[todo[j]][0]} {jobs[todo[j]][2]}: {row.get('error') or str(row['cycles']) + ' cycles'}",
+                  flush=True)
+
+        with dask_client(scheduler, workers) as client:
+            run = run_jobs(_measure_job, [jobs[i] for i in todo], client, on_row=keep)
+        for j, row in zip(todo, run.rows):
+            rows[j] = row if row is not None else {"error": "not run (interrupted)"}
+    return [r["error"] if "error" in r else Row(**r) for r in rows]
 
 
 def _table(rows: list[Row]) -> list[str]:
@@ -127,29 +168,65 @@ def _table(rows: list[Row]) -> list[str]:
     return lines
 
 
-def _chart(rows: list[Row], path: Path) -> None:
+ENERGY_NOTE = ("Model estimate (satc.backends.sat.energy) from the energy fields of the hardware "
+               "config: static power plus a price per action, over the list schedule's makespan. Not a "
+               "vendor power report and not calibrated to a board; recalibrate by editing the preset's "
+               "energy fields (docs/dse.md). Engine columns: dynamic + idle share of the step's joules "
+               "(static apart); stage columns: dynamic share.")
+
+
+def _energy_table(rows: list[Row]) -> list[str]:
+    lines = ["| model | batch | mode | mJ/step | W | dense-eq. GOPS/W | img/J | vs dense | static | "
+             + " | ".join(ENGINES) + " | " + " | ".join(s.value for s in STAGES) + " |",
+             "|" + "---|" * (9 + len(ENGINES) + len(STAGES))]
+    for r in rows:
+        base = next(d for d in rows if (d.model, d.batch, d.mode) == (r.model, r.batch, "dense"))
+        lines.append(f"| {r.model} | {r.batch} | {r.mode} | {r.energy_j * 1e3:.4g} | "
+                     f"{r.energy_j / r.seconds:.2f} | {2 * r.dense_macs / r.energy_j / 1e9:.1f} | "
+                     f"{r.batch / r.energy_j:.2f} | {r.energy_j / base.energy_j:.3f}x | "
+                     f"{r.static_j / r.energy_j:.1%} | "
+                     + " | ".join(f"{r.energy_engine.get(e, 0) / r.energy_j:.1%}" for e in ENGINES) + " | "
+                     + " | ".join(f"{r.energy_stage.get(s.value, 0) / r.energy_j:.1%}" for s in STAGES)
+                     + " |")
+    return lines
+
+
+def _bar_chart(rows: list[Row], path: Path, modes: list[str], value, ylabel: str,
+               marks: tuple[tuple[float, dict], ...] = ()) -> None:
+    """Bars of ``value(row)`` per model and mode, horizontal ``marks`` (y, line style)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     models = list(dict.fromkeys(f"{r.model}:{r.batch}" for r in rows))
-    modes = [m for m in dict.fromkeys(r.mode for r in rows) if m != "dense"]
     fig, ax = plt.subplots(figsize=(1.6 * len(models) + 2, 3.4))
     width = 0.8 / max(len(modes), 1)
     for i, mode in enumerate(modes):
-        vals = [next((r.speedup for r in rows if f"{r.model}:{r.batch}" == m and r.mode == mode), 0)
+        vals = [next((value(r) for r in rows if f"{r.model}:{r.batch}" == m and r.mode == mode), 0)
                 for m in models]
         ax.bar(np.arange(len(models)) + i * width, vals, width, label=mode)
-    ax.axhline(PAPER_SPEEDUP, color="k", ls="--", lw=0.8, label="paper bdwp:2:8 (1.75x)")
-    ax.axhline(CEILING, color="grey", ls=":", lw=0.8, label="2:8 ceiling (2.0x)")
-    ax.axhline(1.0, color="grey", lw=0.6)
+    for y, style in marks:
+        ax.axhline(y, **style)
     ax.set_xticks(np.arange(len(models)) + width * (len(modes) - 1) / 2, models, rotation=15)
-    ax.set_ylabel("training-step speedup over dense")
+    ax.set_ylabel(ylabel)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
+
+
+def _energy_chart(rows: list[Row], path: Path) -> None:
+    _bar_chart(rows, path, list(dict.fromkeys(r.mode for r in rows)),
+               lambda r: 2 * r.dense_macs / r.energy_j / 1e9, "dense-equivalent GOPS/W (model)")
+
+
+def _chart(rows: list[Row], path: Path) -> None:
+    _bar_chart(rows, path, [m for m in dict.fromkeys(r.mode for r in rows) if m != "dense"],
+               lambda r: r.speedup, "training-step speedup over dense",
+               ((PAPER_SPEEDUP, dict(color="k", ls="--", lw=0.8, label="paper bdwp:2:8 (1.75x)")),
+                (CEILING, dict(color="grey", ls=":", lw=0.8, label="2:8 ceiling (2.0x)")),
+                (1.0, dict(color="grey", lw=0.6))))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -160,21 +237,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hw", default=DEFAULT_HARDWARE)
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--out", default="docs/results-sat.md")
+    ap.add_argument("--scheduler", help="address of a running dask scheduler (default: a LocalCluster)")
+    ap.add_argument("--workers", type=int, help="LocalCluster worker processes (default: all cores)")
+    ap.add_argument("--cache", default=str(default_cache_dir()), help="result cache folder")
+    ap.add_argument("--no-cache", action="store_true", help="recompute every row")
     args = ap.parse_args(argv)
     cfg = load_hardware(args.hw)
     rows: list[Row] = []
     models = [(m.split(":")[0], int(m.split(":")[1])) for m in args.models.split(",")]
     skipped: list[str] = []
-    for model, batch in models:
-        for mode in args.modes.split(","):
-            try:
-                r = measure(model, batch, mode, cfg)
-            except CompileError as e:
-                skipped.append(f"- {model} {mode}: not compiled: {e}")
-                print(skipped[-1], flush=True)
-                continue
+    jobs = [(model, batch, mode, cfg) for model, batch in models for mode in args.modes.split(",")]
+    for job, r in zip(jobs, measure_all(jobs, args.scheduler, args.workers,
+                                        None if args.no_cache else args.cache)):
+        if isinstance(r, str):
+            skipped.append(f"- {job[0]} {job[2]}: not compiled: {r}")
+        else:
             rows.append(r)
-            print(_table([r])[-1], flush=True)
     for r in rows:
         base = next(d for d in rows if d.model == r.model and d.batch == r.batch and d.mode == "dense")
         r.speedup = base.cycles / r.cycles
@@ -186,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
              f"**BDWP 2:8 average speedup over dense: {np.mean(bdwp):.2f}x** "
              f"(paper: {PAPER_SPEEDUP}x, ceiling {CEILING}x)." if bdwp else ""]
     lines += skipped
+    lines += ["", "## Energy per training step", "", ENERGY_NOTE, "", *_energy_table(rows)]
     if not args.no_ablations:
         model, batch = models[0]
         full = next(r for r in rows if (r.model, r.batch, r.mode) == (model, batch, "bdwp:2:8"))
@@ -210,8 +289,9 @@ def main(argv: list[str] | None = None) -> None:
             d, s_ = (measure(model, batch, mode, var).cycles for mode in ("dense", "bdwp:2:8"))
             lines.append(f"| {name} | {d} | {s_} | {d / s_:.2f}x |")
     out = Path(args.out)
-    out.write_text("\n".join(lines) + "\n")
+    write_text(out, "\n".join(lines) + "\n")
     _chart(rows, out.with_suffix(".png"))
+    _energy_chart(rows, out.with_name(out.stem + "-energy.png"))
     print("\n".join(lines))
 
 

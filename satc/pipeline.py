@@ -114,7 +114,9 @@ def run_passes(graph: Graph, options: CompileOptions, until: str | None = None) 
 
 def codegen(graph: Graph, options: CompileOptions, state: Mapping[str, np.ndarray] | None = None):
     """Lower a training graph (after :func:`run_passes`) to a SAT program: the tile plan, then
-    memory plan, lowering and tokens (:func:`satc.backends.sat.codegen.generate`)."""
+    memory plan, lowering and tokens (:func:`satc.backends.sat.codegen.generate`), checked by
+    the independent program checker (:func:`satc.backends.sat.checker.check_program`)."""
+    from satc.backends.sat.checker import check_program
     from satc.backends.sat.codegen import generate
     from satc.backends.sat.codegen.tiling import format_tile_plan, plan_tiles
 
@@ -122,7 +124,9 @@ def codegen(graph: Graph, options: CompileOptions, state: Mapping[str, np.ndarra
     tiles = plan_tiles(graph, cfg, options.interleave)
     if options.print_after:
         print(f"// ----- tile plan -----\n{format_tile_plan(graph, tiles)}")
-    return generate(graph, cfg, state, options.interleave, tiles)
+    code = generate(graph, cfg, state, options.interleave, tiles)
+    check_program(code.program)     # refuse a racy or out-of-bounds program before any run (cached)
+    return code
 
 
 @dataclass

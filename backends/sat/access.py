@@ -10,6 +10,7 @@ returns the reason an instruction cannot run on a config, or None.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -41,7 +42,7 @@ class Access:
         """What identifies the bytes it touches: equal keys, equal bytes (dtype aside)."""
         return self.space, self.offset, self.shape, self.strides, self.dtype.itemsize
 
-    @property
+    @cached_property
     def extent(self) -> tuple[int, int]:
         """Half-open byte range [lo, hi) covering every element."""
         return self.offset, self.offset + sum((d - 1) * s for d, s in zip(self.shape, self.strides)) \

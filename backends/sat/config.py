@@ -71,6 +71,24 @@ class HardwareConfig:
     sore_latency_cycles: int
     sore_cycles_per_element: int
     precision: str
+    # energy model (backends/sat/energy.py): static power in watts, dynamic energy
+    # per action in picojoules; each preset gives its source or reasoning
+    static_power_w: float
+    dram_static_power_w: float
+    mac_dense_fp16_pj: float
+    mac_dense_fp32_pj: float
+    mac_nm_fp16_pj: float
+    mac_nm_fp32_pj: float
+    pe_active_pj_per_cycle: float
+    pe_idle_pj_per_cycle: float
+    engine_idle_pj_per_cycle: float
+    buffer_read_pj_per_byte: float
+    buffer_write_pj_per_byte: float
+    dram_read_pj_per_byte: float
+    dram_write_pj_per_byte: float
+    vector_pj_per_element: float
+    wuve_pj_per_element: float
+    sore_pj_per_element: float
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -138,6 +156,22 @@ _FIELD_HELP = {
     "wuve_latency_cycles": "WUVE pipeline latency per instruction",
     "sore_latency_cycles": "SORE pipeline latency per instruction",
     "sore_cycles_per_element": "SORE cycles per element of a group (SAT: 1, so M per group)",
+    "static_power_w": "static (leakage) power of the FPGA device, watts",
+    "dram_static_power_w": "background power of the DRAM (all channels), watts",
+    "mac_dense_fp16_pj": "pJ per multiply-accumulate executed by a USPE in dense mode, fp16 multiply",
+    "mac_dense_fp32_pj": "pJ per multiply-accumulate executed by a USPE in dense mode, fp32 multiply",
+    "mac_nm_fp16_pj": "pJ per multiply-accumulate executed in N:M mode (mux and index decode included), fp16",
+    "mac_nm_fp32_pj": "pJ per multiply-accumulate executed in N:M mode (mux and index decode included), fp32",
+    "pe_active_pj_per_cycle": "pJ per USPE per busy STCE cycle beyond its multiplies (registers, interconnect)",
+    "pe_idle_pj_per_cycle": "pJ per USPE per idle STCE cycle (clock tree of a clock-enabled-off PE)",
+    "engine_idle_pj_per_cycle": "pJ per idle cycle of each other engine (DMA, vector, WUVE, SORE)",
+    "buffer_read_pj_per_byte": "pJ per byte read from an on-chip buffer (BRAM/URAM)",
+    "buffer_write_pj_per_byte": "pJ per byte written to an on-chip buffer (BRAM/URAM)",
+    "dram_read_pj_per_byte": "pJ per byte read from DRAM (device, PHY and controller)",
+    "dram_write_pj_per_byte": "pJ per byte written to DRAM (device, PHY and controller)",
+    "vector_pj_per_element": "pJ per element of vector-unit work (one FP32 operation)",
+    "wuve_pj_per_element": "pJ per weight the WUVE updates (arithmetic only; buffer traffic apart)",
+    "sore_pj_per_element": "pJ per element the SORE sorts (compare network; buffer traffic apart)",
 }
 
 _POSITIVE_INTS = ("rows", "cols", "multipliers_per_pe", "nm_groups_per_cycle", "act_buffer_bytes",
@@ -147,6 +181,12 @@ _POSITIVE_INTS = ("rows", "cols", "multipliers_per_pe", "nm_groups_per_cycle", "
 _NONNEG_INTS = ("dram_latency_cycles", "issue_cycles", "vector_latency_cycles",
                 "wuve_latency_cycles", "sore_latency_cycles")
 _POSITIVE_FLOATS = ("dram_bandwidth_gbps", "clock_mhz")
+#: the energy-model fields: finite numbers >= 0 (0 turns an action's cost off)
+ENERGY_FIELDS = ("static_power_w", "dram_static_power_w", "mac_dense_fp16_pj", "mac_dense_fp32_pj",
+                 "mac_nm_fp16_pj", "mac_nm_fp32_pj", "pe_active_pj_per_cycle", "pe_idle_pj_per_cycle",
+                 "engine_idle_pj_per_cycle", "buffer_read_pj_per_byte", "buffer_write_pj_per_byte",
+                 "dram_read_pj_per_byte", "dram_write_pj_per_byte", "vector_pj_per_element",
+                 "wuve_pj_per_element", "sore_pj_per_element")
 # Sane upper bounds of the float fields: beyond them the derived rates of the
 # cycle model (bytes per cycle, seconds per cycle) overflow or lose all meaning.
 _FLOAT_MAX = {"clock_mhz": 100_000.0, "dram_bandwidth_gbps": 1_000_000.0}
@@ -185,6 +225,10 @@ def _validate(cfg: HardwareConfig) -> None:
     if cfg.dram_efficiency > 1:
         raise _fail("dram_efficiency", f"got {cfg.dram_efficiency}",
                     "it is the achievable fraction of peak bandwidth: use a value in (0, 1]")
+    for f in ENERGY_FIELDS:
+        v = getattr(cfg, f)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            raise _fail(f, f"got {v!r}", f"it must be a finite number >= 0 ({_FIELD_HELP[f]})")
     for b in BUFFERS:
         f = f"{b}_buffer_bytes"
         if getattr(cfg, f) > MAX_BUFFER_BYTES:
@@ -239,7 +283,7 @@ def _validate_patterns(cfg: HardwareConfig) -> None:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(HardwareConfig)}
-_FLOAT_FIELDS = set(_POSITIVE_FLOATS) | {"dram_efficiency"}
+_FLOAT_FIELDS = set(_POSITIVE_FLOATS) | {"dram_efficiency"} | set(ENERGY_FIELDS)
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> HardwareConfig:
@@ -312,7 +356,7 @@ def describe_hardware(cfg: HardwareConfig) -> str:
         macs = cfg.peak_nm_macs_per_cycle(n, m)
         lines.append(f"  peak {n}:{m:<2}       {macs} dense-equiv MAC/cycle = {rate(macs)} "
                      f"({macs / cfg.peak_dense_macs_per_cycle:g}x dense)")
-    lines += [f"  buffers         " + ", ".join(f"{b} {_human(cfg.buffer_bytes[b])}" for b in BUFFERS),
+    lines += ["  buffers         " + ", ".join(f"{b} {_human(cfg.buffer_bytes[b])}" for b in BUFFERS),
               f"  DRAM            {_human(cfg.dram_bytes)}, {cfg.dram_bandwidth_gbps:g} GB/s x "
               f"{cfg.dram_efficiency:g} = {cfg.dram_bytes_per_cycle:.1f} B/cycle, "
               f"latency {cfg.dram_latency_cycles} cycles",

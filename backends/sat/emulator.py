@@ -2,11 +2,12 @@
 
 DRAM is a flat ``uint8`` array initialised from the program's region
 images; each on-chip buffer is a ``uint8`` array of its configured size.
-:class:`Emulator` prepares a program once -- dependency-token issue order,
-per-instruction field checks, bounds / alignment checks, tracking of which
-bytes hold data some completed instruction produced, and a kernel closure
-per instruction over pre-resolved numpy views -- then :meth:`Emulator.run`
-just calls the closures in issue order.
+:class:`Emulator` prepares a program once -- the program checker
+(:func:`satc.backends.sat.checker.check_program`: fields, bounds, alignment,
+bounded work, token-ordered hazards between engines; it gives the issue
+order), tracking of which bytes hold data some completed instruction
+produced, and a kernel closure per instruction over pre-resolved numpy
+views -- then :meth:`Emulator.run` just calls the closures in issue order.
 
 Precision: in ``mixed`` configs GEMM operands are rounded to fp16 before the
 multiply and accumulated in fp32 (an fp16 x fp16 product is exact in fp32);
@@ -20,13 +21,14 @@ order).
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 from typing import Callable, Collection, Mapping
 
 import numpy as np
 
-from satc.backends.sat.access import Access, accesses, check
-from satc.backends.sat.dispatch import issue_order
+from satc.backends.sat.access import Access
+from satc.backends.sat.checker import check_program
 from satc.backends.sat.fp16 import single_threaded
 from satc.backends.sat.gemm_operands import (compressed_operand, conversions, dense_converter,
                                              nm_converter)
@@ -40,14 +42,23 @@ from satc.errors import EmulatorError
 
 F16, F32 = np.float16, np.float32
 Kernel = Callable[[], None]
+_PRODUCED, _WRITTEN, _READ_INIT = 1, 2, 4        # byte flags of the produced-data check
+#: Most bytes of work arrays (converted GEMM operands, scratch) one prepared program may use.
+MAX_WORK_BYTES = 1 << 33
 
 
 class Emulator:
-    """Checks a program against its config and runs it on modelled memory."""
+    """Checks a program against its config and runs it on modelled memory.
+
+    ``carried``: the regions (with initial contents) a run reads from those contents and then
+    overwrites -- the state one step hands to the next. ``work_bytes``: the bytes of the
+    kernels' work arrays, at most :data:`MAX_WORK_BYTES`.
+    """
 
     def __init__(self, program: Program) -> None:
         self.program = program
         self.config = program.config
+        checked = check_program(program)          # before any allocation sized by the program
         self.dram = np.zeros(program.dram_size, np.uint8)
         self._image = [(r.name, r.addr, np.frombuffer(r.init, np.uint8)) for r in program.regions
                        if r.init is not None]
@@ -55,17 +66,12 @@ class Emulator:
             self.dram[addr:addr + data.size] = data
         self.buffers = {b: np.zeros(self.config.buffer_bytes[b], np.uint8) for b in BUFFERS}
         instrs = program.instructions
-        for i, ins in enumerate(instrs):
-            reason = check(ins, self.config)
-            if reason:
-                raise EmulatorError(f"instruction {i} ({ins.op}): {reason}")
-        self.order = issue_order(instrs)
-        acc = [accesses(ins) for ins in instrs]
-        for i, ins in enumerate(instrs):
-            for a in acc[i]:
-                self._check_bounds(i, ins, a)
+        self.order = list(checked.order)
+        acc = [list(a) for a in checked.accesses]
         self._check_produced(instrs, acc)
         self._pool: dict[tuple, np.ndarray] = {}
+        self.work_bytes = 0                                      # bytes of kernel work arrays
+        self._building = -1                                      # instruction whose kernel is built
         self._saves: dict[str, np.ndarray] = {}                  # kept regions during a run
         self._operands = OperandCache(self.config.buffer_bytes)
         tickets = []
@@ -77,48 +83,51 @@ class Emulator:
             tickets.append(convs)
             self._operands.advance(acc[i])
         self._converted: dict[int, np.ndarray] = {}              # reused ticket -> its result
-        self._kernels = [self._kernel(instrs[i], acc[i], convs)
-                         for i, convs in zip(self.order, tickets)]
+        self._kernels = []
+        for i, convs in zip(self.order, tickets):
+            self._building = i
+            self._kernels.append(self._kernel(instrs[i], acc[i], convs))
 
     # ---- preparation
     def _space(self, name: str) -> np.ndarray:
         return self.dram if name == "dram" else self.buffers[name]
 
-    def _check_bounds(self, i: int, ins: Instruction, a: Access) -> None:
-        lo, hi = a.extent
-        size = self._space(a.space).size
-        where = f"instruction {i} ({ins.op}): {a.role} ({'write' if a.write else 'read'})"
-        if a.offset % a.dtype.itemsize:
-            raise EmulatorError(f"{where}: misaligned access: {a.space} address {a.offset} is not a "
-                                f"multiple of the {a.dtype.itemsize}-byte element")
-        if hi > size:
-            kind = ("out-of-bounds DRAM access" if a.space == "dram" else
-                    f"buffer overflow of the {a.space} buffer")
-            raise EmulatorError(f"{where}: {kind}: bytes [{lo}, {hi}) but it holds {size} bytes")
-
     def _mask_view(self, masks: dict[str, np.ndarray], a: Access) -> np.ndarray:
         m = masks[a.space]
-        return np.ndarray(a.shape + (a.dtype.itemsize,), dtype=bool, buffer=m, offset=a.offset,
+        return np.ndarray(a.shape + (a.dtype.itemsize,), dtype=np.uint8, buffer=m, offset=a.offset,
                           strides=a.strides + (1,))
 
     def _check_produced(self, instrs, acc) -> None:
-        """Walk the issue order tracking written bytes; refuse reads of unproduced data."""
-        masks = {b: np.zeros(v.size, bool) for b, v in self.buffers.items()}
-        masks["dram"] = np.zeros(self.dram.size, bool)
+        """Walk the issue order tracking written bytes; refuse reads of unproduced data.
+
+        Each byte keeps flags: ``PRODUCED`` (initial contents or written), ``WRITTEN`` (by this
+        run) and ``READ_INIT`` (read while it still held its initial contents). Regions with a
+        byte both read from its initial contents and then overwritten are :attr:`carried`.
+        """
+        masks = {b: np.zeros(v.size, np.uint8) for b, v in self.buffers.items()}
+        masks["dram"] = np.zeros(self.dram.size, np.uint8)
         for r in self.program.regions:
             if r.init is not None:
-                masks["dram"][r.addr:r.addr + r.nbytes] = True
+                masks["dram"][r.addr:r.addr + r.nbytes] = _PRODUCED
         for i in self.order:
             for a in acc[i]:
                 view = self._mask_view(masks, a)
                 if a.write:
-                    view[...] = True
-                elif not view.all():
-                    bad = np.argwhere(~view.reshape(view.shape[:-1] + (-1,)).all(axis=-1))[0]
+                    view |= _PRODUCED | _WRITTEN
+                    continue
+                produced = (view & _PRODUCED).astype(bool)
+                if not produced.all():
+                    bad = np.argwhere(~produced.reshape(produced.shape[:-1] + (-1,)).all(axis=-1))[0]
                     raise EmulatorError(
                         f"instruction {i} ({instrs[i].op}): reads {a.role} element "
                         f"{tuple(int(x) for x in bad)} at {a.space} bytes from {a.offset} that no "
                         "completed instruction produced (missing load or dependency?)")
+                if a.space == "dram":
+                    view |= ((view & _WRITTEN) ^ _WRITTEN) << 1         # READ_INIT where not WRITTEN
+        both = _WRITTEN | _READ_INIT
+        self.carried: tuple[str, ...] = tuple(
+            r.name for r in self.program.regions if r.init is not None
+            and np.any(masks["dram"][r.addr:r.addr + r.nbytes] & both == both))
 
     def _saved(self, name: str, contents: np.ndarray) -> np.ndarray:
         """A copy of region ``name``'s bytes in an array kept for it (no page faults per run)."""
@@ -137,8 +146,20 @@ class Emulator:
         the arrays one kernel needs at once)."""
         key = (tag, shape, np.dtype(dtype).str)
         if key not in self._pool:
-            self._pool[key] = np.zeros(shape, dtype)
+            self._pool[key] = self._allocate(shape, dtype)
         return self._pool[key]
+
+    def _allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """A zeroed work array, counted against :data:`MAX_WORK_BYTES` before it is allocated."""
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        if self.work_bytes + nbytes > MAX_WORK_BYTES:
+            i = self._building
+            raise EmulatorError(f"instruction {i} ({self.program.instructions[i].op}): the emulator's "
+                                f"work arrays would exceed {MAX_WORK_BYTES >> 30} GiB "
+                                f"({self.work_bytes + nbytes} bytes); fix: a program with fewer "
+                                "distinct GEMM operand tiles (smaller batch or model)")
+        self.work_bytes += nbytes
+        return np.zeros(shape, dtype)
 
     def _view(self, a: Access) -> np.ndarray:
         return np.ndarray(a.shape, dtype=a.dtype, buffer=self._space(a.space), offset=a.offset,
@@ -231,7 +252,8 @@ class _ConversionArrays:
 
     def out(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """The result array: its own when reused later, else the pooled one of its tag."""
-        return np.zeros(shape, dtype) if self.own else self.emu._scratch(f"{self.tag}:out", shape, dtype)
+        return self.emu._allocate(shape, dtype) if self.own else self.emu._scratch(f"{self.tag}:out", shape,
+                                                                                  dtype)
 
     def scratch(self, tag: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """A pooled work array."""

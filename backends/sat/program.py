@@ -23,6 +23,7 @@ emulator treats it as unwritten until an instruction stores to it).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import struct
@@ -35,6 +36,7 @@ import numpy as np
 
 from satc.backends.sat.config import HardwareConfig, config_from_dict
 from satc.backends.sat.isa import DTYPE_BYTES, NP_DTYPES, Instruction, decode_all, encode_all
+from satc.atomic import write_bytes
 from satc.errors import ConfigError, ISAError, ProgramFileError
 
 MAGIC = b"SATPROG\0"
@@ -74,9 +76,20 @@ class Program:
     dram_size: int
     # JSON-able notes for tools (instruction labels, how to feed inputs); ignored by the emulator
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    # the passed ProgramCheck (backends/sat/checker.py), set by check_program; not copied by replace
+    checked: Any = field(default=None, init=False, repr=False, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_layout(self)
+
+    def with_contents(self, regions: tuple[Region, ...] | None = None,
+                      meta: dict[str, Any] | None = None) -> "Program":
+        """This program with other regions (initial contents) and / or meta. It keeps the
+        program check, which depends on the instructions, config and dram_size only."""
+        new = dataclasses.replace(self, regions=self.regions if regions is None else regions,
+                                  meta=self.meta if meta is None else meta)
+        object.__setattr__(new, "checked", self.checked)
+        return new
 
     def region(self, name: str) -> Region:
         """The region called ``name``."""
@@ -109,8 +122,8 @@ class Program:
         return _parse(bytes(blob))
 
     def save(self, path: str | Path) -> None:
-        """Write the program file to ``path``."""
-        Path(path).write_bytes(self.to_bytes())
+        """Write the program file to ``path`` atomically (a temporary file renamed over it)."""
+        write_bytes(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str | Path) -> "Program":
@@ -122,16 +135,31 @@ class Program:
         return _parse(blob)
 
 
+#: Sane limits of a program file, checked before anything is allocated from its fields.
+MAX_HEADER_BYTES = 1 << 26          # 64 MiB of header JSON
+MAX_INSTRUCTIONS = 1 << 24          # 16 M instructions (512 MiB of stream)
+MAX_REGIONS = 1 << 16
+MAX_RANK = 8
+
+
 def _check_layout(p: Program) -> None:
-    if not isinstance(p.dram_size, int) or not 0 <= p.dram_size <= p.config.dram_bytes:
+    if isinstance(p.dram_size, bool) or not isinstance(p.dram_size, int) \
+            or not 0 <= p.dram_size <= p.config.dram_bytes:
         raise ProgramFileError(f"dram_size {p.dram_size!r} must be in 0..{p.config.dram_bytes} "
                                f"(dram_bytes of {p.config.name})")
+    if len(p.instructions) > MAX_INSTRUCTIONS or len(p.regions) > MAX_REGIONS:
+        raise ProgramFileError(f"{len(p.instructions)} instructions and {len(p.regions)} regions; satc "
+                               f"takes at most {MAX_INSTRUCTIONS} and {MAX_REGIONS}")
     spans = []
     for r in p.regions:
+        if not isinstance(r.name, str) or not r.name:
+            raise ProgramFileError(f"region name {r.name!r} must be a non-empty string")
         if r.dtype not in DTYPE_BYTES:
             raise ProgramFileError(f"region {r.name!r}: dtype {r.dtype!r} is not one of {list(DTYPE_BYTES)}")
-        if any(not isinstance(d, int) or d < 0 for d in r.shape) or not isinstance(r.addr, int) or r.addr < 0:
-            raise ProgramFileError(f"region {r.name!r}: bad address {r.addr!r} or shape {r.shape!r}")
+        if not isinstance(r.shape, tuple) or len(r.shape) > MAX_RANK \
+                or any(not _is_int(d) or d < 0 for d in r.shape) or not _is_int(r.addr) or r.addr < 0:
+            raise ProgramFileError(f"region {r.name!r}: bad address {r.addr!r} or shape {r.shape!r} "
+                                   f"(non-negative integers, at most {MAX_RANK} dims)")
         if r.addr + r.nbytes > p.dram_size:
             raise ProgramFileError(f"region {r.name!r} [{r.addr}, {r.addr + r.nbytes}) lies outside "
                                    f"DRAM of {p.dram_size} bytes")
@@ -147,6 +175,36 @@ def _check_layout(p: Program) -> None:
             raise ProgramFileError(f"regions {n0!r} and {n1!r} overlap")
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _field(d: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    """``d[key]`` of JSON type ``kind`` (int excludes bool), or ProgramFileError naming it."""
+    if not isinstance(d, dict) or key not in d:
+        raise ProgramFileError(f"program file header: {where} lacks {key!r}; the file is corrupt")
+    v = d[key]
+    if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+        name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ProgramFileError(f"program file header: {where}.{key} must be {name}, got {v!r:.60}")
+    return v
+
+
+def _region(r: Any, k: int, data: bytes) -> Region:
+    where = f"regions[{k}]"
+    name = _field(r, "name", str, where)
+    shape = _field(r, "shape", list, where)
+    if len(shape) > MAX_RANK or not all(_is_int(d) and 0 <= d < 1 << 40 for d in shape):
+        raise ProgramFileError(f"program file header: region {name!r}: shape {shape!r:.80} must be at "
+                               f"most {MAX_RANK} non-negative integers")
+    off, nb = _field(r, "init_offset", int, where), _field(r, "init_nbytes", int, where)
+    if off < 0 or nb < 0 or off + nb > len(data):
+        raise ProgramFileError(f"region {name!r}: init data [{off}, {off + nb}) outside the data "
+                               f"section of {len(data)} bytes")
+    return Region(name, _field(r, "addr", int, where), tuple(shape), _field(r, "dtype", str, where),
+                  data[off:off + nb] if nb else None)
+
+
 def _parse(blob: bytes) -> Program:
     if len(blob) < _PREAMBLE.size + 4:
         raise ProgramFileError(f"program file of {len(blob)} bytes is truncated (no header)")
@@ -155,6 +213,10 @@ def _parse(blob: bytes) -> Program:
         raise ProgramFileError("not a SAT program file (bad magic)")
     if version != VERSION:
         raise ProgramFileError(f"program file version {version}, this satc reads version {VERSION}")
+    if hlen > MAX_HEADER_BYTES or ninstr > MAX_INSTRUCTIONS:
+        raise ProgramFileError(f"program file preamble claims a {hlen}-byte header and {ninstr} "
+                               f"instructions; satc reads at most {MAX_HEADER_BYTES} and "
+                               f"{MAX_INSTRUCTIONS}: corrupt")
     expect = _PREAMBLE.size + hlen + 32 * ninstr + dlen + 4
     if len(blob) != expect or reserved:
         raise ProgramFileError(f"program file is {len(blob)} bytes, its header says {expect}: "
@@ -164,24 +226,28 @@ def _parse(blob: bytes) -> Program:
         raise ProgramFileError("program file checksum mismatch: corrupt")
     pos = _PREAMBLE.size
     try:
-        header = json.loads(blob[pos:pos + hlen].decode())
-        config = config_from_dict(header["config"], "program file config")
+        text = blob[pos:pos + hlen].decode()
+    except UnicodeDecodeError as e:
+        raise ProgramFileError(f"program file header is not UTF-8 (byte {pos + e.start}): corrupt") from None
+    try:
+        header = json.loads(text)
+    except ValueError as e:
+        raise ProgramFileError(f"program file header is not valid JSON ({e}): corrupt") from None
+    except RecursionError:
+        raise ProgramFileError("program file header nests JSON too deeply to read: corrupt") from None
+    if not isinstance(header, dict):
+        raise ProgramFileError("program file header must be a JSON object: corrupt")
+    try:
+        config = config_from_dict(_field(header, "config", dict, "header"), "program file config")
         instrs = tuple(decode_all(blob[pos + hlen:pos + hlen + 32 * ninstr]))
-        data = blob[pos + hlen + 32 * ninstr:-4]
-        regions = []
-        for r in header["regions"]:
-            off, nb = int(r["init_offset"]), int(r["init_nbytes"])
-            if off < 0 or nb < 0 or off + nb > len(data):
-                raise ProgramFileError(f"region {r['name']!r}: init data outside the data section")
-            regions.append(Region(str(r["name"]), int(r["addr"]), tuple(int(d) for d in r["shape"]),
-                                  str(r["dtype"]), data[off:off + nb] if nb else None))
-        meta = header.get("meta", {})
-        if not isinstance(meta, dict):
-            raise ProgramFileError("program file header: 'meta' must be an object")
-        return Program(config, instrs, tuple(regions), int(header["dram_size"]), meta)
-    except ProgramFileError:
-        raise
     except (ConfigError, ISAError) as e:
         raise ProgramFileError(f"program file: {e}") from None
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
-        raise ProgramFileError(f"program file header is malformed: {type(e).__name__}: {e}") from None
+    data = blob[pos + hlen + 32 * ninstr:-4]
+    regions = _field(header, "regions", list, "header")
+    if len(regions) > MAX_REGIONS:
+        raise ProgramFileError(f"program file header lists {len(regions)} regions; at most {MAX_REGIONS}")
+    meta = header.get("meta", {})
+    if not isinstance(meta, dict):
+        raise ProgramFileError("program file header: 'meta' must be an object")
+    return Program(config, instrs, tuple(_region(r, k, data) for k, r in enumerate(regions)),
+                   _field(header, "dram_size", int, "header"), meta)

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from satc.backends.sat.isa import ENGINES
 from satc.passes.schedule.scheduler import ScheduleResult
+
+from satc.atomic import save_figure, write_text
 
 
 @dataclass(frozen=True)
@@ -178,8 +179,8 @@ def trace_events(result: ScheduleResult) -> dict:
 
 
 def write_trace(result: ScheduleResult, path: str | Path) -> None:
-    """Write the Perfetto / chrome://tracing JSON of ``result`` to ``path``."""
-    Path(path).write_text(json.dumps(trace_events(result), separators=(",", ":")))
+    """Write the Perfetto / chrome://tracing JSON of ``result`` to ``path`` (atomically)."""
+    write_text(path, json.dumps(trace_events(result), separators=(",", ":")))
 
 
 def write_gantt(result: ScheduleResult, path: str | Path, depth: int = 1) -> None:
@@ -212,5 +213,5 @@ def write_gantt(result: ScheduleResult, path: str | Path, depth: int = 1) -> Non
         ax.legend(handles=[Patch(color=colour[n], label=n) for n in names], loc="upper left",
                   bbox_to_anchor=(1.0, 1.0), fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)

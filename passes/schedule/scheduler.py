@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from satc.backends.sat.checker import check_program
 from satc.backends.sat.isa import ENGINES
 from satc.backends.sat.program import Program
 from satc.errors import ScheduleError
@@ -172,8 +173,11 @@ def schedule_program(program: Program, method: str = "cpsat", *,
     seed give a reproducible schedule). ``include_tokens`` keeps the
     program's own token edges as dependencies; ``capacity`` overrides buffer
     budgets in bytes. ``progress`` shows a tqdm bar. Ctrl-C during a CP-SAT
-    solve returns the best schedule found so far (``result.interrupted``).
+    solve returns the best schedule found so far (``result.interrupted``). A program the
+    checker refuses (:func:`~satc.backends.sat.checker.check_program`: a race between
+    engines, an access out of bounds, ...) raises ProgramCheckError naming the instruction.
     """
+    check_program(program)
     graph = build_task_graph(program, labels, include_tokens=include_tokens, capacity=capacity)
     return schedule_graph(graph, method, time_limit_s=time_limit_s, workers=workers, seed=seed,
                           window=window, progress=progress, interleave=interleave)

@@ -17,15 +17,19 @@ with the fix, a file without one or of another version.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from satc.backends.sat.codegen.memory import Storage, storage_from_json
-from satc.backends.sat.program import Program
-from satc.errors import ProgramFileError
+from satc.backends.sat.codegen.memory import (Compressed, Dense, OneHot, Storage, TapMajor,
+                                              storage_from_json)
+from satc.backends.sat.program import Program, Region
+from satc.errors import ProgramFileError, SparsityError
+from satc.ir.nm import check_nm
 
 MANIFEST_KEY = "satc"
 MANIFEST_VERSION = 2          # 1: the unversioned manifest of earlier satc (field names of codegen)
+_MAX_RANK = 8
 _RECOMPILE = "fix: recompile the model with `satc compile` (or save it again with prog.save)"
 
 
@@ -80,6 +84,7 @@ class Manifest:
                 raise ProgramFileError(f"program manifest names DRAM region {name!r}, which the "
                                        f"program does not have; {_RECOMPILE}") from None
 
+        _check_json(d)
         try:
             def storages(key: str) -> dict[str, Storage]:
                 return {k: storage_from_json(s, region_of) for k, s in d[key].items()}
@@ -90,9 +95,29 @@ class Manifest:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ProgramFileError(f"program manifest (version {MANIFEST_VERSION}) is malformed "
                                    f"({type(e).__name__}: {e}); {_RECOMPILE}") from None
-        if "loss" not in m.outputs or set(m.input_order) != set(m.inputs):
+        for group in ("inputs", "outputs", "state"):
+            for k, st in getattr(m, group).items():
+                _check_storage(f"{group}[{k!r}]", st)
+        if "loss" not in m.outputs or set(m.input_order) != set(m.inputs) \
+                or len(set(m.input_order)) != len(m.input_order):
             raise ProgramFileError(f"program manifest lacks the loss or names inputs "
                                    f"{list(m.input_order)} without storage {sorted(m.inputs)}; {_RECOMPILE}")
+        if _elements(m.loss) != 1:
+            raise ProgramFileError(f"program manifest: the loss has {_elements(m.loss)} elements, not "
+                                   f"1; {_RECOMPILE}")
+        for k in m.input_order:
+            want = m.input_shapes.get(k)
+            if want != _value_shape(m.inputs[k]):
+                raise ProgramFileError(f"program manifest: input {k!r} has shape {want} but its "
+                                       f"storage holds {_value_shape(m.inputs[k])}; {_RECOMPILE}")
+        if not m.state:
+            raise ProgramFileError(f"program manifest lists no training state, so every step would "
+                                   f"restart from the initial weights; {_RECOMPILE}")
+        for k, st in m.state.items():
+            for r in st.regions:
+                if r.init is None:
+                    raise ProgramFileError(f"program manifest: state {k!r} lives in region {r.name!r}, "
+                                           f"which has no initial contents; {_RECOMPILE}")
         if len(m.labels) != len(program.instructions):
             raise ProgramFileError(f"program manifest has {len(m.labels)} instruction labels for "
                                    f"{len(program.instructions)} instructions; {_RECOMPILE}")
@@ -107,7 +132,7 @@ class Manifest:
 
     def attach(self, program: Program) -> Program:
         """``program`` with this manifest in its ``meta``."""
-        return dataclasses.replace(program, meta={MANIFEST_KEY: self.to_json()})
+        return program.with_contents(meta={MANIFEST_KEY: self.to_json()})
 
 
 def rescheduled(result: Any) -> Program:
@@ -122,3 +147,95 @@ def rescheduled(result: Any) -> Program:
     manifest = Manifest.from_program(old)
     labels = [manifest.labels[result.graph.tasks[t].index] for t in result.stream_order()]
     return manifest.relabelled(labels).attach(new)
+
+
+def check_carried(manifest: Manifest, carried: Sequence[str]) -> None:
+    """Refuse a manifest whose state misses a region the step carries to the next one
+    (``carried``: :attr:`satc.backends.sat.emulator.Emulator.carried`)."""
+    kept = set(manifest.state_regions) | {r.name for s in manifest.inputs.values() for r in s.regions}
+    lost = [r for r in carried if r not in kept]
+    if lost:
+        raise ProgramFileError(f"program manifest: the program reads and then overwrites region "
+                               f"{lost[0]!r} (training state), but the manifest's state does not list "
+                               f"it, so every step would restart from its initial value; {_RECOMPILE}")
+
+
+def _check_json(d: Mapping[str, Any]) -> None:
+    """The JSON types of a version-2 manifest, before any storage is built from it."""
+    for key in ("inputs", "outputs", "state", "input_shapes"):
+        v = d.get(key)
+        if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+            raise ProgramFileError(f"program manifest: {key!r} must be an object keyed by name; "
+                                   f"{_RECOMPILE}")
+        if key != "input_shapes" and not all(isinstance(s, dict) for s in v.values()):
+            raise ProgramFileError(f"program manifest: every entry of {key!r} must be a storage "
+                                   f"object; {_RECOMPILE}")
+    for key in ("input_order", "labels"):
+        v = d.get(key)
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise ProgramFileError(f"program manifest: {key!r} must be a list of strings; {_RECOMPILE}")
+    for k, shape in d["input_shapes"].items():
+        if not isinstance(shape, list) or len(shape) > _MAX_RANK or not all(_is_count(x) for x in shape):
+            raise ProgramFileError(f"program manifest: input_shapes[{k!r}] = {shape!r:.80} must be a "
+                                   f"list of at most {_MAX_RANK} positive integers; {_RECOMPILE}")
+
+
+def _is_count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1 << 40
+
+
+def _region_elements(r: Region) -> int:
+    return math.prod(r.shape)
+
+
+def _elements(st: Storage) -> int:
+    return math.prod(_value_shape(st))
+
+
+def _value_shape(st: Storage) -> tuple[int, ...]:
+    """The shape of the numpy value a storage holds."""
+    if isinstance(st, OneHot):
+        return (st.region.shape[0],) if len(st.region.shape) == 2 else ()
+    return tuple(st.shape)
+
+
+def _check_storage(where: str, st: Storage) -> None:
+    """A storage whose shapes agree with its regions (so encode / decode allocate only what the
+    regions hold), or ProgramFileError naming it."""
+    def bad(why: str) -> ProgramFileError:
+        return ProgramFileError(f"program manifest: {where} ({st.KIND}): {why}; {_RECOMPILE}")
+
+    if isinstance(st, OneHot):
+        r = st.region
+        if not _is_count(st.classes) or len(r.shape) != 2 or r.shape[1] != st.classes:
+            raise bad(f"{st.classes!r} classes in a region of shape {r.shape} (want [batch, classes])")
+        return
+    shape = st.shape
+    if not isinstance(shape, tuple) or len(shape) > _MAX_RANK or not all(
+            isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 1 << 40 for x in shape):
+        raise bad(f"shape {shape!r:.80} must be at most {_MAX_RANK} non-negative integers")
+    if isinstance(st, Dense):
+        pads = st.pads
+        if len(pads) != 4 or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 1 << 20
+                                     for x in pads) or (any(pads) and len(shape) != 4):
+            raise bad(f"pads {pads!r:.80} must be 4 non-negative integers (rank-4 tensors only)")
+        full = shape[:2] + st.hw_padded if any(pads) else shape
+        if math.prod(full) != _region_elements(st.region):
+            raise bad(f"shape {shape} with pads {pads} holds {math.prod(full)} elements, region "
+                      f"{st.region.name!r} {_region_elements(st.region)}")
+    elif isinstance(st, TapMajor):
+        if len(shape) != 4 or math.prod(shape) != _region_elements(st.region):
+            raise bad(f"shape {shape} must be [Co, Ci, kh, kw] of the {_region_elements(st.region)} "
+                      f"elements of region {st.region.name!r}")
+    elif isinstance(st, Compressed):
+        try:
+            check_nm(st.n, st.m)
+        except SparsityError as e:
+            raise bad(str(e)) from None
+        if len(shape) < 2 or st.axis not in (0, 1) or st.indices.dtype != "u8":
+            raise bad(f"shape {shape}, axis {st.axis}, index dtype {st.indices.dtype} (want rank >= 2, "
+                      "axis 0 or 1, u8 indices)")
+        if st.taps * st.outer * st.val_cols != _region_elements(st.values) or \
+                st.taps * st.outer * st.idx_cols != _region_elements(st.indices):
+            raise bad(f"shape {shape} {st.n}:{st.m} does not match regions {st.values.name!r} "
+                      f"{st.values.shape} and {st.indices.name!r} {st.indices.shape}")

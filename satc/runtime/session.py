@@ -11,7 +11,6 @@ current state in the state regions, built once per state change.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -19,13 +18,15 @@ from typing import Any, Collection, Mapping
 
 import numpy as np
 
+from satc.backends.sat.checker import check_program
+from satc.backends.sat.codegen.memory import OneHot
 from satc.backends.sat.emulator import Emulator
 from satc.backends.sat.isa import NP_DTYPES
 from satc.backends.sat.program import Program, Region
 from satc.backends.sat.timing import TimingReport, time_program
-from satc.errors import ShapeError
+from satc.errors import InputError, ShapeError
 from satc.runtime.live_state import LiveState
-from satc.runtime.manifest import Manifest
+from satc.runtime.manifest import Manifest, check_carried
 
 
 @dataclass
@@ -59,8 +60,16 @@ class Session:
 
     @classmethod
     def from_program(cls, program: Program) -> "Session":
-        """A session for a program (file) carrying a manifest, starting from its state."""
-        return cls(program, Manifest.from_program(program))
+        """A session for a program (file) carrying a manifest, starting from its state.
+
+        Everything is checked before the first step: the program
+        (:func:`~satc.backends.sat.checker.check_program`), its manifest, and that the
+        manifest's state holds every region a step carries to the next.
+        """
+        check_program(program)
+        session = cls(program, Manifest.from_program(program))
+        session.emulator                                  # noqa: B018 -- prepare (and check) now
+        return session
 
     @classmethod
     def load(cls, path: str | Path) -> "Session":
@@ -79,9 +88,12 @@ class Session:
 
     @property
     def emulator(self) -> Emulator:
-        """The emulator (prepared on first use: it checks the whole program)."""
+        """The emulator (prepared on first use: it checks the whole program and that the
+        manifest's state covers what a step carries to the next)."""
         if self._emu is None:
-            self._emu = Emulator(self.program)
+            emu = Emulator(self.program)
+            check_carried(self.manifest, emu.carried)
+            self._emu = emu
         return self._emu
 
     def read(self, region: str) -> np.ndarray:
@@ -92,7 +104,9 @@ class Session:
         """The inputs of a step by name, checked: ``(mapping,)`` by name, or arrays in input order.
 
         Any wrong name, count or shape raises ShapeError naming the input,
-        the shape got and the shape expected.
+        the shape got and the shape expected; NaN or infinite values, labels
+        outside ``[0, classes)`` and non-numeric (or, for labels, non-integer)
+        dtypes raise InputError: satc never trains on a NaN input.
         """
         m = self.manifest
         if len(args) == 1 and isinstance(args[0], Mapping):
@@ -118,7 +132,7 @@ class Session:
                                  f"compiled for {want}; fix: feed {name!r} of shape {want}, or "
                                  f"recompile with an example input (input_shapes) of shape "
                                  f"{tuple(arr.shape)}")
-            out[name] = arr
+            out[name] = _checked_value(name, arr, m.inputs[name])
         return out
 
     def step(self, *args: Any, outputs: Collection[str] | None = None) -> StepOutputs:
@@ -127,7 +141,9 @@ class Session:
         Loads the inputs and the state assigned since the last step into
         modelled DRAM (the rest of the state is already there), runs the
         program and decodes ``outputs`` (names of the manifest's outputs; all
-        by default; the loss always).
+        by default; the loss always). Inputs are checked before anything runs
+        (:meth:`feeds`); a step that raises (or is interrupted) leaves the state
+        as it was before it.
         """
         feeds = self.feeds(*args)
         images = self.state.pending_images()
@@ -150,7 +166,7 @@ class Session:
         return self._built[1]
 
     def save(self, path: str | Path) -> None:
-        """Write the program file (current state, manifest) to ``path``."""
+        """Write the program file (current state, manifest) to ``path``, atomically."""
         self.program_with_state().save(path)
 
     def _with_current_state(self) -> Program:
@@ -161,7 +177,7 @@ class Session:
             Region(r.name, r.addr, r.shape, r.dtype,
                    np.ascontiguousarray(images[r.name], dtype=NP_DTYPES[r.dtype]).tobytes())
             if r.name in images else r for r in self.program.regions)
-        return dataclasses.replace(self.program, regions=regions)
+        return self.program.with_contents(regions=regions)
 
 
 def _initial_reader(program: Program):
@@ -170,3 +186,27 @@ def _initial_reader(program: Program):
         return program.region(name).array().copy()
     return read
 
+
+def _checked_value(name: str, arr: np.ndarray, storage: Any) -> np.ndarray:
+    """``arr`` if it can be fed as input ``name`` (dtype, finite values, label range), else
+    InputError naming the input, what is wrong and the fix."""
+    if isinstance(storage, OneHot):
+        if arr.dtype.kind not in "iu":
+            raise InputError(f"input {name!r} holds class labels but has dtype {arr.dtype}; fix: "
+                             f"feed integer labels in [0, {storage.classes}) (e.g. int64)")
+        if arr.size and (arr.min() < 0 or arr.max() >= storage.classes):
+            bad = np.flatnonzero((arr.reshape(-1) < 0) | (arr.reshape(-1) >= storage.classes))
+            raise InputError(f"input {name!r}: label {int(arr.reshape(-1)[bad[0]])} at index "
+                             f"{int(bad[0])} is outside [0, {storage.classes}) ({bad.size} such); "
+                             f"fix: feed labels of the program's {storage.classes} classes")
+        return arr
+    if arr.dtype.kind not in "fiu":
+        raise InputError(f"input {name!r} has dtype {arr.dtype}; fix: feed real numbers (float32)")
+    with np.errstate(over="ignore"):
+        finite = np.isfinite(arr.astype(np.float32, copy=False))
+    if not finite.all():
+        bad = np.flatnonzero(~finite.reshape(-1))
+        raise InputError(f"input {name!r} holds {bad.size} NaN or infinite value(s) in float32 (first "
+                         f"at flat index {int(bad[0])}: {arr.reshape(-1)[bad[0]]!r}); satc refuses "
+                         "them before the step; fix: clean or rescale the input")
+    return arr

@@ -462,3 +462,20 @@ def test_interrupted_run_puts_kept_regions_back(small):
     np.testing.assert_array_equal(emu.read("x"), x)
     emu._kernels.pop()
     np.testing.assert_array_equal(emu.run(keep=["x"]).read("x"), 2 * x)
+
+
+
+def test_work_arrays_are_bounded(small, asm_program, monkeypatch):
+    from satc.backends.sat import emulator as emulator_module
+    monkeypatch.setattr(emulator_module, "MAX_WORK_BYTES", 16)
+    prog = asm_program(small, SPARSE_A.format(df="ws"), {"W": (0, rand(4, 4)),
+                       "I": (64, np.zeros((4, 2), np.uint8)), "X": (128, rand(16, 4)),
+                       "C": (512, ((4, 4), "fp32"))})
+    with pytest.raises(EmulatorError, match=r"instruction 3 \(gemm\): the emulator's work arrays "
+                                            r"would exceed"):
+        Emulator(prog)
+
+
+def test_carried_regions_are_those_read_then_overwritten(small):
+    prog, _, _ = _doubling_program(small)
+    assert Emulator(prog).carried == ("x",)

@@ -127,9 +127,10 @@ def _waw_program(small):
     a = b.alloc("a", (4, 4), init=np.ones((4, 4), np.float32))
     out = b.alloc("out", (4, 4))
     b.load("vec", 64, a.addr, 4, 4)                                          # 0
-    b.load("act", 0, a.addr, 4, 4)                                           # 1 writes act
-    b.vec("copy", 4, 4, s0_buf="vec", s0_addr=64, d_buf="act", d_addr=0)     # 2 WAW on 1
-    b.store("act", 0, out.addr, 4, 4)                                        # 3
+    b.load("act", 0, a.addr, 4, 4, signal="vector")                          # 1 writes act
+    b.vec("copy", 4, 4, s0_buf="vec", s0_addr=64, d_buf="act", d_addr=0,     # 2 WAW on 1
+          wait="load", signal="store")
+    b.store("act", 0, out.addr, 4, 4, wait="vector")                         # 3
     return b.build()
 
 
@@ -137,10 +138,11 @@ def test_checker_rejects_broken_schedules(small):
     b = ProgramBuilder(small)
     a = b.alloc("a", (4, 4), init=np.ones((4, 4), np.float32))
     out = b.alloc("out", (4, 4))
-    b.load("act", 0, a.addr, 4, 4)                                           # 0
-    b.vec("copy", 4, 4, s0_buf="act", s0_addr=0, d_buf="vec", d_addr=0)      # 1 RAW on 0
-    b.load("act", 0, a.addr, 4, 4)                                           # 2 WAR on 1
-    b.store("vec", 0, out.addr, 4, 4)                                        # 3
+    b.load("act", 0, a.addr, 4, 4, signal="vector")                          # 0
+    b.vec("copy", 4, 4, s0_buf="act", s0_addr=0, d_buf="vec", d_addr=0,      # 1 RAW on 0
+          wait="load", signal="load|store")
+    b.load("act", 0, a.addr, 4, 4, wait="vector")                            # 2 WAR on 1
+    b.store("vec", 0, out.addr, 4, 4, wait="vector")                         # 3
     prog = b.build()
     good = schedule_program(prog, "list").starts_by_index()
     check_schedule(prog, good)

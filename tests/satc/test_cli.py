@@ -101,7 +101,7 @@ def test_compile_no_interleave_clears_the_gemm_interleave_bits(tmp_path, capsys)
 def test_bench_paper_writes_the_results_page(tmp_path, capsys):
     out = tmp_path / "sat.md"
     assert main(["bench", "paper", "--models", "mlp:8", "--modes", "dense,bdwp:2:8", "--hw", "sat-small",
-                 "--out", str(out)]) == 0
+                 "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0
     text = out.read_text()
     assert "| mlp | 8 | dense |" in text and "| mlp | 8 | bdwp:2:8 |" in text
     assert "BDWP 2:8 average speedup over dense" in text and "## Ablations" in text

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 from functools import lru_cache
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

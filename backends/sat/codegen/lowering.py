@@ -64,13 +64,15 @@ def lowering(*ops: str, pads: Callable | None = None, alias: Callable | None = N
 
 class LowerCtx:
     """What a lowering sees: config, builder, storages, the tile plan, the node's arena and
-    constants; ``interleave``: GEMMs outside the tile plan use interleave mapping too."""
+    constants; ``interleave``: GEMMs outside the tile plan use interleave mapping too, and
+    ``dataflow`` (WS when the config has it, else its first dataflow)."""
 
     def __init__(self, cfg: HardwareConfig, builder: ProgramBuilder,
                  storage: dict[str, Storage], tiles: TilePlan, interleave: bool = True) -> None:
         self.cfg = cfg
         self.tiles = tiles
         self.interleave = interleave
+        self.dataflow = "ws" if "ws" in cfg.dataflows else cfg.dataflows[0]
         self.b = builder
         self.storage = storage
         self.graph_constants: dict[str, np.ndarray] = {}

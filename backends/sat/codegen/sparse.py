@@ -128,7 +128,8 @@ def _pruned_rows(ctx: LowerCtx, n: int, m: int, taps_w: list[int], co: int, ci: 
                 ctx.b.gemm(r, c1 - c0, c1 - c0, a_buf="wgt", a_addr=tv + v0 * 4, a_stride=vcols,
                            b_buf="act", b_addr=teye, b_stride=kb, c_addr=tc + c0 * 4, c_stride=ci,
                            n=n, m=m, idx_buf="wgt", idx_addr=ti + v0 * bits // 8, idx_stride=rb,
-                           interleave=ctx.interleave)
+                           interleave=ctx.interleave,
+                           dataflow=ctx.dataflow)
             body(t, r0, r1, tw, tc, scratch)
 
 

@@ -799,7 +799,8 @@ def lower_embedding(ctx: LowerCtx, node: Node) -> None:
                        dram_row_stride=vocab)
             ctx.b.load("wgt", tb, wt.region.addr + k0 * dim * 4, k1 - k0, dim)
             ctx.b.gemm(r1 - r0, dim, k1 - k0, a_buf="act", a_addr=ta, b_buf="wgt", b_addr=tb,
-                       c_addr=tc, accumulate=k0 > 0, interleave=ctx.interleave)
+                       c_addr=tc, accumulate=k0 > 0, interleave=ctx.interleave,
+                       dataflow=ctx.dataflow)
         ctx.b.store("acc", tc, out.region.addr + r0 * dim * 4, r1 - r0, dim)
 
 
@@ -823,5 +824,6 @@ def lower_embedding_grad(ctx: LowerCtx, node: Node) -> None:
                        dram_row_stride=vocab)
             ctx.b.load("wgt", tb, g.region.addr + k0 * dim * 4, k1 - k0, dim)
             ctx.b.gemm(v1 - v0, dim, k1 - k0, a_buf="act", a_addr=ta, b_buf="wgt", b_addr=tb,
-                       c_addr=tc, trans_a=True, accumulate=k0 > 0, interleave=ctx.interleave)
+                       c_addr=tc, trans_a=True, accumulate=k0 > 0, interleave=ctx.interleave,
+                       dataflow=ctx.dataflow)
         ctx.b.store("acc", tc, out.region.addr + v0 * dim * 4, v1 - v0, dim)
