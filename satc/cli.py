@@ -76,8 +76,14 @@ def cmd_ir(args) -> None:
 
 
 def cmd_ops(args) -> None:
-    """Print MACs per layer and stage, dense-equivalent and effective."""
+    """Print MACs per layer and stage, dense-equivalent and effective (or the op coverage)."""
     from satc.passes.op_count import count_ops
+
+    if args.coverage:
+        from satc.coverage import coverage, format_coverage
+        print(format_coverage(coverage(args.model, input_shapes=_parse_shapes(args.input_shape),
+                                       batch=args.batch, sparsity=args.sparsity)))
+        return
 
     _, tg = _training_graph(args)
     print(tg.meta["sparsity"].format() if args.report else "", end="\n" if args.report else "")
@@ -344,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     p.add_argument("--totals", action="store_true", help="stage totals only")
     p.add_argument("--report", action="store_true", help="also print which layers are sparse")
+    p.add_argument("--coverage", action="store_true",
+                   help="list every op: supported on SAT, interpreter only, or unsupported")
     p.set_defaults(fn=cmd_ops)
     p = sub.add_parser("compile", help="compile a training step to a SAT program file")
     _add_model_args(p)

@@ -128,3 +128,10 @@ def test_compile_report_and_schedule_print_the_roofline(tmp_path, capsys):
     assert main(["schedule", str(tmp_path / "mlp.satbin"), "--method", "list", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "roofline:" in out and "BP+WU" in out and "makespan / roofline = " in out
+
+
+def test_ops_coverage_lists_every_op_with_its_status(capsys):
+    assert main(["ops", "cnn", "--coverage"]) == 0
+    out = capsys.readouterr().out
+    assert "conv2d_grad_weight     sat" in out and "maxpool2d_grad" in out
+    assert "ops: 17 sat, 0 interpreter, 0 unsupported" in out
