@@ -95,6 +95,8 @@ def check(ins: Instruction, cfg: HardwareConfig) -> str | None:
                         f"got kh={ins.kh} kw={ins.kw} sh={ins.sh} sw={ins.sw}")
             if ins.bcast != "none":
                 return f"{ins.func} takes no broadcast"
+        if f.s1_shape == "pair" and (ins.bcast not in ("row", "col") or ins.axis != 1):
+            return f"{ins.func} reads a pair per row (bcast col) or per column (bcast row), axis 1"
     elif op == "wuve":
         if ins.length < 1:
             return "empty update: length must be >= 1"
@@ -158,8 +160,11 @@ def vec_shapes(ins: Instruction) -> tuple[tuple[int, int], tuple[int, int]]:
     r, c = ins.rows, ins.cols
     pooled = pooled_shape(r, c, ins.kh, ins.kw, ins.sh, ins.sw) if "pooled" in (f.out_shape, f.s1_shape) \
         else None
-    s1 = pooled if f.s1_shape == "pooled" else {"none": (r, c), "row": (1, c), "col": (r, 1),
-                                                  "scalar": (1, 1)}[ins.bcast]
+    if f.s1_shape == "pair":
+        s1 = (2, c) if ins.bcast == "row" else (r, 2)
+    else:
+        s1 = pooled if f.s1_shape == "pooled" else {"none": (r, c), "row": (1, c), "col": (r, 1),
+                                                      "scalar": (1, 1)}[ins.bcast]
     d = {"same": (r, c), "pooled": pooled, "reduce": (r, 1) if ins.axis == 1 else (1, c)}[f.out_shape]
     return s1, d
 

@@ -162,7 +162,11 @@ class ProgramBuilder:
         kh, kw, sh, sw = window
         pooled_cols = pooled_shape(rows, cols, kh, kw, sh, sw)[1] if kh and kw and sh and sw else 0
         if s1_stride is None:
-            s1_stride = pooled_cols if f.s1_shape == "pooled" else {"col": 1, "scalar": 0}.get(bcast, cols)
+            if f.s1_shape == "pair":
+                s1_stride = 2 if bcast == "col" else cols
+            else:
+                s1_stride = pooled_cols if f.s1_shape == "pooled" else \
+                    {"col": 1, "scalar": 0}.get(bcast, cols)
         if d_stride is None:
             if f.out_shape == "pooled":
                 d_stride = pooled_cols

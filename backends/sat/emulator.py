@@ -299,7 +299,7 @@ def _gemm_kernel(emu: Emulator, ins: Instruction, v: dict, reads: dict[str, Acce
 def _vec_kernel(emu: Emulator, ins: Instruction, v: dict) -> Kernel:
     f = VEC_FUNC_BY_NAME[ins.func]
     p = SimpleNamespace(imm=ins.imm, rows=ins.rows, cols=ins.cols, kh=ins.kh, kw=ins.kw, sh=ins.sh,
-                        sw=ins.sw)
+                        sw=ins.sw, bcast=ins.bcast)
     flip = ins.axis == 0 and "pooled" not in (f.out_shape, f.s1_shape)
     if flip:
         p.rows, p.cols = p.cols, p.rows

@@ -32,7 +32,7 @@ class VecFunc:
 
     name: str
     sources: tuple[str, ...]          # which of "s0", "s1" it reads
-    s1_shape: str                     # "like_s0" (bcast applies) or "pooled"
+    s1_shape: str                     # "like_s0" (bcast applies), "pooled" or "pair" (bcast: 2 values)
     out_shape: str                    # "same", "reduce" or "pooled"
     kernel: Kernel
     passes: int                       # element passes over s0 (pooled: per window element)
@@ -135,6 +135,12 @@ def _hardswish_grad(x, dy, p):
     return (dy * slope).astype(np.float32)
 
 
+def _affine(x, ab, p):
+    if p.bcast == "col":
+        return x * ab[:, :1] + ab[:, 1:]
+    return x * ab[:1] + ab[1:]
+
+
 def _f(name, sources, kernel, doc, passes=1, s1_shape="like_s0", out_shape="same"):
     return VecFunc(name, sources, s1_shape, out_shape, kernel, passes, doc)
 
@@ -195,6 +201,11 @@ VEC_FUNCS: tuple[VecFunc, ...] = (
        "d = s1 where s0 > imm else 0 (clamp gradients)"),
     _f("pass_lt", S01, lambda x, y, p: np.where(x < np.float32(p.imm), y, np.float32(0)),
        "d = s1 where s0 < imm else 0 (clamp gradients)"),
+    _f("affine", S01, _affine,
+       "d = s0 * a + b, one multiply-add per element; s1 holds (a, b) per row (bcast col: "
+       "rows x 2) or per column (bcast row: 2 x cols)", s1_shape="pair"),
+    _f("reduce_dot", S01, lambda x, y, p: (x * y).sum(axis=-1, keepdims=True),
+       "d = sum of s0 * s1 along axis, one multiply-add per element", out_shape="reduce"),
 )
 
 VEC_FUNC_NAMES: tuple[str, ...] = tuple(f.name for f in VEC_FUNCS)

@@ -148,6 +148,28 @@ def test_vector_functions(small):
     assert np.array_equal(_vec_case(small, "sub", x, col, bcast="col", out_shape=(4, 6)), x - col)
 
 
+def test_vector_affine_and_reduce_dot(small):
+    """One multiply-add per element: (scale, shift) pairs per row (col broadcast, rows x 2)
+    or per column (row broadcast, 2 x cols); the dot product of two tiles along an axis."""
+    x, y = rand(4, 6), rand(4, 6)
+    rows_ab, cols_ab = rand(4, 2), rand(2, 6)
+    assert np.array_equal(_vec_case(small, "affine", x, rows_ab, bcast="col", out_shape=(4, 6)),
+                          x * rows_ab[:, :1] + rows_ab[:, 1:])
+    assert np.array_equal(_vec_case(small, "affine", x, cols_ab, bcast="row", out_shape=(4, 6)),
+                          x * cols_ab[:1] + cols_ab[1:])
+    np.testing.assert_allclose(_vec_case(small, "reduce_dot", x, y, out_shape=(4, 1)),
+                               (x * y).sum(1, keepdims=True), rtol=1e-6)
+    np.testing.assert_allclose(_vec_case(small, "reduce_dot", x, y, axis=0, out_shape=(1, 6)),
+                               (x * y).sum(0, keepdims=True), rtol=1e-6)
+
+
+def test_affine_needs_a_pair_broadcast(small):
+    from satc.backends.sat.access import check
+    from satc.backends.sat.isa import Instruction
+    ins = Instruction("vec", func="affine", s0_buf="vec", s1_buf="vec", d_buf="vec", rows=4, cols=6)
+    assert "pair per row" in check(ins, small)
+
+
 def test_vector_gelu_and_grad(small):
     from math import erf, exp, pi, sqrt
     x, dy = rand(3, 4), rand(3, 4)

@@ -84,26 +84,58 @@ def _vec1(ctx: LowerCtx, func: str, c: _Channels, s0: int, d: int, s1: int = 0,
     ctx.b.vec(func, 1, c.channels, s0_addr=s0, s1_addr=s1, d_addr=d, imm=imm)
 
 
-def _sums(ctx: LowerCtx, c: _Channels, r: _Resident, mean: int, invstd: int, dy_sum: int,
+class _Pair:
+    """Per-channel (scale, shift) pairs for ``affine``: [C, 2] interleaved (NCHW, col
+    broadcast) or [2, C] (rank 2, row broadcast), built from two [C] vectors."""
+
+    def __init__(self, ctx: LowerCtx, c: _Channels, scale: int, shift: int, what: str) -> None:
+        self.ctx, self.c = ctx, c
+        self.addr = ctx.alloc("vec", _tile_bytes(2, c.channels), what)
+        if c.rank == 2:
+            _vec1(ctx, "copy", c, scale, self.addr)
+            _vec1(ctx, "copy", c, shift, self.addr + c.channels * 4)
+        else:
+            for k, v in enumerate((scale, shift)):
+                ctx.b.vec("copy", c.channels, 1, s0_addr=v, s0_stride=1, d_addr=self.addr + 4 * k,
+                          d_stride=2)
+
+    def apply(self, rows: int, cols: int, c0: int, src: int, dst: int) -> None:
+        """dst = src * scale + shift over one chunk tile (channels from c0)."""
+        if self.c.rank == 2:
+            self.ctx.b.vec("affine", rows, cols, s0_addr=src, s1_addr=self.addr, d_addr=dst,
+                           bcast="row", s1_stride=self.c.channels)
+        else:
+            self.ctx.b.vec("affine", rows, cols, s0_addr=src, s1_addr=self.addr + c0 * 8,
+                           d_addr=dst, bcast="col")
+
+
+def _xhat_pair(ctx: LowerCtx, c: _Channels, mean: int, invstd: int) -> _Pair:
+    """xhat = x * invstd + (-mean * invstd) as one affine pass."""
+    shift = ctx.alloc("vec", _tile_bytes(1, c.channels), "-mean*invstd")
+    _vec1(ctx, "mul", c, mean, shift, s1=invstd)
+    _vec1(ctx, "mul_imm", c, shift, shift, imm=-1.0)
+    return _Pair(ctx, c, invstd, shift, "xhat pair")
+
+
+def _sums(ctx: LowerCtx, c: _Channels, r: _Resident, xhat: _Pair, dy_sum: int,
           dyx_sum: int) -> None:
-    """dy_sum = sum(dy), dyx_sum = sum(dy * xhat) per channel (x, dy are r's tensors)."""
-    t1, t2 = r.temps
+    """dy_sum = sum(dy), dyx_sum = sum(dy * xhat) per channel (x, dy are r's tensors):
+    three passes per element (xhat, the dot product, the sum)."""
+    t1 = r.temps[0]
     seen: set[int] = set()
     for i, (p0, p1, rows, cols, c0, _) in enumerate(r.chunks):
         tx, tdy = r.get(i)
-        s1 = c0 * 4 if c.rank == 4 else 0
-        ctx.b.vec("sub", rows, cols, s0_addr=tx, s1_addr=mean + s1, d_addr=t1, bcast=_bcast(c))
-        ctx.b.vec("mul", rows, cols, s0_addr=t1, s1_addr=invstd + s1, d_addr=t1, bcast=_bcast(c))
-        ctx.b.vec("mul", rows, cols, s0_addr=t1, s1_addr=tdy, d_addr=t2)
+        xhat.apply(rows, cols, c0, tx, t1)
         first = c0 not in seen if c.rank == 4 else i == 0
         _reduce_channels(ctx, "reduce_sum", c, tdy, rows, cols, dy_sum, c0, first)
-        _reduce_channels(ctx, "reduce_sum", c, t2, rows, cols, dyx_sum, c0, first)
+        _reduce_channels(ctx, "reduce_dot", c, t1, rows, cols, dyx_sum, c0, first, s1=tdy)
         seen.add(c0)
 
 
 @lowering("batchnorm")
 def lower_batchnorm(ctx: LowerCtx, node: Node) -> None:
-    """Training-mode batchnorm: y, batch mean, invstd and the new running statistics."""
+    """Training-mode batchnorm: y, batch mean, invstd and the new running statistics
+    (four passes per element: sum, deviation, sum of squares, one affine apply)."""
     if not node.attrs["training"]:
         raise ctx.fail("eval-mode batchnorm", "the SAT lowering compiles training steps; "
                        "import the model in train mode")
@@ -115,8 +147,8 @@ def lower_batchnorm(ctx: LowerCtx, node: Node) -> None:
     vg, vb = _load_vector(ctx, gamma, "gamma"), _load_vector(ctx, beta, "beta")
     vrm, vrv = _load_vector(ctx, rm, "running mean"), _load_vector(ctx, rv, "running var")
     vs = [ctx.alloc("vec", _tile_bytes(1, c.channels), name)
-          for name in ("sum", "mean", "sumsq", "var", "invstd", "scale")]
-    s, mean, q, var, inv, scale = vs
+          for name in ("sum", "mean", "sumsq", "var", "invstd", "scale", "shift")]
+    s, mean, q, var, inv, scale, shift = vs
     r = _Resident(ctx, c, [c.view], temps=1)
     (t,) = r.temps
     bc = _bcast(c)
@@ -136,11 +168,11 @@ def lower_batchnorm(ctx: LowerCtx, node: Node) -> None:
     _vec1(ctx, "mul_imm", c, q, var, imm=1.0 / cnt)
     _vec1(ctx, "rsqrt", c, var, inv, imm=eps)
     _vec1(ctx, "mul", c, vg, scale, s1=inv)
+    _vec1(ctx, "mul", c, mean, shift, s1=scale)          # y = x * scale + (beta - mean * scale)
+    _vec1(ctx, "sub", c, vb, shift, s1=shift)
+    pair = _Pair(ctx, c, scale, shift, "scale/shift pair")
     for i, (p0, p1, rows, cols, c0, _) in enumerate(r.chunks):
-        off = c0 * 4 if c.rank == 4 else 0
-        ctx.b.vec("sub", rows, cols, s0_addr=r.get(i)[0], s1_addr=mean + off, d_addr=t, bcast=bc)
-        ctx.b.vec("mul", rows, cols, s0_addr=t, s1_addr=scale + off, d_addr=t, bcast=bc)
-        ctx.b.vec("add", rows, cols, s0_addr=t, s1_addr=vb + off, d_addr=t, bcast=bc)
+        pair.apply(rows, cols, c0, r.get(i)[0], t)
         ctx.dma3("store", yv, p0, p1, "vec", t)
     _store_vector(ctx, node.outputs[1], mean)
     _store_vector(ctx, node.outputs[2], inv)
@@ -155,7 +187,9 @@ def lower_batchnorm(ctx: LowerCtx, node: Node) -> None:
 
 @lowering("batchnorm_grad_input")
 def lower_batchnorm_grad_input(ctx: LowerCtx, node: Node) -> None:
-    """dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat))."""
+    """dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)) = k*dy - k*mean(dy)
+    - k*mean(dy*xhat) * xhat: the sums (three passes per element), then xhat, one affine
+    of dy and one accumulating multiply by xhat (three more)."""
     dy, x, gamma, mean, invstd = node.inputs
     c = _check(ctx, node, x)
     dxv = ctx.dense(node.outputs[0]).view3()
@@ -166,35 +200,37 @@ def lower_batchnorm_grad_input(ctx: LowerCtx, node: Node) -> None:
     a, bsum, k = (ctx.alloc("vec", _tile_bytes(1, c.channels), n) for n in ("sum dy", "sum dy*xhat",
                                                                              "gamma*invstd"))
     r = _Resident(ctx, c, [c.view, dyv], temps=2)
-    _sums(ctx, c, r, vm, vi, a, bsum)
-    _vec1(ctx, "mul_imm", c, a, a, imm=1.0 / c.count)
-    _vec1(ctx, "mul_imm", c, bsum, bsum, imm=1.0 / c.count)
+    xhat = _xhat_pair(ctx, c, vm, vi)
+    _sums(ctx, c, r, xhat, a, bsum)
     _vec1(ctx, "mul", c, vg, k, s1=vi)
+    _vec1(ctx, "mul", c, a, a, s1=k)                      # a = -k * mean(dy)
+    _vec1(ctx, "mul_imm", c, a, a, imm=-1.0 / c.count)
+    _vec1(ctx, "mul", c, bsum, bsum, s1=k)                # bsum = -k * mean(dy * xhat)
+    _vec1(ctx, "mul_imm", c, bsum, bsum, imm=-1.0 / c.count)
+    dy_pair = _Pair(ctx, c, k, a, "k / -k*mean(dy) pair")
     t1, t2 = r.temps
     bc = _bcast(c)
     for i, (p0, p1, rows, cols, c0, _) in enumerate(r.chunks):
         tx, tdy = r.get(i)
         off = c0 * 4 if c.rank == 4 else 0
-        ctx.b.vec("sub", rows, cols, s0_addr=tx, s1_addr=vm + off, d_addr=t1, bcast=bc)
-        ctx.b.vec("mul", rows, cols, s0_addr=t1, s1_addr=vi + off, d_addr=t1, bcast=bc)
-        ctx.b.vec("mul", rows, cols, s0_addr=t1, s1_addr=bsum + off, d_addr=t1, bcast=bc)
-        ctx.b.vec("sub", rows, cols, s0_addr=tdy, s1_addr=t1, d_addr=t2)
-        ctx.b.vec("sub", rows, cols, s0_addr=t2, s1_addr=a + off, d_addr=t2, bcast=bc)
-        ctx.b.vec("mul", rows, cols, s0_addr=t2, s1_addr=k + off, d_addr=t2, bcast=bc)
+        xhat.apply(rows, cols, c0, tx, t1)
+        dy_pair.apply(rows, cols, c0, tdy, t2)
+        ctx.b.vec("mul", rows, cols, s0_addr=t1, s1_addr=bsum + off, d_addr=t2, bcast=bc,
+                  accumulate=True)
         ctx.dma3("store", dxv, p0, p1, "vec", t2)
 
 
 @lowering("batchnorm_grad_params")
 def lower_batchnorm_grad_params(ctx: LowerCtx, node: Node) -> None:
-    """dgamma = sum(dy * xhat), dbeta = sum(dy) per channel."""
+    """dgamma = sum(dy * xhat), dbeta = sum(dy) per channel (three passes per element)."""
     dy, x, mean, invstd = node.inputs
     c = _check(ctx, node, x)
     dyv = ctx.dense(dy).view3()
     same_views(ctx, [c.view, dyv])
     vm, vi = _load_vector(ctx, mean, "mean"), _load_vector(ctx, invstd, "invstd")
     dbeta, dgamma = (ctx.alloc("vec", _tile_bytes(1, c.channels), n) for n in ("dbeta", "dgamma"))
-    r = _Resident(ctx, c, [c.view, dyv], temps=2)
-    _sums(ctx, c, r, vm, vi, dbeta, dgamma)
+    r = _Resident(ctx, c, [c.view, dyv], temps=1)
+    _sums(ctx, c, r, _xhat_pair(ctx, c, vm, vi), dbeta, dgamma)
     _store_vector(ctx, node.outputs[0], dgamma)
     _store_vector(ctx, node.outputs[1], dbeta)
 

@@ -299,12 +299,14 @@ def _store_vector(ctx: LowerCtx, v, addr: int) -> None:
 
 
 def _reduce_channels(ctx: LowerCtx, func: str, c: _Channels, t: int, rows: int, cols: int,
-                     dst: int, c0: int, first: bool) -> None:
-    """dst[c0:..] (+)= per-channel reduction of a chunk tile at ``t``."""
+                     dst: int, c0: int, first: bool, s1: int = 0) -> None:
+    """dst[c0:..] (+)= per-channel reduction of a chunk tile at ``t`` (and ``s1``: reduce_dot)."""
     if c.rank == 2:
-        ctx.b.vec(func, rows, cols, s0_addr=t, d_addr=dst, axis=0, accumulate=not first)
+        ctx.b.vec(func, rows, cols, s0_addr=t, s1_addr=s1, d_addr=dst, axis=0,
+                  accumulate=not first)
     else:
-        ctx.b.vec(func, rows, cols, s0_addr=t, d_addr=dst + c0 * 4, axis=1, accumulate=not first)
+        ctx.b.vec(func, rows, cols, s0_addr=t, s1_addr=s1, d_addr=dst + c0 * 4, axis=1,
+                  accumulate=not first)
 
 
 @lowering("bias_add")
