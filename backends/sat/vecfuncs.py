@@ -141,6 +141,11 @@ def _affine(x, ab, p):
     return x * ab[:1] + ab[1:]
 
 
+def _pow_imm(x, imm):
+    e = float(imm)
+    return np.power(x, int(e) if e.is_integer() else np.float32(e)).astype(np.float32)
+
+
 def _f(name, sources, kernel, doc, passes=1, s1_shape="like_s0", out_shape="same"):
     return VecFunc(name, sources, s1_shape, out_shape, kernel, passes, doc)
 
@@ -206,6 +211,8 @@ VEC_FUNCS: tuple[VecFunc, ...] = (
        "rows x 2) or per column (bcast row: 2 x cols)", s1_shape="pair"),
     _f("reduce_dot", S01, lambda x, y, p: (x * y).sum(axis=-1, keepdims=True),
        "d = sum of s0 * s1 along axis, one multiply-add per element", out_shape="reduce"),
+    _f("pow_imm", S0, lambda x, _, p: _pow_imm(x, p.imm),
+       "d = s0 ^ imm (an integral imm: an integer power)"),
 )
 
 VEC_FUNC_NAMES: tuple[str, ...] = tuple(f.name for f in VEC_FUNCS)

@@ -105,7 +105,7 @@ class _Importer:
             return _MISSING
         layer = self.layer
         self.layer = _fx_layer(node) or layer
-        flat = [v for v in _leaves((a, kw))]
+        flat = [v for v in _leaves((a, kw)) if isinstance(v, (Value, torch.Tensor))]  # as traced
         sub_env = {p.name: v for p, v in zip(sub.graph.find_nodes(op="placeholder"), flat)}
         out = self.run(sub.graph, sub_env, sub)
         self.layer = layer
@@ -429,9 +429,58 @@ def _mul(im, a, kw):
 
 
 def _div(im, a, kw):
-    if isinstance(a[1], Value):
-        raise UnsupportedOpError("division by a tensor")
-    return im.emit("scale", [a[0]], {"factor": 1.0 / float(a[1])})
+    """``a / b``; a tensor divisor is ``a * pow(b, -1)`` (broadcasting as torch does)."""
+    if kw.get("rounding_mode") is not None:
+        raise UnsupportedOpError(f"div with rounding_mode={kw['rounding_mode']!r}")
+    if not isinstance(a[1], Value):
+        return im.emit("scale", [a[0]], {"factor": 1.0 / float(a[1])})
+    inv = im.emit("pow", [a[1]], {"exponent": -1.0})
+    return _mul(im, [a[0], inv], {})
+
+
+def _pow(im, a, kw):
+    """``x ** p`` for a constant exponent ``p`` (1: x itself)."""
+    p = a[1]
+    if isinstance(p, Value):
+        raise UnsupportedOpError("pow with a tensor exponent; satc takes a constant exponent")
+    return a[0] if float(p) == 1.0 else im.emit("pow", [a[0]], {"exponent": float(p)})
+
+
+def _var(im, a, kw, unbiased_arg: bool = False):
+    """``var`` over ``dim`` (all axes when None): ``reduce_var`` dividing by n - correction
+    (``var.dim`` passes ``unbiased`` where ``var.correction`` passes ``correction``)."""
+    x = a[0]
+    dims = a[1] if len(a) > 1 and a[1] is not None else kw.get("dim")
+    dims = list(range(x.type.rank)) if dims is None else ([dims] if isinstance(dims, int)
+                                                           else list(dims))
+    if unbiased_arg:
+        unbiased = a[2] if len(a) > 2 else kw.get("unbiased", True)
+        correction, keep = int(bool(unbiased)), a[3] if len(a) > 3 else kw.get("keepdim", False)
+    else:
+        c = kw.get("correction")
+        correction, keep = (1 if c is None else c), kw.get("keepdim", False)
+    if float(correction) != int(correction):
+        raise UnsupportedOpError(f"var with a fractional correction {correction}")
+    return im.emit("reduce_var", [x], {"axes": [d % x.type.rank for d in dims],
+                                       "correction": int(correction), "keepdims": bool(keep)})
+
+
+def _var_mean(im, a, kw):
+    """``var_mean.correction``: (reduce_var, reduce_mean) over the same axes."""
+    var = _var(im, a, kw)
+    return var, im.emit("reduce_mean", [a[0]], {"axes": var.producer.attrs["axes"],
+                                                "keepdims": var.producer.attrs["keepdims"]})
+
+
+def _to_dtype(im, a, kw):
+    """A dtype cast of a graph value: the identity from float32 to float32 (LLaMA's
+    ``x.float()`` / ``type_as``); any other conversion is refused."""
+    x = a[0]
+    dtype = kw.get("dtype", a[1] if len(a) > 1 and isinstance(a[1], torch.dtype) else None)
+    if dtype not in (None, torch.float32) or x.dtype != "float32":
+        raise UnsupportedOpError(f"cast of a {x.dtype} value to {dtype}; satc computes in float32 "
+                                 "(cast constants and inputs before export)")
+    return x
 
 
 def _softmax(im, a, kw):
@@ -637,6 +686,13 @@ ATEN_HANDLERS: dict[Any, Handler] = {
     aten.cat.default: _cat, aten.expand.default: _expand,
     aten.add.Tensor: _add, aten.add_.Tensor: _add, aten.sub.Tensor: _sub,
     aten.mul.Tensor: _mul, aten.mul_.Tensor: _mul, aten.div.Tensor: _div,
+    aten.pow.Tensor_Scalar: _pow, aten.rsqrt.default: _unary("rsqrt"),
+    aten.sqrt.default: lambda im, a, kw: im.emit("pow", [a[0]], {"exponent": 0.5}),
+    aten.reciprocal.default: lambda im, a, kw: im.emit("pow", [a[0]], {"exponent": -1.0}),
+    aten.var.correction: _var, aten.var.dim: lambda im, a, kw: _var(im, a, kw, True),
+    aten.var_mean.correction: _var_mean,
+    aten.add.Scalar: _add, aten.add_.Scalar: _add,
+    aten.to.dtype: _to_dtype, aten._to_copy.default: _to_dtype,
     aten.softmax.int: _softmax, aten._softmax.default: _softmax,
     aten.matmul.default: _matmul, aten.mm.default: _matmul, aten.bmm.default: _matmul,
     aten.dropout.default: _dropout, aten.dropout_.default: _dropout,
@@ -653,7 +709,7 @@ ATEN_HANDLERS: dict[Any, Handler] = {
 RAW_ARGS = {aten.where.self, aten.masked_fill.Scalar, aten.masked_fill.Tensor,
             aten.scaled_dot_product_attention.default}
 IGNORED = {aten._assert_tensor_metadata.default, aten._assert_async.msg}
-INPLACE = {aten.add_.Tensor, aten.mul_.Tensor, aten.relu_.default, aten.dropout_.default,
+INPLACE = {aten.add_.Tensor, aten.add_.Scalar, aten.mul_.Tensor, aten.relu_.default, aten.dropout_.default,
            aten.sigmoid_.default, aten.tanh_.default, aten.silu_.default, aten.hardswish_.default,
            aten.hardtanh_.default}
 

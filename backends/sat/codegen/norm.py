@@ -22,11 +22,15 @@ Layer normalisation over the trailing axes (rows of a ``[rows, cols]`` matrix):
   ``layernorm_grad_input`` -- ``dx = invstd * (g - mean(g) - xhat *
   mean(g * xhat))`` with ``g = dy * gamma``; ``layernorm_grad_params`` --
   ``dgamma = sum(dy * xhat)``, ``dbeta = sum(dy)`` over rows.
+
+Variance over the trailing axes (``reduce_var``, ``reduce_var_grad``): the same two passes
+per row chunk; the gradient ``(x - mean) * dy * 2 / (n - correction)``.
 """
 
 from __future__ import annotations
 
-from satc.backends.sat.codegen.lowering import LowerCtx, chunks, lowering, same_views
+import numpy as np
+from satc.backends.sat.codegen.lowering import MAX_ROWS, LowerCtx, chunks, lowering, same_views
 from satc.backends.sat.codegen.memory import View3
 from satc.backends.sat.codegen.tensor import (
     _bcast,
@@ -327,3 +331,59 @@ def lower_layernorm_grad_params(ctx: LowerCtx, node: Node) -> None:
         ctx.b.vec("reduce_sum", r, d, s0_addr=t["dy"], d_addr=dbeta, axis=0, accumulate=i > 0)
     for v, addr in zip(node.outputs, (dgamma, dbeta)):
         ctx.b.store("vec", addr, _flat(ctx, v).region.addr, 1, d)
+
+
+# ---------------------------------------------------------------- variance (ir/ops/arith.py)
+def _var_cols(ctx: LowerCtx, node: Node, x) -> int:
+    """Columns of a variance: the product of its reduced axes, which must be the trailing ones."""
+    r = len(x.shape)
+    axes = {a % r for a in node.attrs["axes"]}
+    if axes != set(range(r - len(axes), r)):
+        raise ctx.fail(f"{node.op} over axes {sorted(axes)} of {tuple(x.shape)}",
+                       "the SAT lowering takes the variance over the trailing axes (dim=-1); "
+                       "transpose first")
+    n = int(np.prod([x.shape[a] for a in axes]))
+    if n > MAX_ROWS:
+        raise ctx.fail(f"a variance over {n} contiguous elements",
+                       "the vector unit's cols field is 16 bits; reduce in two steps")
+    return n
+
+
+@lowering("reduce_var")
+def lower_reduce_var(ctx: LowerCtx, node: Node) -> None:
+    """Variance along rows, two passes as the reference: mean, then the sum of squares of
+    ``x - mean`` times 1 / (n - correction)."""
+    x = node.inputs[0]
+    n = _var_cols(ctx, node, x)
+    xv, out = _matrix(ctx, x, n), _flat(ctx, node.outputs[0]).region.addr
+    step, slots = _row_tiles(ctx, xv.planes, {"x": n, "s": 1}, "reduce_var")
+    for i, (r0, r1) in enumerate(chunks(xv.planes, step)):
+        t, r = slots[i % len(slots)], r1 - r0
+        ctx.dma3("load", xv, r0, r1, "vec", t["x"])
+        ctx.b.vec("reduce_sum", r, n, s0_addr=t["x"], d_addr=t["s"], axis=1)
+        _col(ctx, "mul_imm", r, t["s"], t["s"], imm=1.0 / n)
+        ctx.b.vec("sub", r, n, s0_addr=t["x"], s1_addr=t["s"], d_addr=t["x"], bcast="col")
+        ctx.b.vec("reduce_sumsq", r, n, s0_addr=t["x"], d_addr=t["s"], axis=1)
+        _col(ctx, "mul_imm", r, t["s"], t["s"], imm=1.0 / (n - node.attrs.get("correction", 1)))
+        ctx.b.store("vec", t["s"], out + r0 * 4, 1, r)
+
+
+@lowering("reduce_var_grad")
+def lower_reduce_var_grad(ctx: LowerCtx, node: Node) -> None:
+    """dx = (x - mean) * dy * 2 / (n - correction) per row (dy one value per row, ``col``)."""
+    dy, x = node.inputs
+    n = _var_cols(ctx, node, x)
+    xv, ov = _matrix(ctx, x, n), _matrix(ctx, node.outputs[0], n)
+    dram = _flat(ctx, dy).region.addr
+    step, slots = _row_tiles(ctx, xv.planes, {"x": n, "s": 1, "dy": 1}, "reduce_var_grad")
+    for i, (r0, r1) in enumerate(chunks(xv.planes, step)):
+        t, r = slots[i % len(slots)], r1 - r0
+        ctx.dma3("load", xv, r0, r1, "vec", t["x"])
+        ctx.b.load("vec", t["dy"], dram + r0 * 4, 1, r)
+        ctx.b.vec("reduce_sum", r, n, s0_addr=t["x"], d_addr=t["s"], axis=1)
+        _col(ctx, "mul_imm", r, t["s"], t["s"], imm=1.0 / n)
+        ctx.b.vec("sub", r, n, s0_addr=t["x"], s1_addr=t["s"], d_addr=t["x"], bcast="col")
+        ctx.b.vec("mul", r, n, s0_addr=t["x"], s1_addr=t["dy"], d_addr=t["x"], bcast="col")
+        ctx.b.vec("mul_imm", r, n, s0_addr=t["x"], d_addr=t["x"],
+                  imm=2.0 / (n - node.attrs.get("correction", 1)))
+        ctx.dma3("store", ov, r0, r1, "vec", t["x"])

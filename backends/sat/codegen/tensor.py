@@ -182,6 +182,11 @@ def lower_add(ctx: LowerCtx, node: Node) -> None:
         if len(ins) != 2:
             raise ctx.fail("broadcasting sum of more than two inputs",
                            "the SAT lowering broadcasts in two-input adds only")
+        big, small = ins if ins[0].shape == node.outputs[0].shape else ins[::-1]
+        if big.shape == node.outputs[0].shape and _plane_prefix(tuple(small.shape),
+                                                                tuple(big.shape)):
+            _plane_scale(ctx, big, small, node.outputs[0], func="add")   # [.., T, 1] per row
+            return
         broadcast_add(ctx, ins[0], ins[1], node.outputs[0])
         return
     if len(ins) == 1:
@@ -222,9 +227,9 @@ def _plane_prefix(small: tuple[int, ...], shape: tuple[int, ...]) -> bool:
     return ss[:lead] == shape[:lead] and all(s == 1 for s in ss[lead:])
 
 
-def _plane_scale(ctx: LowerCtx, x: Value, s: Value, out: Value) -> None:
-    """out[p] = x[p] * s[p] for every View3 plane p: the packed chunk as ``planes x plane``
-    rows, s as a ``col`` broadcast from vec."""
+def _plane_scale(ctx: LowerCtx, x: Value, s: Value, out: Value, func: str = "mul") -> None:
+    """out[p] = x[p] * s[p] (``func``: mul or add) for every View3 plane p: the packed chunk as
+    ``planes x plane`` rows, s as a ``col`` broadcast from vec."""
     xv, ov = ctx.dense(x).view3(), ctx.dense(out).view3()
     same_views(ctx, [xv, ov])
     width = xv.rows * xv.cols
@@ -237,7 +242,7 @@ def _plane_scale(ctx: LowerCtx, x: Value, s: Value, out: Value) -> None:
     for i, (p0, p1) in enumerate(chunks(xv.planes, step)):
         t = tiles[i % slots]
         ctx.dma3("load", xv, p0, p1, "vec", t)
-        ctx.b.vec("mul", p1 - p0, width, s0_addr=t, s1_addr=saddr + p0 * 4, d_addr=t, bcast="col")
+        ctx.b.vec(func, p1 - p0, width, s0_addr=t, s1_addr=saddr + p0 * 4, d_addr=t, bcast="col")
         ctx.dma3("store", ov, p0, p1, "vec", t)
 
 
@@ -416,6 +421,55 @@ def lower_hardtanh_grad(ctx: LowerCtx, node: Node) -> None:
     lo, hi = float(node.attrs["min_val"]), float(node.attrs["max_val"])
     _chain(ctx, [x, dy], node.outputs[0],
            [("pass_gt", 0, 1, 1, lo), ("pass_lt", 0, 1, 1, hi)], "hardtanh_grad", result=1)
+
+
+def _power_steps(tile: int, e: float) -> list[Step]:
+    """Steps raising ``tile`` to ``e`` in place: none for 1, ``mul`` by itself for 2 (exact,
+    as the reference), else ``pow_imm``."""
+    if e == 1:
+        return []
+    return [("mul", tile, tile, tile, 0.0)] if e == 2 else [("pow_imm", tile, None, tile, e)]
+
+
+def _exponent(ctx: LowerCtx, node: Node) -> float:
+    p = float(node.attrs["exponent"])
+    if p == 0:
+        raise ctx.fail(f"{node.op} with exponent 0 (%{node.inputs[-1].name} ** 0 is the "
+                       "constant 1)", "replace the pow by a constant of ones")
+    return p
+
+
+@lowering("pow")
+def lower_pow(ctx: LowerCtx, node: Node) -> None:
+    """x ** p (a constant): vec mul for p = 2, pow_imm otherwise."""
+    steps = _power_steps(0, _exponent(ctx, node)) or [("copy", 0, None, 0, 0.0)]
+    _chain(ctx, [node.inputs[0]], node.outputs[0], steps, "pow")
+
+
+@lowering("pow_grad")
+def lower_pow_grad(ctx: LowerCtx, node: Node) -> None:
+    """dy * (p * x^(p-1)) (the reference's order): x^(p-1) and mul_imm p in the x tile, then
+    mul into the dy tile; p = 1 is mul_imm of dy."""
+    dy, x = node.inputs
+    p = _exponent(ctx, node)
+    steps = ([("mul_imm", 1, None, 1, p)] if p == 1 else
+             _power_steps(0, p - 1) + [("mul_imm", 0, None, 0, p), ("mul", 1, 0, 1, 0.0)])
+    _chain(ctx, [x, dy], node.outputs[0], steps, "pow_grad", result=1)
+
+
+@lowering("rsqrt")
+def lower_rsqrt(ctx: LowerCtx, node: Node) -> None:
+    """1 / sqrt(x): vec rsqrt with imm 0."""
+    _elementwise(ctx, "rsqrt", [node.inputs[0]], node.outputs[0], imm=0.0)
+
+
+@lowering("rsqrt_grad")
+def lower_rsqrt_grad(ctx: LowerCtx, node: Node) -> None:
+    """-0.5 * dy * y^3: three muls by y into the dy tile, then mul_imm -0.5 (the reference's
+    order)."""
+    dy, y = node.inputs
+    _chain(ctx, [y, dy], node.outputs[0], [("mul", 1, 0, 1, 0.0)] * 3
+           + [("mul_imm", 1, None, 1, -0.5)], "rsqrt_grad", result=1)
 
 
 def _last_axis(ctx: LowerCtx, node: Node, v: Value) -> int:
