@@ -158,6 +158,11 @@ def build_training_graph(graph: Graph, loss: str = "cross_entropy",
         tg.outputs[f"grad/{name}"] = g
         layer = g.producer.layer if g.producer is not None else name
         tg.state_updates[name] = optimizer.emit(tg, name, p, g, layer)
+    if not tg.state_updates:
+        held = f"its params {sorted(tg.params)} do not reach the loss" if tg.params else "it has no params"
+        raise IRError(f"graph {graph.name!r} has nothing to train: {held}; satc compiles training "
+                      "steps, so give the model a layer with weights (Linear, Conv) on the path to "
+                      "its output")
     eliminate_dead_code(tg)
     tg.meta["optimizer"] = optimizer
     tg.meta["loss"] = loss

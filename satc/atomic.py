@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -37,8 +38,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", newline: str | None 
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write mode must be 'wb' or 'w', got {mode!r}")
     target = _Target(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.path.name}.", suffix=".tmp", dir=target.folder)
+    tmp = None
     try:
+        with _signals_held():         # Ctrl-C between creating and owning the temp file
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.path.name}.", suffix=".tmp",
+                                       dir=target.folder)
         text = {} if "b" in mode else {"encoding": "utf-8", "newline": newline}
         with os.fdopen(fd, mode, **text) as f:
             yield f
@@ -46,9 +50,24 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", newline: str | None 
             os.fsync(f.fileno())
         os.replace(tmp, target.path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT / SIGTERM (delivered on exit) where a signal would leak a temp file."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

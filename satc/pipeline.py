@@ -24,7 +24,7 @@ from satc.backends.sat.config import DEFAULT_HARDWARE, HardwareConfig, load_hard
 from satc.errors import CompileError, FrontendError
 from satc.ir.graph import Graph
 from satc.ir.types import Stage
-from satc.ir.verifier import verify
+from satc.ir.verifier import size_problem, verify
 
 
 @dataclass(frozen=True)
@@ -181,6 +181,12 @@ def _load_zoo(name: str, example_inputs: Sequence[Any] | None,
     else:
         n = example_inputs[0].shape[0] if example_inputs else (batch or 2)
         shape = (n, *spec.input_shape)
+    if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in shape):
+        raise FrontendError(f"zoo model {name!r}: input shape {shape}; every dim (the batch first) "
+                            f"must be an integer >= 1, e.g. {(2, *spec.input_shape)}")
+    problem = size_problem(tuple(int(d) for d in shape), "float32")
+    if problem:
+        raise FrontendError(f"zoo model {name!r}: the input {problem}")
     torch.manual_seed(0)
     module = spec.build(**dict(model_kwargs or {}))
     dtype = getattr(module, "input_dtype", torch.float32)

@@ -187,9 +187,18 @@ ENERGY_FIELDS = ("static_power_w", "dram_static_power_w", "mac_dense_fp16_pj", "
                  "engine_idle_pj_per_cycle", "buffer_read_pj_per_byte", "buffer_write_pj_per_byte",
                  "dram_read_pj_per_byte", "dram_write_pj_per_byte", "vector_pj_per_element",
                  "wuve_pj_per_element", "sore_pj_per_element")
-# Sane upper bounds of the float fields: beyond them the derived rates of the
-# cycle model (bytes per cycle, seconds per cycle) overflow or lose all meaning.
+# Sane ranges of the float fields: beyond them the derived rates of the cycle
+# model (bytes per cycle, seconds per cycle) overflow or lose all meaning.
 _FLOAT_MAX = {"clock_mhz": 100_000.0, "dram_bandwidth_gbps": 1_000_000.0}
+_FLOAT_MIN = {"clock_mhz": 1e-3, "dram_bandwidth_gbps": 1e-3, "dram_efficiency": 1e-3}
+# Sane upper bounds of the integer fields (the buffer and DRAM sizes are bounded by
+# the ISA's address widths instead), about 100x the largest preset: beyond them a
+# config is a typo, and the cycle model and the energy model would report
+# astronomically large, meaningless numbers.
+_INT_MAX = {"rows": 4096, "cols": 4096, "multipliers_per_pe": 64, "nm_groups_per_cycle": 64,
+            "vector_lanes": 1 << 16, "wuve_lanes": 1 << 16, "sore_lanes": 1 << 16}
+_CYCLES_MAX = 1_000_000     # every *_cycles* field
+_ENERGY_MAX = 1e6           # every energy field (W, pJ)
 # Every on-chip buffer size must be a multiple of this many bytes: the compiler
 # places tiles at 64-byte aligned addresses counted from both ends of each
 # buffer, so a size that is not a multiple of 64 gives misaligned addresses the
@@ -211,8 +220,12 @@ def _validate(cfg: HardwareConfig) -> None:
             raise _fail(f, f"expected an integer, got {type(v).__name__} {v!r}",
                         f"set it to an integer ({_FIELD_HELP.get(f, f'see presets/{DEFAULT_HARDWARE}.toml')})")
         low = 1 if f in _POSITIVE_INTS else 0
+        high = _INT_MAX.get(f, _CYCLES_MAX if "cycles" in f else None)
         if v < low:
             raise _fail(f, f"got {v}", f"it must be >= {low}")
+        if high is not None and v > high:
+            raise _fail(f, f"got {v}", f"it must be at most {high} (a sane maximum: "
+                        f"{_FIELD_HELP.get(f, f.replace('_', ' '))})")
     for f in _POSITIVE_FLOATS + ("dram_efficiency",):
         v = getattr(cfg, f)
         if not isinstance(v, (int, float)) or isinstance(v, bool):
@@ -222,6 +235,9 @@ def _validate(cfg: HardwareConfig) -> None:
         if f in _FLOAT_MAX and v > _FLOAT_MAX[f]:
             raise _fail(f, f"got {v}", f"it must be at most {_FLOAT_MAX[f]:g} (a sane maximum; "
                         "larger values overflow the cycle model's derived rates)")
+        if v < _FLOAT_MIN[f]:
+            raise _fail(f, f"got {v}", f"it must be at least {_FLOAT_MIN[f]:g} (a sane minimum; "
+                        "smaller values make every DMA or cycle astronomically long)")
     if cfg.dram_efficiency > 1:
         raise _fail("dram_efficiency", f"got {cfg.dram_efficiency}",
                     "it is the achievable fraction of peak bandwidth: use a value in (0, 1]")
@@ -229,6 +245,9 @@ def _validate(cfg: HardwareConfig) -> None:
         v = getattr(cfg, f)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
             raise _fail(f, f"got {v!r}", f"it must be a finite number >= 0 ({_FIELD_HELP[f]})")
+        if v > _ENERGY_MAX:
+            raise _fail(f, f"got {v!r}", f"it must be at most {_ENERGY_MAX:g} (a sane maximum; "
+                        f"{_FIELD_HELP[f]})")
     for b in BUFFERS:
         f = f"{b}_buffer_bytes"
         if getattr(cfg, f) > MAX_BUFFER_BYTES:

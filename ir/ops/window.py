@@ -5,10 +5,17 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from satc.errors import ShapeError
+
 
 def out_size(size: int, k: int, stride: int, pad_lo: int, pad_hi: int, dil: int = 1,
              ceil_mode: bool = False) -> int:
-    """Output length of a window of ``k`` taps sliding over ``size`` elements."""
+    """Output length of a window of ``k`` taps sliding over ``size`` elements; ShapeError for a
+    kernel, stride or dilation below 1 or a negative padding."""
+    for what, v, low in (("kernel", k, 1), ("stride", stride, 1), ("dilation", dil, 1),
+                         ("padding", pad_lo, 0), ("padding", pad_hi, 0)):
+        if not isinstance(v, (int, np.integer)) or v < low:
+            raise ShapeError(f"window {what} {v!r}: it must be an integer >= {low}")
     span = size + pad_lo + pad_hi - dil * (k - 1) - 1
     if ceil_mode:
         n = -(-span // stride) + 1

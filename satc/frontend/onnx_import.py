@@ -44,6 +44,7 @@ statistics (inference).
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -59,7 +60,7 @@ from satc.frontend.onnx_patterns import (DEFAULT_DOMAINS, Fusion, OnnxView, attr
 from satc.ir.graph import Graph, Value
 from satc.ir.ops.pool import pool_out_hw
 from satc.ir.types import TensorType
-from satc.ir.verifier import verify
+from satc.ir.verifier import MAX_VALUE_BYTES, size_problem, verify
 
 MIN_OPSET, MAX_OPSET = 9, 21
 ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
@@ -111,8 +112,9 @@ def _ir_array(arr: np.ndarray, name: str) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ loading
-def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str, str]:
-    """(checked model, how messages name it, a default graph name)."""
+def _load(model: str | Path | onnx.ModelProto
+          ) -> tuple[onnx.ModelProto, str, str, dict[str, np.ndarray]]:
+    """(checked model, how messages name it, a default graph name, its initializers' arrays)."""
     if isinstance(model, onnx.ModelProto):
         proto, where, stem = model, f"ONNX model {model.graph.name or '(unnamed)'!r}", ""
     else:
@@ -125,12 +127,90 @@ def _load(model: str | Path | onnx.ModelProto) -> tuple[onnx.ModelProto, str, st
         except Exception as e:  # protobuf and external-data loaders raise many types
             raise FrontendError(f"{where} is not a readable ONNX model ({type(e).__name__}: "
                                 f"{_first_line(e)}); is it truncated or not an .onnx file?") from None
+    _check_references(proto.graph, where)
+    consts = {t.name: _initializer(t, where) for t in proto.graph.initializer}
     try:
         onnx.checker.check_model(proto)
     except Exception as e:  # ValidationError, or ValueError for a bad proto
         raise FrontendError(f"{where} fails onnx.checker: {_first_line(e)}; "
                             "re-export the model or fix it with onnx.helper") from None
-    return proto, where, stem
+    return proto, where, stem, consts
+
+
+def _check_references(graph: onnx.GraphProto, where: str) -> None:
+    """Every value a node reads is defined once, before the node (else FrontendError naming the
+    node and the value: a missing initializer, a duplicate name, a cycle or an unsorted graph)."""
+    inits = [t.name for t in graph.initializer]
+    twice = sorted({n for n in inits if inits.count(n) > 1})
+    if twice:
+        raise FrontendError(f"{where}: initializer {twice[0]!r} is defined twice; give each "
+                            "initializer a unique name")
+    defined = {vi.name for vi in graph.input} | set(inits)
+    made_by: dict[str, int] = {}
+    for i, node in enumerate(graph.node):
+        for o in node.output:
+            if o and (o in made_by or o in defined):
+                first = (f"node {made_by[o]} {node_label(graph.node[made_by[o]])!r}" if o in made_by
+                         else "a graph input or initializer")
+                raise FrontendError(f"{where}: node {i} {node_label(node)!r} ({node.op_type}) "
+                                    f"writes {o!r}, already defined by {first}; rename one of them")
+            if o:
+                made_by[o] = i
+    for i, node in enumerate(graph.node):
+        at = f"{where}: node {i} {node_label(node)!r} ({node.op_type})"
+        for name in node.input:
+            if not name or name in defined:
+                continue
+            j = made_by.get(name)
+            if j is None:
+                raise FrontendError(
+                    f"{at} reads {name!r}, which no graph input, initializer or node defines: a "
+                    f"missing initializer? Re-export the model with its weights (export_params=True) "
+                    f"or add {name!r} to graph.initializer")
+            cycle = _reaches(graph, made_by, j, i)
+            raise FrontendError(
+                f"{at} reads {name!r}, made by " + ("itself" if j == i else
+                                                    f"the later node {j} {node_label(graph.node[j])!r}")
+                + ("; the graph has a cycle, which ONNX forbids: break it" if cycle else
+                   "; the nodes are not in topological order: sort them (re-export the model)"))
+        defined.update(node.output)
+
+
+def _reaches(graph: onnx.GraphProto, made_by: Mapping[str, int], start: int, target: int) -> bool:
+    """Whether node ``start`` depends (through node inputs) on node ``target``."""
+    seen, todo = {start}, [start]
+    while todo:
+        for name in graph.node[todo.pop()].input:
+            j = made_by.get(name)
+            if j == target:
+                return True
+            if j is not None and j not in seen:
+                seen.add(j)
+                todo.append(j)
+    return False
+
+
+def _initializer(t: onnx.TensorProto, where: str) -> np.ndarray:
+    """The array of initializer ``t``; FrontendError for dims or data that do not fit."""
+    dims = list(t.dims)
+    if min(dims, default=0) < 0 or math.prod(dims) * 8 > MAX_VALUE_BYTES:
+        raise FrontendError(f"{where}: initializer {t.name!r} has dims {dims}: negative or more than "
+                            f"{MAX_VALUE_BYTES} bytes; fix or re-export the model")
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as e:  # numpy_helper raises ValueError, TypeError, KeyError, ...
+        raise FrontendError(f"{where}: initializer {t.name!r} cannot be read ({_first_line(e)}): its "
+                            f"data does not fit its dims {dims} and data type; re-export the model") from None
+
+
+def _finite(arr: np.ndarray, what: str) -> np.ndarray:
+    """``arr`` when it holds no NaN or infinity, else FrontendError naming ``what``."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = np.flatnonzero(~np.isfinite(arr.reshape(-1)))
+        raise FrontendError(f"{what} holds {bad.size} NaN or infinite value(s) (first at flat index "
+                            f"{int(bad[0])}); satc does not train from corrupt weights: re-export the "
+                            "model with finite values")
+    return arr
 
 
 def _default_opset(proto: onnx.ModelProto, where: str) -> int:
@@ -167,7 +247,12 @@ def _input_type(vi: onnx.ValueInfoProto, name: str, given: Sequence[int] | None)
     if tt.HasField("shape"):
         dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
     if given is not None:
-        shape = [int(s) for s in given]
+        shape = list(given) if isinstance(given, (list, tuple, np.ndarray)) else None
+        if shape is None or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+                                    for s in shape):
+            raise ShapeError(f"input {vi.name!r}: input_shapes gives {given!r}; give a list of "
+                             "integer sizes, e.g. [2, 3, 32, 32]")
+        shape = [int(s) for s in shape]
         if dims is not None and len(dims) != len(shape):
             raise ShapeError(f"input {vi.name!r}: input_shapes gives {shape} (rank {len(shape)}), "
                              f"the model declares {dims} (rank {len(dims)})")
@@ -175,25 +260,35 @@ def _input_type(vi: onnx.ValueInfoProto, name: str, given: Sequence[int] | None)
             if isinstance(d, int) and d != s:
                 raise ShapeError(f"input {vi.name!r} dim {i}: input_shapes gives {s}, the model "
                                  f"fixes it to {d} (model shape {dims})")
-        return TensorType(tuple(shape), dtype)
+        return _sized(vi.name, shape, dtype)
     if dims is None:
         raise FrontendError(f"input {vi.name!r} has no shape in the model; {_bind_hint(vi.name, [])}")
     free = [f"dim {i} ({d!r})" for i, d in enumerate(dims) if not isinstance(d, int)]
     if free:
         raise FrontendError(f"input {vi.name!r} (satc input {name!r}) has symbolic "
                             f"{', '.join(free)} in shape {dims}; {_bind_hint(vi.name, dims)}")
-    return TensorType(tuple(int(d) for d in dims), dtype)
+    return _sized(vi.name, [int(d) for d in dims], dtype)
+
+
+def _sized(name: str, shape: list[int], dtype: str) -> TensorType:
+    """The type of input ``name``, checked (each dim >= 1, at most MAX_VALUE_BYTES) before any
+    array of that size exists."""
+    problem = size_problem(tuple(shape), dtype)
+    if problem:
+        raise ShapeError(f"input {name!r} {problem} (bind its dims with input_shapes)")
+    return TensorType(tuple(shape), dtype)
 
 
 # ------------------------------------------------------------------ importer
 class _Importer:
     """Folds, fuses and translates one ONNX graph, emitting IR through a GraphEmitter."""
 
-    def __init__(self, proto: onnx.ModelProto, opset: int, where: str, name: str, bn_training: bool):
+    def __init__(self, proto: onnx.ModelProto, consts: dict[str, np.ndarray], opset: int, where: str,
+                 name: str, bn_training: bool):
         self.proto, self.opset, self.where, self.bn_training = proto, opset, where, bn_training
         self.em = GraphEmitter(Graph(name))
         self.nodes = list(proto.graph.node)
-        self.consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        self.consts = consts
         self.const_names = set(self.consts)
         self.initializers = set(self.consts)
         self.env: dict[str, Value | None] = {}
@@ -237,6 +332,8 @@ class _Importer:
             raise FrontendError(f"value {name!r} is not defined (sparse initializers and "
                                 "outer-scope values are not supported)")
         arr = _ir_array(self.consts[name], name)
+        if name in self.params:
+            _finite(arr, f"parameter {name!r}")
         v = (self.g.add_param(name, arr, trainable=True) if name in self.params
              else self.g.add_constant(arr, name))
         self.env[name] = v
@@ -265,7 +362,8 @@ class _Importer:
         name = node.input[index]
         if name in self.params or name in self.g.state or name in self.g.constants:
             name = f"{self.layer}.{what}"  # shared with other state: give this BN its own copy
-        return self.g.add_param(name, _ir_array(arr, name).astype(np.float32), trainable=False)
+        arr = _finite(_ir_array(arr, name).astype(np.float32), f"{what} {node.input[index]!r}")
+        return self.g.add_param(name, arr, trainable=False)
 
     def weight_source(self, name: str) -> tuple[str, onnx.NodeProto | None]:
         """(param name, Transpose node) when ``name`` is a Transpose of a constant, else (name, None)."""
@@ -370,6 +468,11 @@ class _Importer:
                 except FrontendError as e:
                     raise type(e)(f"{self.where}: node {node_label(node)!r} (Shape): {e}") from None
                 ins.append(np.broadcast_to(np.zeros((), v.dtype), v.shape))
+        n = _fold_elements(node, ins)
+        if n * 8 > MAX_VALUE_BYTES:
+            raise FrontendError(f"{self.where}: constant folding of node {node_label(node)!r} "
+                                f"({node.op_type}) would make a tensor of {n} elements, more than "
+                                f"{MAX_VALUE_BYTES} bytes; fix the shape it is given")
         try:
             outs = evaluate(node, self.opset, ins)
         except Exception as e:  # the reference implementation raises many types
@@ -412,9 +515,35 @@ class _Importer:
         self.g.outputs = dict(zip(keys, outs))
 
 
+def _fold_elements(node: onnx.NodeProto, ins: Sequence[np.ndarray]) -> int:
+    """Elements the output of a folded op that sizes it from its inputs' values would hold (0
+    for other ops, and for inputs the op itself refuses)."""
+    try:
+        if node.op_type == "ConstantOfShape":
+            dims = [int(d) for d in ins[0].reshape(-1)]
+        elif node.op_type == "Expand":
+            a, b = list(ins[0].shape), [int(d) for d in ins[1].reshape(-1)]
+            r = max(len(a), len(b))
+            dims = [max(x, y) for x, y in zip([1] * (r - len(a)) + a, [1] * (r - len(b)) + b)]
+        elif node.op_type == "Tile":
+            dims = [s * int(k) for s, k in zip(ins[0].shape, ins[1].reshape(-1))]
+        elif node.op_type == "Range":
+            start, limit, delta = (float(v.reshape(-1)[0]) for v in ins)
+            dims = [math.ceil((limit - start) / delta)]
+        else:
+            return 0
+    except (ValueError, IndexError, OverflowError, ZeroDivisionError):
+        return 0
+    return math.prod(max(d, 0) for d in dims)
+
+
 # ------------------------------------------------------------------ handlers
 def _hw(a: dict, key: str) -> list[int]:
-    return [int(v) for v in a.get(key, [1, 1])]
+    """A 2-D window attribute (``kernel_shape``, ``strides``, ``dilations``): two integers >= 1."""
+    vals = [int(v) for v in a.get(key, [1, 1])]
+    if len(vals) != 2 or min(vals) < 1:
+        raise ShapeError(f"{key} {vals}: give two integers >= 1 (satc takes 2-D windows only)")
+    return vals
 
 
 def _pads(a: dict, hw: Sequence[int], k: Sequence[int], stride: Sequence[int],
@@ -425,6 +554,8 @@ def _pads(a: dict, hw: Sequence[int], k: Sequence[int], stride: Sequence[int],
         pads = [int(p) for p in a.get("pads", [0, 0, 0, 0])]
         if len(pads) != 4:
             raise UnsupportedOpError(f"pads {pads}: only 2-D windows (4 pads) are supported")
+        if min(pads) < 0:
+            raise ShapeError(f"pads {pads}: negative padding is not supported; use pads >= 0")
         return pads
     if mode == "VALID":
         return [0, 0, 0, 0]
@@ -525,7 +656,9 @@ def _softmax(im, node, a):
 
 def _pool_attrs(a: dict, x: Value) -> dict[str, Any]:
     _need_nchw(x, "pooling")
-    k, stride, dil = [int(v) for v in a["kernel_shape"]], _hw(a, "strides"), _hw(a, "dilations")
+    if "kernel_shape" not in a:
+        raise ShapeError("the kernel_shape attribute is missing; give the 2-D window size")
+    k, stride, dil = _hw(a, "kernel_shape"), _hw(a, "strides"), _hw(a, "dilations")
     return {"kernel": k, "stride": stride, "padding": _pads(a, x.shape[2:], k, stride, dil),
             "dilation": dil, "ceil_mode": bool(a.get("ceil_mode", 0))}
 
@@ -846,9 +979,9 @@ def import_onnx(model: str | Path | onnx.ModelProto,
     and unbound dims, UnsupportedOpError (listing every offending node) for
     ops or opsets satc does not take, ShapeError for shapes that do not fit.
     """
-    proto, where, stem = _load(model)
+    proto, where, stem, consts = _load(model)
     opset = _default_opset(proto, where)
-    im = _Importer(proto, opset, where, name or stem or proto.graph.name or "onnx_model", bn_training)
+    im = _Importer(proto, consts, opset, where, name or stem or proto.graph.name or "onnx_model", bn_training)
     im.bind_inputs(input_shapes, input_names)
     im.analyse()
     im.translate()
