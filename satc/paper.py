@@ -47,7 +47,7 @@ from satc.passes.schedule import engine_utilisation, schedule_program
 from satc.pipeline import CompileOptions, load_model, run_passes
 
 MODELS = ["resnet18_cifar:32", "resnet50_cifar:32", "resnet18:8", "resnet50:8", "vgg16_bn:32",
-          "vit_tiny:32"]
+          "vit_tiny:32", "gpt_tiny:8", "bert_tiny:8"]
 MODES = ["dense", "ff:2:8", "bdwp:2:8", "bdwp:2:4", "bdwp:1:8"]
 STAGES = [Stage.FF, Stage.BP, Stage.WU, Stage.OPT, Stage.SORE]
 PAPER_SPEEDUP, CEILING = 1.75, 2.0
