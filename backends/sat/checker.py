@@ -187,7 +187,9 @@ def _check_access(i: int, ins: Instruction, a: Access, size: int) -> None:
         kind = "out-of-bounds DRAM access" if a.space == "dram" else f"buffer overflow of the {a.space} buffer"
         raise ProgramCheckError(f"{where}: {kind}: bytes [{lo}, {hi}) but it holds {size} bytes")
     count = math.prod(a.shape)
-    if count * item > size:
+    # a DMA may read bytes repeatedly (a stride-0 broadcast): its write side is bounded; an
+    # operand of a compute engine may not stand for more elements than its memory holds
+    if count * item > size and (a.write or ins.op not in ("load", "store")):
         raise ProgramCheckError(f"{where}: a {'x'.join(map(str, a.shape))} tile of {count * item} bytes "
                                 f"in the {size}-byte {a.space} (strides {a.strides}): more elements than "
                                 "the memory holds; fix: give each row its own bytes (row stride >= cols)")

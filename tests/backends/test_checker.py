@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from satc.backends.sat import checker
 from satc.backends.sat.access import accesses
+from satc.backends.sat.builder import ProgramBuilder
 from satc.backends.sat.checker import check_program
 from satc.backends.sat.emulator import Emulator
 from satc.backends.sat.isa import ENGINES, Instruction
@@ -257,3 +258,13 @@ def test_race_verdict_equals_brute_force(small, data):
         assume("race" in str(e))                  # deadlocks and leftover tokens: other checks
         verdict = True
     assert verdict == _brute_force_race(prog)
+
+
+def test_a_broadcast_store_may_read_its_row_repeatedly(small, asm_program):
+    """A DMA reading one buffer row for every DRAM row (buf_row_stride 0: broadcast_to) is
+    legal even when the rows it writes outnumber the buffer's bytes; its writes are bounded."""
+    rows = small.buffer_bytes["vec"] // 64 + 8              # 16 floats per row: more than vec holds
+    b = ProgramBuilder(small)
+    r = b.alloc("out", (rows, 16))
+    b.store("vec", 0, r.addr, rows, 16, buf_row_stride=0)
+    check_program(b.build())
