@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from satc import cli
 from satc.cli import main
 
 
@@ -78,9 +79,12 @@ def test_run_rejects_data_of_the_wrong_shape(tmp_path, capsys):
     assert main(["run", str(out / "mlp.satbin"), "--steps", "1", "--data", "synthetic"]) == 0
 
 
-def test_demo_compiles_trains_and_schedules(capsys):
+def test_demo_compiles_trains_and_schedules(capsys, monkeypatch):
+    monkeypatch.setattr(cli, "DEMO_AT_SCALE", ("mlp", 8))         # the closing comparison, small
     assert main(["demo", "mlp", "--batch", "8", "--steps", "2", "--time-limit", "1"]) == 0
     out = capsys.readouterr().out
+    scale = out[out.index("== at scale: mlp batch 8"):].splitlines()
+    assert scale[-1].startswith("speedup ") and float(scale[-1].split()[1][:-1]) > 0
     steps = [line for line in out.splitlines() if line.startswith("step ")]
     assert len(steps) == 2
     emu, ref = float(steps[0].split()[4]), float(steps[0].split()[7])
