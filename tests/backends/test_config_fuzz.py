@@ -65,7 +65,8 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, float):
         return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
     if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)     # JSON's escapes are TOML's
+        # JSON's escapes are TOML's, but TOML also refuses a raw DEL
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, dict):
