@@ -114,8 +114,22 @@ def check(ins: Instruction, cfg: HardwareConfig) -> str | None:
 
 
 def accesses(ins: Instruction) -> list[Access]:
-    """Every tile ``ins`` touches, reads before writes."""
-    return _ACCESS[ins.op](ins)
+    """Every tile ``ins`` touches, reads before writes (computed once per instruction object)."""
+    known = ins.__dict__.get(_KNOWN)
+    if known is None:
+        known = ins.__dict__[_KNOWN] = tuple(_ACCESS[ins.op](ins))
+    return list(known)
+
+
+def carry_accesses(src: Instruction, dst: Instruction) -> Instruction:
+    """``dst`` (``src`` with other dependency tokens: the same fields otherwise) reusing the
+    accesses already computed for ``src``; returns ``dst``."""
+    if _KNOWN in src.__dict__:
+        dst.__dict__[_KNOWN] = src.__dict__[_KNOWN]
+    return dst
+
+
+_KNOWN = "_accesses"       # where an instruction object keeps its accesses (fields never start with _)
 
 
 def _dma(ins: Instruction) -> list[Access]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from satc.backends.sat.access import Access, accesses
+from satc.backends.sat.access import Access, accesses, carry_accesses
 from satc.backends.sat.isa import ENGINES, Instruction
 
 GRANULE = 32             # bytes per tracked granule (the smallest)
@@ -103,7 +103,8 @@ def insert_tokens(instrs: Sequence[Instruction], sizes: dict[str, int]) -> list[
         last_on[e] = j
         tracker.record(j, e, acc)
     return [ins if not (waits[j] or signals[j]) else
-            Instruction.from_raw(ins.op, {**ins.raw, "wait": waits[j], "signal": signals[j]})
+            carry_accesses(ins, Instruction.from_raw(ins.op, {**ins.raw, "wait": waits[j],
+                                                             "signal": signals[j]}))
             for j, ins in enumerate(instrs)]
 
 
