@@ -255,9 +255,7 @@ def lower_layernorm(ctx: LowerCtx, node: Node) -> None:
     for i, (r0, r1) in enumerate(chunks(xv.planes, step)):
         t, r = slots[i % len(slots)], r1 - r0
         ctx.dma3("load", xv, r0, r1, "vec", t["x"])
-        ctx.b.vec("reduce_sum", r, d, s0_addr=t["x"], d_addr=t["mean"], axis=1)
-        _col(ctx, "mul_imm", r, t["mean"], t["mean"], imm=1.0 / d)
-        ctx.b.vec("sub", r, d, s0_addr=t["x"], s1_addr=t["mean"], d_addr=t["y"], bcast="col")
+        _row_deviation(ctx, r, d, t["x"], t["mean"], t["y"])
         ctx.b.vec("reduce_sumsq", r, d, s0_addr=t["y"], d_addr=t["var"], axis=1)
         _col(ctx, "mul_imm", r, t["var"], t["var"], imm=1.0 / d)
         _col(ctx, "rsqrt", r, t["var"], t["inv"], imm=eps)
@@ -267,6 +265,13 @@ def lower_layernorm(ctx: LowerCtx, node: Node) -> None:
         ctx.dma3("store", yv, r0, r1, "vec", t["y"])
         ctx.b.store("vec", t["mean"], mdram + r0 * 4, 1, r)
         ctx.b.store("vec", t["inv"], idram + r0 * 4, 1, r)
+
+
+def _row_deviation(ctx: LowerCtx, r: int, d: int, src: int, mean: int, dst: int) -> None:
+    """mean <- the mean of each of ``r`` rows of ``d`` at ``src``; dst <- src - mean."""
+    ctx.b.vec("reduce_sum", r, d, s0_addr=src, d_addr=mean, axis=1)
+    _col(ctx, "mul_imm", r, mean, mean, imm=1.0 / d)
+    ctx.b.vec("sub", r, d, s0_addr=src, s1_addr=mean, d_addr=dst, bcast="col")
 
 
 def _xhat(ctx: LowerCtx, t: dict[str, int], r: int, d: int) -> None:
@@ -360,9 +365,7 @@ def lower_reduce_var(ctx: LowerCtx, node: Node) -> None:
     for i, (r0, r1) in enumerate(chunks(xv.planes, step)):
         t, r = slots[i % len(slots)], r1 - r0
         ctx.dma3("load", xv, r0, r1, "vec", t["x"])
-        ctx.b.vec("reduce_sum", r, n, s0_addr=t["x"], d_addr=t["s"], axis=1)
-        _col(ctx, "mul_imm", r, t["s"], t["s"], imm=1.0 / n)
-        ctx.b.vec("sub", r, n, s0_addr=t["x"], s1_addr=t["s"], d_addr=t["x"], bcast="col")
+        _row_deviation(ctx, r, n, t["x"], t["s"], t["x"])
         ctx.b.vec("reduce_sumsq", r, n, s0_addr=t["x"], d_addr=t["s"], axis=1)
         _col(ctx, "mul_imm", r, t["s"], t["s"], imm=1.0 / (n - node.attrs.get("correction", 1)))
         ctx.b.store("vec", t["s"], out + r0 * 4, 1, r)
@@ -380,9 +383,7 @@ def lower_reduce_var_grad(ctx: LowerCtx, node: Node) -> None:
         t, r = slots[i % len(slots)], r1 - r0
         ctx.dma3("load", xv, r0, r1, "vec", t["x"])
         ctx.b.load("vec", t["dy"], dram + r0 * 4, 1, r)
-        ctx.b.vec("reduce_sum", r, n, s0_addr=t["x"], d_addr=t["s"], axis=1)
-        _col(ctx, "mul_imm", r, t["s"], t["s"], imm=1.0 / n)
-        ctx.b.vec("sub", r, n, s0_addr=t["x"], s1_addr=t["s"], d_addr=t["x"], bcast="col")
+        _row_deviation(ctx, r, n, t["x"], t["s"], t["x"])
         ctx.b.vec("mul", r, n, s0_addr=t["x"], s1_addr=t["dy"], d_addr=t["x"], bcast="col")
         ctx.b.vec("mul_imm", r, n, s0_addr=t["x"], d_addr=t["x"],
                   imm=2.0 / (n - node.attrs.get("correction", 1)))

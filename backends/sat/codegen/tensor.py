@@ -46,6 +46,7 @@ from satc.backends.sat.codegen.lowering import (
 from satc.backends.sat.codegen.memory import Dense, OneHot, View3
 from satc.backends.sat.codegen.partition import ALIGN, align
 from satc.backends.sat.isa import field_max
+from satc.backends.sat.program import Region
 from satc.ir.graph import Node, Value
 
 
@@ -817,7 +818,7 @@ def lower_concat(ctx: LowerCtx, node: Node) -> None:
 
 
 # ---------------------------------------------------------------- embedding (one-hot GEMMs)
-def _one_hot_ids(ctx: LowerCtx, ids: Value):
+def _one_hot_ids(ctx: LowerCtx, ids: Value) -> Region:
     """The region of int64 ids stored one-hot ``[R, vocab]`` by the memory plan."""
     s = ctx.st(ids)
     if not isinstance(s, OneHot):
@@ -837,6 +838,27 @@ def _gemm_steps(ctx: LowerCtx, m: int, n: int, k: int, a_buf: str, b_buf: str) -
     return mt, kt
 
 
+def _one_hot_gemm(ctx: LowerCtx, hot: Region, vocab: int, m: int, k: int, dim: int, b_addr: int,
+                  out_addr: int, transposed: bool) -> None:
+    """out [m, dim] = A [m, k] @ B [k, dim] with A read from the one-hot rows ``hot`` [R, vocab]:
+    A = hot (m = R, k = vocab) or, ``transposed``, A = hot^T (m = vocab, k = R); B row-major at
+    ``b_addr``, accumulated over K slices on the STCE (dense)."""
+    mt, kt = _gemm_steps(ctx, m, dim, k, "act", "wgt")
+    ta, tb = ctx.alloc("act", mt * kt * 4, "one-hot ids"), ctx.alloc("wgt", kt * dim * 4, "B rows")
+    tc = ctx.alloc("acc", mt * dim * 4, "C rows")
+    for m0, m1 in chunks(m, mt):
+        for k0, k1 in chunks(k, kt):
+            r0, c0, rows, cols = (k0, m0, k1 - k0, m1 - m0) if transposed else \
+                (m0, k0, m1 - m0, k1 - k0)
+            ctx.b.load("act", ta, hot.addr + (r0 * vocab + c0) * 4, rows, cols,
+                       dram_row_stride=vocab)
+            ctx.b.load("wgt", tb, b_addr + k0 * dim * 4, k1 - k0, dim)
+            ctx.b.gemm(m1 - m0, dim, k1 - k0, a_buf="act", a_addr=ta, b_buf="wgt", b_addr=tb,
+                       c_addr=tc, trans_a=transposed, accumulate=k0 > 0,
+                       interleave=ctx.interleave, dataflow=ctx.dataflow)
+        ctx.b.store("acc", tc, out_addr + m0 * dim * 4, m1 - m0, dim)
+
+
 @lowering("embedding")
 def lower_embedding(ctx: LowerCtx, node: Node) -> None:
     """out [R, D] = onehot(ids) [R, V] @ weight [V, D] on the STCE: a dense GEMM (the ids are
@@ -845,19 +867,8 @@ def lower_embedding(ctx: LowerCtx, node: Node) -> None:
     w, ids = node.inputs
     vocab, dim = w.shape
     rows = int(np.prod(ids.shape))
-    hot, wt, out = _one_hot_ids(ctx, ids), _flat(ctx, w), _flat(ctx, node.outputs[0])
-    mt, kt = _gemm_steps(ctx, rows, dim, vocab, "act", "wgt")
-    ta, tb = ctx.alloc("act", mt * kt * 4, "one-hot ids"), ctx.alloc("wgt", kt * dim * 4, "table")
-    tc = ctx.alloc("acc", mt * dim * 4, "gathered rows")
-    for r0, r1 in chunks(rows, mt):
-        for k0, k1 in chunks(vocab, kt):
-            ctx.b.load("act", ta, hot.addr + (r0 * vocab + k0) * 4, r1 - r0, k1 - k0,
-                       dram_row_stride=vocab)
-            ctx.b.load("wgt", tb, wt.region.addr + k0 * dim * 4, k1 - k0, dim)
-            ctx.b.gemm(r1 - r0, dim, k1 - k0, a_buf="act", a_addr=ta, b_buf="wgt", b_addr=tb,
-                       c_addr=tc, accumulate=k0 > 0, interleave=ctx.interleave,
-                       dataflow=ctx.dataflow)
-        ctx.b.store("acc", tc, out.region.addr + r0 * dim * 4, r1 - r0, dim)
+    _one_hot_gemm(ctx, _one_hot_ids(ctx, ids), vocab, rows, vocab, dim, _flat(ctx, w).region.addr,
+                  _flat(ctx, node.outputs[0]).region.addr, transposed=False)
 
 
 @lowering("embedding_grad")
@@ -870,16 +881,6 @@ def lower_embedding_grad(ctx: LowerCtx, node: Node) -> None:
                        "drop padding_idx, or train this model with the interpreter")
     vocab, dim = node.outputs[0].shape
     rows = int(np.prod(ids.shape))
-    hot, g, out = _one_hot_ids(ctx, ids), _flat(ctx, dy), _flat(ctx, node.outputs[0])
-    vt, kt = _gemm_steps(ctx, vocab, dim, rows, "act", "wgt")
-    ta, tb = ctx.alloc("act", kt * vt * 4, "one-hot ids"), ctx.alloc("wgt", kt * dim * 4, "dy")
-    tc = ctx.alloc("acc", vt * dim * 4, "table gradient")
-    for v0, v1 in chunks(vocab, vt):
-        for k0, k1 in chunks(rows, kt):
-            ctx.b.load("act", ta, hot.addr + (k0 * vocab + v0) * 4, k1 - k0, v1 - v0,
-                       dram_row_stride=vocab)
-            ctx.b.load("wgt", tb, g.region.addr + k0 * dim * 4, k1 - k0, dim)
-            ctx.b.gemm(v1 - v0, dim, k1 - k0, a_buf="act", a_addr=ta, b_buf="wgt", b_addr=tb,
-                       c_addr=tc, trans_a=True, accumulate=k0 > 0, interleave=ctx.interleave,
-                       dataflow=ctx.dataflow)
-        ctx.b.store("acc", tc, out.region.addr + v0 * dim * 4, v1 - v0, dim)
+    _one_hot_gemm(ctx, _one_hot_ids(ctx, ids), vocab, vocab, rows, dim,
+                  _flat(ctx, dy).region.addr, _flat(ctx, node.outputs[0]).region.addr,
+                  transposed=True)
