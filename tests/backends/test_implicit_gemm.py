@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import satc
+from tests.satc.test_compile import check_steps
 from satc.backends.sat.config import load_hardware
 from satc.backends.sat.codegen.conv import tap_runs
 from satc.backends.sat.codegen.tiling import GemmProblem, gemm_instructions, gemm_work, plan_tiles
-from satc.ir.interpreter import interpret
 
 
 def test_tap_runs_split_taps_into_constant_step_runs():
@@ -91,12 +90,4 @@ def test_folded_convolutions_train_like_the_interpreter(sparsity):
     plan = plan_tiles(prog.graph, prog.config)
     ops = {n.op for n in prog.graph.nodes if n.name in plan and plan[n.name].tile.taps > 1}
     assert {"conv2d", "conv2d_grad_input", "conv2d_grad_weight"} <= ops
-    state = prog.graph.initial_state()
-    prog.state = {k: v.copy() for k, v in state.items()}
-    res = prog.step(x, y)
-    ref = interpret(prog.graph, {"x": x.numpy(), "y": y.numpy()}, state)
-    np.testing.assert_allclose(res.loss, ref.loss, rtol=1e-4, atol=1e-5)
-    for k, g in ref.grads.items():
-        np.testing.assert_allclose(res.grads[k], g, rtol=1e-4, atol=1e-5, err_msg=k)
-    for k, v in ref.new_state.items():
-        np.testing.assert_allclose(prog.state[k], v, rtol=1e-4, atol=1e-5, err_msg=k)
+    check_steps(prog, x.numpy(), y.numpy(), 1)

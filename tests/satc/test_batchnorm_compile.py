@@ -3,13 +3,12 @@ along rows) and [N, F] (BatchNorm1d: pairs broadcast along columns)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import satc
-from satc.ir.interpreter import interpret
+from tests.satc.test_compile import check_steps
 
 
 class _MLPBN(nn.Module):
@@ -29,12 +28,4 @@ def test_batchnorm1d_step_matches_the_interpreter(sparsity):
     prog = satc.compile(_MLPBN(), example_inputs=(x,), sparsity=sparsity, hw="sat-small")
     assert {"batchnorm", "batchnorm_grad_input", "batchnorm_grad_params"} <= \
         {n.op for n in prog.graph.nodes}
-    state = prog.graph.initial_state()
-    prog.state = {k: v.copy() for k, v in state.items()}
-    res = prog.step(x, y)
-    ref = interpret(prog.graph, {"x": x.numpy(), "y": y.numpy()}, state)
-    np.testing.assert_allclose(res.loss, ref.loss, rtol=1e-4, atol=1e-5)
-    for k, g in ref.grads.items():
-        np.testing.assert_allclose(res.grads[k], g, rtol=1e-4, atol=1e-5, err_msg=k)
-    for k, v in ref.new_state.items():
-        np.testing.assert_allclose(prog.state[k], v, rtol=1e-4, atol=1e-5, err_msg=k)
+    check_steps(prog, x.numpy(), y.numpy(), 1)
