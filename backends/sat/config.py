@@ -60,6 +60,14 @@ class HardwareConfig:
     dram_bandwidth_gbps: float
     dram_efficiency: float
     dram_latency_cycles: int
+    dram_shared: bool
+    dram_burst_bytes: int
+    dram_outstanding_requests: int
+    # on-chip buffer read ports feeding the STCE (bytes per cycle, per buffer)
+    act_read_bytes_per_cycle: int
+    wgt_read_bytes_per_cycle: int
+    acc_read_bytes_per_cycle: int
+    vec_read_bytes_per_cycle: int
     # clock and engines
     clock_mhz: float
     issue_cycles: int
@@ -122,6 +130,21 @@ class HardwareConfig:
         return self.dram_bandwidth_gbps * 1e9 * self.dram_efficiency / (self.clock_mhz * 1e6)
 
     @cached_property
+    def dram_stream_bytes_per_cycle(self) -> float:
+        """Bytes per cycle one DMA streams at: ``dram_bytes_per_cycle``, or less when the
+        requests in flight cannot cover the latency (Little's law:
+        ``dram_outstanding_requests * dram_burst_bytes / dram_latency_cycles``)."""
+        if self.dram_latency_cycles == 0:
+            return self.dram_bytes_per_cycle
+        return min(self.dram_bytes_per_cycle,
+                   self.dram_outstanding_requests * self.dram_burst_bytes / self.dram_latency_cycles)
+
+    @cached_property
+    def read_port_bytes_per_cycle(self) -> dict[str, int]:
+        """Bytes per cycle each on-chip buffer can feed the STCE, by buffer name."""
+        return {b: getattr(self, f"{b}_read_bytes_per_cycle") for b in BUFFERS}
+
+    @cached_property
     def buffer_bytes(self) -> dict[str, int]:
         """Capacity in bytes of each on-chip buffer, by buffer name."""
         return {b: getattr(self, f"{b}_buffer_bytes") for b in BUFFERS}
@@ -150,7 +173,19 @@ _FIELD_HELP = {
     "nm_groups_per_cycle": "groups of M one USPE consumes per cycle in N:M mode (SAT: 1)",
     "ws_preload_cycles_per_row": "cycles to shift one row of stationary operands in (WS)",
     "os_drain_cycles_per_row": "cycles to shift one row of results out (OS)",
-    "dram_latency_cycles": "fixed cycles added to every DMA transfer",
+    "dram_latency_cycles": "cycles from the end of a DMA's transfer until its data is ready for other "
+                           "engines (a delay on its dependants, not engine time)",
+    "dram_shared": "true: the load and store engines share one DRAM channel of dram_bandwidth_gbps "
+                   "(their transfers serialise); false: each engine has the full bandwidth",
+    "dram_burst_bytes": "bytes of one DRAM burst: every contiguous DRAM run of a DMA is rounded up "
+                        "to whole bursts",
+    "dram_outstanding_requests": "DRAM bursts one DMA engine keeps in flight: bandwidth is at most "
+                                 "outstanding x burst / latency",
+    "act_read_bytes_per_cycle": "bytes per cycle the act buffer can feed the STCE (a GEMM lasts at "
+                                "least its operand bytes from it / this)",
+    "wgt_read_bytes_per_cycle": "bytes per cycle the wgt buffer can feed the STCE",
+    "acc_read_bytes_per_cycle": "bytes per cycle the acc buffer can feed the STCE (operands only)",
+    "vec_read_bytes_per_cycle": "bytes per cycle the vec buffer can feed the STCE",
     "issue_cycles": "fixed cycles every instruction costs on its engine",
     "vector_latency_cycles": "vector-unit pipeline latency per instruction",
     "wuve_latency_cycles": "WUVE pipeline latency per instruction",
@@ -177,7 +212,9 @@ _FIELD_HELP = {
 _POSITIVE_INTS = ("rows", "cols", "multipliers_per_pe", "nm_groups_per_cycle", "act_buffer_bytes",
                   "wgt_buffer_bytes", "acc_buffer_bytes", "vec_buffer_bytes", "dram_bytes",
                   "vector_lanes", "wuve_lanes", "sore_lanes", "sore_cycles_per_element",
-                  "ws_preload_cycles_per_row", "os_drain_cycles_per_row")
+                  "ws_preload_cycles_per_row", "os_drain_cycles_per_row", "dram_burst_bytes",
+                  "dram_outstanding_requests", "act_read_bytes_per_cycle", "wgt_read_bytes_per_cycle",
+                  "acc_read_bytes_per_cycle", "vec_read_bytes_per_cycle")
 _NONNEG_INTS = ("dram_latency_cycles", "issue_cycles", "vector_latency_cycles",
                 "wuve_latency_cycles", "sore_latency_cycles")
 _POSITIVE_FLOATS = ("dram_bandwidth_gbps", "clock_mhz")
@@ -196,7 +233,10 @@ _FLOAT_MIN = {"clock_mhz": 1e-3, "dram_bandwidth_gbps": 1e-3, "dram_efficiency":
 # config is a typo, and the cycle model and the energy model would report
 # astronomically large, meaningless numbers.
 _INT_MAX = {"rows": 4096, "cols": 4096, "multipliers_per_pe": 64, "nm_groups_per_cycle": 64,
-            "vector_lanes": 1 << 16, "wuve_lanes": 1 << 16, "sore_lanes": 1 << 16}
+            "vector_lanes": 1 << 16, "wuve_lanes": 1 << 16, "sore_lanes": 1 << 16,
+            "dram_burst_bytes": 1 << 16, "dram_outstanding_requests": 1 << 16,
+            "act_read_bytes_per_cycle": 1 << 20, "wgt_read_bytes_per_cycle": 1 << 20,
+            "acc_read_bytes_per_cycle": 1 << 20, "vec_read_bytes_per_cycle": 1 << 20}
 _CYCLES_MAX = 1_000_000     # every *_cycles* field
 _ENERGY_MAX = 1e6           # every energy field (W, pJ)
 # Every on-chip buffer size must be a multiple of this many bytes: the compiler
@@ -226,6 +266,9 @@ def _validate(cfg: HardwareConfig) -> None:
         if high is not None and v > high:
             raise _fail(f, f"got {v}", f"it must be at most {high} (a sane maximum: "
                         f"{_FIELD_HELP.get(f, f.replace('_', ' '))})")
+    if not isinstance(cfg.dram_shared, bool):
+        raise _fail("dram_shared", f"expected true or false, got {type(cfg.dram_shared).__name__} "
+                    f"{cfg.dram_shared!r}", f"set it to true or false ({_FIELD_HELP['dram_shared']})")
     for f in _POSITIVE_FLOATS + ("dram_efficiency",):
         v = getattr(cfg, f)
         if not isinstance(v, (int, float)) or isinstance(v, bool):
@@ -379,6 +422,11 @@ def describe_hardware(cfg: HardwareConfig) -> str:
               f"  DRAM            {_human(cfg.dram_bytes)}, {cfg.dram_bandwidth_gbps:g} GB/s x "
               f"{cfg.dram_efficiency:g} = {cfg.dram_bytes_per_cycle:.1f} B/cycle, "
               f"latency {cfg.dram_latency_cycles} cycles",
+              f"  DRAM channel    {'one, shared by load and store' if cfg.dram_shared else 'one per DMA engine'}; "
+              f"{cfg.dram_burst_bytes} B bursts, {cfg.dram_outstanding_requests} in flight: "
+              f"a DMA streams {cfg.dram_stream_bytes_per_cycle:.1f} B/cycle",
+              "  read ports      " + ", ".join(f"{b} {cfg.read_port_bytes_per_cycle[b]} B/cycle"
+                                                for b in BUFFERS) + " (GEMM operand feed)",
               f"  vector unit     {cfg.vector_lanes} lanes, latency {cfg.vector_latency_cycles}",
               f"  WUVE            {cfg.wuve_lanes} lanes, latency {cfg.wuve_latency_cycles}",
               f"  SORE            {cfg.sore_lanes} lanes, {cfg.sore_cycles_per_element} cycle(s) per "

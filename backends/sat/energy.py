@@ -11,7 +11,8 @@ chosen schedule). Each instruction is turned into counts of actions
 * every on-chip operand tile an instruction reads or writes
   (:func:`satc.backends.sat.access.accesses`), read once per instruction:
   ``buffer_{read,write}_pj_per_byte``;
-* load / store: DRAM bytes read / written (``dram_{read,write}_pj_per_byte``);
+* load / store: DRAM bytes read / written (``dram_{read,write}_pj_per_byte``),
+  as moved: every contiguous run rounded up to whole ``dram_burst_bytes``;
 * vec: lane operations (``vec_work``, as the cycle model counts them);
   wuve: weights updated; sore: source elements sorted.
 
@@ -35,8 +36,8 @@ from typing import Mapping, Sequence
 
 from satc.backends.sat.access import accesses
 from satc.backends.sat.config import HardwareConfig
-from satc.backends.sat.cost_model import gemm_macs, instruction_cycles
-from satc.backends.sat.isa import DTYPE_BYTES, ENGINES, Instruction
+from satc.backends.sat.cost_model import dma_burst_bytes, gemm_macs, instruction_cycles
+from satc.backends.sat.isa import ENGINES, Instruction
 from satc.backends.sat.vecfuncs import VEC_FUNC_BY_NAME, vec_work
 from satc.errors import ScheduleError
 
@@ -65,8 +66,7 @@ def instruction_activity(ins: Instruction, cfg: HardwareConfig) -> dict[str, int
             act["buffer_write" if a.write else "buffer_read"] += math.prod(a.shape) * a.dtype.itemsize
     op = ins.op
     if op in ("load", "store"):
-        act["dram_read" if op == "load" else "dram_write"] += \
-            ins.planes * ins.rows * ins.cols * DTYPE_BYTES[ins.dtype]
+        act["dram_read" if op == "load" else "dram_write"] += dma_burst_bytes(ins, cfg)
     elif op == "gemm":
         act["mac_nm" if ins.n else "mac_dense"] += gemm_macs(ins)[0]
         act["pe_active"] += instruction_cycles(ins, cfg) * cfg.pes

@@ -6,8 +6,11 @@ instructions whose label names that stage:
 * **GEMM**: the ideal STCE cycles, every multiply at the array's peak rate:
   dense ``mt*nt*k / (rows*cols*multipliers_per_pe)``, N:M
   ``mt*nt*groups(k, M) / (rows*cols*nm_groups_per_cycle)`` (no fill, drain or preload);
-* **DRAM**: the bytes of the union of the DRAM extents the phase reads and of those
-  it writes (each byte once, however often it is moved), over ``dram_bytes_per_cycle``;
+* **DRAM**: the bytes of the union of the DRAM bursts the phase reads and of those
+  it writes (each burst once, however often it is moved: every extent is widened
+  to whole ``dram_burst_bytes``), over ``dram_stream_bytes_per_cycle``; the reads
+  and the writes add up when the DMA engines share the channel (``dram_shared``),
+  else the larger of the two counts;
 * **vector / WUVE / SORE**: each engine's work over its lanes (no latencies).
 
 The phase's bound is the largest of those; the program's roofline is the sum of
@@ -26,6 +29,7 @@ from typing import Sequence
 
 from satc.backends.sat.access import accesses
 from satc.backends.sat.config import HardwareConfig
+from satc.backends.sat.cost_model import DMA_OPS
 from satc.backends.sat.isa import Instruction
 from satc.backends.sat.nmformat import groups
 from satc.backends.sat.vecfuncs import VEC_FUNC_BY_NAME, vec_work
@@ -92,17 +96,21 @@ def roofline(instructions: Sequence[Instruction], labels: Sequence[str],
             outer, length = (ins.rows, ins.cols) if ins.axis == 1 else (ins.cols, ins.rows)
             w["sore"] += outer * groups(length, ins.m) / cfg.sore_lanes * ins.m \
                 * cfg.sore_cycles_per_element
-        elif ins.op in ("load", "store"):
+        elif ins.op in DMA_OPS:
+            burst = cfg.dram_burst_bytes
             for a in accesses(ins):
                 if a.space == "dram":
-                    (writes if a.write else reads)[phase].append(a.extent)
+                    lo, hi = a.extent
+                    (writes if a.write else reads)[phase].append((lo // burst * burst, -(-hi // burst) * burst))
     out = []
     for phase in PHASES:
         if phase not in work:
             continue
-        nbytes = _union_bytes(reads[phase]) + _union_bytes(writes[phase])
+        rd, wr = _union_bytes(reads[phase]), _union_bytes(writes[phase])
+        nbytes = rd + wr
         cycles = {r: math.ceil(v) for r, v in work[phase].items()}
-        cycles["dram"] = math.ceil(nbytes / cfg.dram_bytes_per_cycle)
+        channel = nbytes if cfg.dram_shared else max(rd, wr)
+        cycles["dram"] = math.ceil(channel / cfg.dram_stream_bytes_per_cycle)
         out.append(PhaseRoofline(phase, cycles, nbytes))
     return out
 

@@ -1,10 +1,15 @@
 """Cycle model of SAT programs (the tsim layer), separate from the emulator.
 
 Each engine runs its own in-order queue; an instruction starts when its
-engine is free and every token it waits for has been pushed (at the end of
-the pushing instruction), and lasts
+engine is free and every token it waits for has been pushed, and lasts
 :func:`satc.backends.sat.cost_model.instruction_cycles` (the per-instruction
-cost formulas live there).
+cost formulas live there). A token is pushed when the pushing instruction's
+results are ready: at its end plus
+:func:`~satc.backends.sat.cost_model.ready_delay` (``dram_latency_cycles`` for a
+load / store, else 0). With ``dram_shared`` a load or store also waits for the
+one DRAM channel, which the DMAs hold in issue order (the order the two DMA
+queues hand their transfers to the memory controller). The total is the end
+of the last instruction (the landing of a final store's data is not counted).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from satc.backends.sat.config import HardwareConfig
-from satc.backends.sat.cost_model import gemm_macs, instruction_cycles
+from satc.backends.sat.cost_model import gemm_macs, instruction_cycles, ready_delay, uses_channel
 from satc.backends.sat.dispatch import issue_order
 from satc.backends.sat.isa import ENGINES, Instruction
 from satc.backends.sat.program import Program
@@ -61,16 +66,23 @@ def simulate(instrs: Sequence[Instruction], cfg: HardwareConfig) -> TimingReport
     fifo: dict[tuple[str, str], deque[int]] = {(s, d): deque() for s in ENGINES for d in ENGINES}
     timeline = []
     macs = dense_macs = 0
+    channel_free = 0
     for i in issue_order(instrs):
         ins = instrs[i]
         eng = ins.engine
         start = free[eng]
         for s in ins.wait:
             start = max(start, fifo[(s, eng)].popleft())
+        channel = uses_channel(ins, cfg)
+        if channel:
+            start = max(start, channel_free)
         cycles = instruction_cycles(ins, cfg)
         end = start + cycles
+        if channel:
+            channel_free = end
+        ready = end + ready_delay(ins, cfg)
         for d in ins.signal:
-            fifo[(eng, d)].append(end)
+            fifo[(eng, d)].append(end if d == eng else ready)
         free[eng] = end
         busy[eng] += cycles
         timeline.append(TimelineEntry(i, eng, ins.op, start, end))

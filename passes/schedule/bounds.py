@@ -20,6 +20,11 @@ first segment starts no earlier than its smallest head, the last one ends no
 later than its smallest tail before the makespan. With no cut the bound is
 ``min head + work + min tail``, never below the work bound.
 
+Edge lags (a load / store's ``dram_latency_cycles`` towards another engine) are
+part of every longest-path distance, head and tail above. The shared DRAM
+channel is bounded by the work bound (the load and store durations summed);
+it gets no cut chain of its own.
+
 The chain also bounds the other engines: a task ``t`` of any engine with a
 path from ``c_j`` to ``t`` and from ``t`` to ``c_k`` runs between the end of
 ``c_j`` and the start of ``c_k``, so for every engine ``f``
@@ -65,13 +70,14 @@ if TYPE_CHECKING:
 
 
 def heads(graph: "TaskGraph") -> np.ndarray:
-    """Longest path (durations summed) from the start of the graph to the start of each task."""
+    """Longest path (durations and edge lags summed) from the start of the graph to the start
+    of each task."""
     d = graph.durations
     h = np.zeros(graph.n, np.int64)
     for v in range(graph.n):
         ps = graph.preds[v]
         if ps:
-            h[v] = max(int(h[p] + d[p]) for p in ps)
+            h[v] = max(int(h[p] + d[p]) + g for p, g in zip(ps, graph.pred_lags[v]))
     return h
 
 
@@ -97,16 +103,16 @@ def _distances(graph: "TaskGraph", c: int, stop: int, forward: bool) -> dict[int
     the start of ``c``. Tasks off every path to or from ``c`` are left out."""
     d = graph.durations
     if forward:
-        nbrs, ids = graph.preds, range(c + 1, stop + 1)
+        nbrs, lags, ids = graph.preds, graph.pred_lags, range(c + 1, stop + 1)
     else:
-        nbrs, ids = graph.succs, range(c - 1, stop - 1, -1)
+        nbrs, lags, ids = graph.succs, graph.succ_lags, range(c - 1, stop - 1, -1)
     dist = {c: 0}
     for v in ids:
         best = -1
-        for u in nbrs[v]:
+        for u, g in zip(nbrs[v], lags[v]):
             du = dist.get(u)
             if du is not None:
-                best = max(best, du if u == c else du + int(d[u]))
+                best = max(best, (du if u == c else du + int(d[u])) + g)
         if best >= 0:
             dist[v] = best
     return dist

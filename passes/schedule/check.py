@@ -13,8 +13,13 @@ writer and the latest end of its readers since, and requires
   cycle-model duration;
 * data hazards: a read starts after the last earlier write of its bytes
   ended (RAW); a write starts after the last earlier write (WAW) and every
-  read since it (WAR) ended;
-* engine exclusivity: an engine runs one instruction at a time;
+  read since it (WAR) ended; "ended" means results ready for the other
+  engine: a load / store's end plus ``dram_latency_cycles`` when the two
+  instructions run on different engines (its own engine's next instruction
+  does not wait), every other instruction's end;
+* engine exclusivity: an engine runs one instruction at a time; with
+  ``dram_shared`` the load and store instructions together hold one DRAM
+  channel, one at a time;
 * buffer capacity: the footprints (distinct bytes touched) of the
   instructions running at any instant sum to at most each buffer's budget.
 
@@ -29,7 +34,7 @@ from typing import Mapping
 import numpy as np
 
 from satc.backends.sat.access import accesses
-from satc.backends.sat.cost_model import instruction_cycles
+from satc.backends.sat.cost_model import instruction_cycles, ready_delay, uses_channel
 from satc.backends.sat.dispatch import issue_order
 from satc.backends.sat.isa import BUFFERS, ENGINES
 from satc.backends.sat.program import Program
@@ -74,11 +79,15 @@ def check_schedule(program: Program, starts: Mapping[int, int],
 
 
 def _check_engines(program: Program, start: dict[int, int], end: dict[int, int]) -> None:
-    for e in ENGINES:
-        on = sorted((start[i], end[i], i) for i in start if program.instructions[i].engine == e)
+    cfg = program.config
+    resources = [(f"engine {e}", lambda ins, e=e: ins.engine == e) for e in ENGINES]
+    if cfg.dram_shared:
+        resources.append(("the shared DRAM channel", lambda ins: uses_channel(ins, cfg)))
+    for what, member in resources:
+        on = sorted((start[i], end[i], i) for i in start if member(program.instructions[i]))
         for (s0, e0, i0), (s1, _, i1) in zip(on, on[1:]):
             if s1 < e0:
-                raise ScheduleError(f"engine {e} runs two instructions at once: {_name(program, i0)} "
+                raise ScheduleError(f"{what} runs two instructions at once: {_name(program, i0)} "
                                     f"[{s0}, {e0}) and {_name(program, i1)} from {s1}")
 
 
@@ -90,31 +99,46 @@ def _check_hazards(program: Program, start: dict[int, int], end: dict[int, int],
               for sp in spaces}
     segs_of = {k: segment_indices(bounds[sp], iv) for k, (sp, iv) in distinct.items()}
     nseg = {sp: max(len(b) - 1, 0) for sp, b in bounds.items()}
+    # per segment: the last writer's end, its ready time (end + delay) and engine; the latest
+    # ready time of the readers since (a load / store never reads what an instruction on its
+    # own engine later writes, so a reader's ready time is exact for WAR)
+    cfg = program.config
+    instrs = program.instructions
+    eng_of = {e: k for k, e in enumerate(ENGINES)}
     w_end = {sp: np.zeros(k, np.int64) for sp, k in nseg.items()}
+    w_ready = {sp: np.zeros(k, np.int64) for sp, k in nseg.items()}
+    w_eng = {sp: np.full(k, -1, np.int64) for sp, k in nseg.items()}
     w_by = {sp: np.full(k, -1, np.int64) for sp, k in nseg.items()}
     r_end = {sp: np.zeros(k, np.int64) for sp, k in nseg.items()}
     r_by = {sp: np.full(k, -1, np.int64) for sp, k in nseg.items()}
-    for i in issue_order(program.instructions):
+    for i in issue_order(instrs):
         if i not in start:
             continue
+        ei = eng_of[instrs[i].engine]
+        ready_i = end[i] + ready_delay(instrs[i], cfg)
         segs = [(sp, w, segs_of[id(iv)]) for sp, w, iv in touched[i]]
         for sp, w, ix in segs:
-            checks = [("RAW" if not w else "WAW", w_end, w_by)] + ([("WAR", r_end, r_by)] if w else [])
-            for kind, ends, by in checks:
-                if ix.size and ends[sp][ix].max() > start[i]:
-                    k = ix[int(ends[sp][ix].argmax())]
+            if not ix.size:
+                continue
+            need_w = np.where(w_eng[sp][ix] == ei, w_end[sp][ix], w_ready[sp][ix])
+            checks = [("RAW" if not w else "WAW", need_w, w_by)] + ([("WAR", r_end[sp][ix], r_by)] if w else [])
+            for kind, need, by in checks:
+                if need.max() > start[i]:
+                    k = ix[int(need.argmax())]
                     j = int(by[sp][k])
                     raise ScheduleError(
                         f"{kind} hazard on {sp} bytes from {bounds[sp][k]}: {_name(program, i)} starts "
-                        f"at {start[i]} before {_name(program, j)} ends at {end[j]}")
+                        f"at {start[i]} before {_name(program, j)} ends (results ready) at {int(need.max())}")
         for sp, w, ix in segs:
             if not w:
-                later = r_end[sp][ix] < end[i]
-                r_end[sp][ix[later]] = end[i]
+                later = r_end[sp][ix] < ready_i
+                r_end[sp][ix[later]] = ready_i
                 r_by[sp][ix[later]] = i
         for sp, w, ix in segs:
             if w:
                 w_end[sp][ix] = end[i]
+                w_ready[sp][ix] = ready_i
+                w_eng[sp][ix] = ei
                 w_by[sp][ix] = i
                 r_end[sp][ix] = 0
                 r_by[sp][ix] = -1

@@ -6,8 +6,11 @@ Model of one window (the whole graph is one window with an empty prefix):
   release times, engine free times and in-window predecessors, ``tail`` the
   in-window bottom level, ``H`` the makespan of the hint (so the hint is
   always a solution);
-* a fixed-size interval per task; ``AddNoOverlap`` per engine;
-* ``s_v >= s_u + d_u`` for every in-window edge;
+* a fixed-size interval per task; ``AddNoOverlap`` per engine, and one over
+  the load and store tasks when they share the DRAM channel (``dram_shared``;
+  after the prefix's last channel task);
+* ``s_v >= s_u + d_u + lag_uv`` for every in-window edge (the lag: a load /
+  store's ``dram_latency_cycles`` towards another engine, else 0);
 * ``AddCumulative`` per on-chip buffer over the tasks' footprints and the
   prefix tasks still running (fixed intervals) against the buffer budget,
   added only when the demands could exceed it at all;
@@ -120,19 +123,20 @@ def _window_bounds(graph: TaskGraph, lo: int, hi: int, prefix: Prefix) -> tuple[
     n = hi - lo
     d = graph.durations[lo:hi]
     eng = graph.engine_ids[lo:hi]
+    chan = graph.channel[lo:hi]
     est = np.maximum(prefix.release, prefix.engine_free[eng])
+    est[chan] = np.maximum(est[chan], prefix.channel_free)
     for i in range(n):
-        for p in graph.preds[lo + i]:
+        for p, g in zip(graph.preds[lo + i], graph.pred_lags[lo + i]):
             if p >= lo:
-                est[i] = max(est[i], est[p - lo] + d[p - lo])
+                est[i] = max(est[i], est[p - lo] + d[p - lo] + g)
     tail = d.copy()
     for i in range(n - 1, -1, -1):
-        for v in graph.succs[lo + i]:
+        for v, g in zip(graph.succs[lo + i], graph.succ_lags[lo + i]):
             if v < hi:
-                tail[i] = max(tail[i], d[i] + tail[v - lo])
+                tail[i] = max(tail[i], d[i] + g + tail[v - lo])
     lb = int((est + tail).max())
-    for e in range(NE):
-        on = eng == e
+    for on in [eng == e for e in range(NE)] + [chan]:
         if on.any():
             lb = max(lb, int(est[on].min() + d[on].sum()))
     return est, tail, lb
@@ -154,15 +158,16 @@ def solve_window(graph: TaskGraph, lo: int, hi: int, prefix: Prefix, hint: np.nd
     m = cp_model.CpModel()
     s = [m.new_int_var(int(est[i]), horizon - int(tail[i]), f"s{lo + i}") for i in range(n)]
     iv = [m.new_fixed_size_interval_var(s[i], int(d[i]), f"t{lo + i}") for i in range(n)]
-    for e in range(NE):
-        on = [iv[i] for i in range(n) if eng[i] == e]
+    chan = graph.channel[lo:hi]
+    for on in [[iv[i] for i in range(n) if eng[i] == e] for e in range(NE)] + \
+            [[iv[i] for i in range(n) if chan[i]]]:
         if len(on) > 1:
             m.add_no_overlap(on)
     last = []
     for i in range(n):
-        inner = [v - lo for v in graph.succs[lo + i] if v < hi]
-        for j in inner:
-            m.add(s[j] >= s[i] + int(d[i]))
+        inner = [(v - lo, g) for v, g in zip(graph.succs[lo + i], graph.succ_lags[lo + i]) if v < hi]
+        for j, g in inner:
+            m.add(s[j] >= s[i] + int(d[i]) + g)
         if not inner:
             last.append(i)
     for b, name in enumerate(BUFFERS):

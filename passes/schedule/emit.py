@@ -22,9 +22,15 @@ ordering (positions are queue positions):
 
 What is left is strictly increasing in both producer and consumer position,
 so the k-th signal and the k-th wait are the two ends of the k-th edge: one
-signal bit and one wait bit per edge, no nops. The cycle model of the result
-starts every instruction when its queue predecessor and its tokens are done
--- the left-shifted schedule (:func:`satc.passes.schedule.listsched.compact`)
+signal bit and one wait bit per edge, no nops. Thinning keeps every lag: all
+instructions of one engine have the same ready delay (``dram_latency_cycles``
+for the load and store engines, 0 for the others), so an earlier producer's
+token is never later than the kept one's. The cycle model of the result
+starts every instruction when its queue predecessor is done and its tokens
+have arrived (a load / store's token ``dram_latency_cycles`` after its end:
+the edge's lag), and a load / store also when the DMA before it in the stream
+-- the one before it in start order -- has released the shared DRAM channel:
+the left-shifted schedule (:func:`satc.passes.schedule.listsched.compact`)
 exactly.
 """
 

@@ -10,7 +10,8 @@ priorities (earliest first), which pulls them back as early as possible in
 a better order. Each pass is one list-scheduling run; the best schedule seen
 (after left-shift compaction) is kept, so the result is never worse than the
 input. Buffer budgets are symmetric in time, so the reversed graph has the
-same footprints and capacities.
+same footprints and capacities; an edge keeps its lag (the reversed edge
+waits as long), and the shared DRAM channel is a unary resource either way.
 """
 
 from __future__ import annotations
@@ -28,10 +29,14 @@ def reversed_graph(graph: TaskGraph) -> TaskGraph:
     n = graph.n
     flip = list(range(n - 1, -1, -1))
     tasks = [dataclasses.replace(graph.tasks[t], id=n - 1 - t) for t in flip]
-    preds = [tuple(sorted(n - 1 - s for s in graph.succs[t])) for t in flip]
-    succs = [tuple(sorted(n - 1 - p for p in graph.preds[t])) for t in flip]
+    # ids ascending in the graph become descending: reverse each list (and its lags)
+    preds = [tuple(n - 1 - s for s in reversed(graph.succs[t])) for t in flip]
+    succs = [tuple(n - 1 - p for p in reversed(graph.preds[t])) for t in flip]
+    pred_lags = [tuple(reversed(graph.succ_lags[t])) for t in flip]
+    succ_lags = [tuple(reversed(graph.pred_lags[t])) for t in flip]
     return TaskGraph(graph.program, tasks, preds, succs, graph.footprint[::-1].copy(),
-                     dict(graph.capacity), np.zeros(n, np.int64), 0, graph.token_edges)
+                     dict(graph.capacity), np.zeros(n, np.int64), 0, graph.token_edges,
+                     pred_lags, succ_lags)
 
 
 def forward_backward(graph: TaskGraph, starts: np.ndarray, extra: list[tuple[int, int]],

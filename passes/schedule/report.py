@@ -61,8 +61,10 @@ def critical_path(result: ScheduleResult) -> list[PathStep]:
     """The chain of tight constraints ending at the last task, first task first.
 
     From the task that ends last, repeatedly step to a dependency (``dep``),
-    capacity chain (``capacity``) or engine predecessor (``engine``) that ends
-    exactly when the task starts; stops at cycle 0 or at a gap (``start``).
+    capacity chain (``capacity``), engine predecessor (``engine``) or previous
+    task on the shared DRAM channel (``channel``) whose end (plus the edge's lag
+    for ``dep`` and ``capacity``) is exactly when the task starts; stops at
+    cycle 0 or at a gap (``start``).
     """
     g = result.graph
     if not g.n:
@@ -74,14 +76,21 @@ def critical_path(result: ScheduleResult) -> list[PathStep]:
     prev_on: dict[int, int] = {}
     for order in result.engine_order().values():
         prev_on.update(zip(order[1:], order[:-1]))
+    on_channel = [int(t) for t in np.lexsort((np.arange(g.n), starts)) if g.channel[t]]
+    prev_chan = dict(zip(on_channel[1:], on_channel[:-1]))
+    eng = g.engine_ids
+
+    def lag(u: int, v: int) -> int:
+        return g.tasks[u].delay if eng[u] != eng[v] else 0
     t = int(np.lexsort((np.arange(g.n), ends))[-1])
     path = []
     while True:
         s = int(starts[t])
         nxt = None
         for via, cands in (("dep", g.preds[t]), ("capacity", extra.get(t, ())),
-                           ("engine", [prev_on[t]] if t in prev_on else [])):
-            tight = [u for u in cands if ends[u] == s]
+                           ("engine", [prev_on[t]] if t in prev_on else []),
+                           ("channel", [prev_chan[t]] if t in prev_chan else [])):
+            tight = [u for u in cands if ends[u] + (lag(u, t) if via in ("dep", "capacity") else 0) == s]
             if tight:
                 nxt = (max(tight), via)
                 break
@@ -135,6 +144,10 @@ def format_report(result: ScheduleResult, depth: int = 1, path_lines: int = 40) 
     busy = np.bincount(g.engine_ids, weights=g.durations, minlength=len(ENGINES))
     util = engine_utilisation(result)
     lines += [f"{e:<8} {int(busy[k]):>12} {util[e]:>7.1%}" for k, e in enumerate(ENGINES)]
+    if g.channel.any():
+        chan = g.channel_work()
+        lines.append(f"{'dram':<8} {chan:>12} {chan / result.makespan if result.makespan else 0.0:>7.1%}"
+                     "  (the DRAM channel load and store share)")
     path = critical_path(result)
     on_path = np.bincount([g.engine_ids[p.task] for p in path],
                           weights=[p.end - p.start for p in path], minlength=len(ENGINES))

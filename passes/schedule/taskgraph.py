@@ -25,6 +25,14 @@ is the same relation). Identical accesses share one cut. Optionally the program'
 (the k-th signal ``A -> B`` pairs with the k-th wait of ``B`` on ``A``) are
 added too, contracted through nops.
 
+Each edge ``u -> v`` carries a *lag*: ``v`` starts at least ``lag`` cycles after
+``u`` ends. The lag is ``u``'s ready delay
+(:func:`satc.backends.sat.cost_model.ready_delay`: ``dram_latency_cycles`` for a
+load / store) when ``u`` and ``v`` run on different engines, else 0 -- exactly
+when the cycle model's token from ``u`` arrives. With ``dram_shared`` the load
+and store tasks (``channel``) also share one DRAM channel: no two of them run at
+once.
+
 Footprint: the number of distinct bytes of each on-chip buffer a task
 touches. Addresses are fixed by codegen, so two tasks that run at the same
 time and share a written byte are already ordered by a hazard; what the
@@ -47,7 +55,7 @@ import networkx as nx
 import numpy as np
 
 from satc.backends.sat.access import Access, accesses
-from satc.backends.sat.cost_model import instruction_cycles
+from satc.backends.sat.cost_model import instruction_cycles, ready_delay, uses_channel
 from satc.backends.sat.dispatch import issue_order
 from satc.backends.sat.isa import BUFFERS, ENGINES
 from satc.backends.sat.program import Program
@@ -65,7 +73,8 @@ class Task:
     """One schedulable instruction: task id, program index, engine, op, duration, name.
 
     ``label`` is the caller's name for the instruction ('' if none); ``name``
-    is the label or ``op#index``.
+    is the label or ``op#index``. ``delay``: cycles after its end until its
+    results reach other engines (the lag of its cross-engine out-edges).
     """
 
     id: int
@@ -75,6 +84,7 @@ class Task:
     duration: int
     name: str
     label: str = ""
+    delay: int = 0
 
 
 @dataclass
@@ -85,7 +95,10 @@ class TaskGraph:
     lower to a higher id. ``footprint[t, b]`` is the distinct bytes of buffer
     ``BUFFERS[b]`` task ``t`` touches; ``capacity[b]`` its budget.
     ``inorder_start[t]`` is the start of the task in the cycle model of the
-    program as written.
+    program as written. ``pred_lags[t]`` / ``succ_lags[t]`` are the lags of the
+    edges in ``preds[t]`` / ``succs[t]`` (module docstring; computed from the
+    tasks' delays when not given); ``channel[t]``: the task holds the shared
+    DRAM channel.
     """
 
     program: Program
@@ -97,8 +110,22 @@ class TaskGraph:
     inorder_start: np.ndarray
     inorder_makespan: int
     token_edges: bool = False
+    pred_lags: list[tuple[int, ...]] | None = None
+    succ_lags: list[tuple[int, ...]] | None = None
     _bottom: np.ndarray | None = field(default=None, repr=False)
     _cut_chain: int | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        def lag(u: int, v: int) -> int:
+            tu = self.tasks[u]
+            return tu.delay if tu.engine != self.tasks[v].engine else 0
+        if self.pred_lags is None:
+            self.pred_lags = [tuple(lag(u, v) for u in ps) for v, ps in enumerate(self.preds)]
+        if self.succ_lags is None:
+            self.succ_lags = [tuple(lag(u, v) for v in ss) for u, ss in enumerate(self.succs)]
+        cfg = self.program.config if self.program is not None else None    # None: a bare graph
+        self.channel = np.array([cfg is not None and uses_channel(t.op, cfg) for t in self.tasks],
+                                dtype=bool)
 
     @property
     def n(self) -> int:
@@ -119,21 +146,31 @@ class TaskGraph:
         """Every dependency edge (u, v), u < v."""
         return [(u, v) for v in range(self.n) for u in self.preds[v]]
 
+    def lagged_edges(self) -> list[tuple[int, int, int]]:
+        """Every dependency edge with its lag: (u, v, lag)."""
+        return [(u, v, g) for v in range(self.n) for u, g in zip(self.preds[v], self.pred_lags[v])]
+
+    def channel_work(self) -> int:
+        """Summed durations of the tasks on the shared DRAM channel (0 when not shared)."""
+        return int(self.durations[self.channel].sum()) if self.n else 0
+
     def work_bound(self) -> int:
-        """Per-engine work bound: the largest sum of durations on one engine."""
+        """Per-resource work bound: the largest sum of durations on one engine or on the
+        shared DRAM channel."""
         if not self.n:
             return 0
-        return int(np.bincount(self.engine_ids, weights=self.durations, minlength=len(ENGINES)).max())
+        return max(int(np.bincount(self.engine_ids, weights=self.durations, minlength=len(ENGINES)).max()),
+                   self.channel_work())
 
     def bottom_levels(self) -> np.ndarray:
-        """Longest path (durations included) from each task to the end of the graph."""
+        """Longest path (durations and lags included) from each task to the end of the graph."""
         if self._bottom is None:
             d = self.durations
             bl = d.copy()
             for t in range(self.n - 1, -1, -1):
                 s = self.succs[t]
                 if s:
-                    bl[t] = d[t] + max(bl[v] for v in s)
+                    bl[t] = d[t] + max(bl[v] + g for v, g in zip(s, self.succ_lags[t]))
             self._bottom = bl
         return self._bottom
 
@@ -158,11 +195,12 @@ class TaskGraph:
 
     def to_networkx(self) -> nx.DiGraph:
         """The graph as a networkx DiGraph: nodes are task ids with the Task as attribute
-        ``task``; edge ``(u, v)`` has ``weight`` = duration of u."""
+        ``task``; edge ``(u, v)`` has ``weight`` = duration of u plus the edge's lag."""
         g = nx.DiGraph()
         for t in self.tasks:
             g.add_node(t.id, task=t)
-        g.add_edges_from((u, v, {"weight": self.tasks[u].duration}) for u, v in self.edges())
+        g.add_edges_from((u, v, {"weight": self.tasks[u].duration + lag})
+                         for u, v, lag in self.lagged_edges())
         return g
 
 
@@ -341,7 +379,8 @@ def build_task_graph(program: Program, labels: Sequence[str] | None = None, *,
         if d < 1:
             raise ScheduleError(f"instruction {i} ({ins.op}) lasts {d} cycles; tasks need >= 1")
         label = labels[i] if labels is not None else ""
-        tasks.append(Task(len(tasks), i, ins.engine, ins.op, d, label or f"{ins.op}#{i}", label))
+        tasks.append(Task(len(tasks), i, ins.engine, ins.op, d, label or f"{ins.op}#{i}", label,
+                          ready_delay(ins, cfg)))
         acc = [(_region_id(a, region_of, regions), a.write) for a in accesses(ins)]
         task_access.append(acc)
         footprint.append(_footprint([r for r, _ in acc], regions))

@@ -24,8 +24,15 @@ _FIXED = ("name", "nm_patterns", "dataflows")
 Axis = tuple[tuple[str, ...], tuple[Any, ...]]
 
 
+_BOOLS = {"true": True, "1": True, "false": False, "0": False}
+
+
 def _value(field: str, text: str) -> Any:
     kind = _FIELDS[field].type
+    if kind == "bool":
+        if text.lower() not in _BOOLS:
+            raise ConfigError(f"--vary {field}: {text!r} is not a bool; give true or false")
+        return _BOOLS[text.lower()]
     try:
         return int(text) if kind == "int" else float(text) if kind == "float" else text
     except ValueError:

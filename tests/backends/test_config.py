@@ -77,6 +77,13 @@ def test_file_roundtrip(tmp_path):
     ("nm_patterns", [[3, 8]], "multipliers_per_pe"),   # N > USPE multipliers
     ("nm_patterns", [[1, 6]], "power of two"),
     ("act_buffer_bytes", 1 << 25, "24 bits"),
+    ("dram_shared", 1, "expected true or false"),
+    ("dram_shared", "yes", "expected true or false"),
+    ("dram_burst_bytes", 0, ">= 1"),
+    ("dram_outstanding_requests", -1, ">= 1"),
+    ("act_read_bytes_per_cycle", 0, ">= 1"),
+    ("wgt_read_bytes_per_cycle", 1 << 30, "at most"),
+    ("vec_read_bytes_per_cycle", 64.0, "expected an integer"),
 ])
 def test_bad_field_names_field(tmp_path, field, value, needle):
     data = _preset_dict()
@@ -149,3 +156,22 @@ def test_all_presets_meet_alignment():
         cfg = load_hardware(name)
         assert all(v % 64 == 0 for v in cfg.buffer_bytes.values()), name
         assert cfg.clock_mhz <= 100000
+
+
+def test_dram_and_read_port_defaults_and_printout():
+    """sat-vcu1525: one shared channel, 64-byte bursts, 512 requests in flight (Little's law
+    needs 308 x 64 / 64 = 308: the stream rate is the bandwidth's 308 B/cycle); read ports of
+    32 rows x 8 (2:8) x 4 bytes = 1024 B/cycle."""
+    cfg = load_hardware("sat-vcu1525")
+    assert cfg.dram_shared is True and cfg.dram_burst_bytes == 64
+    assert cfg.dram_outstanding_requests == 512
+    assert cfg.dram_stream_bytes_per_cycle == pytest.approx(77e9 * 0.8 / 200e6)
+    assert cfg.read_port_bytes_per_cycle == dict.fromkeys(("act", "wgt", "acc", "vec"), 32 * 8 * 4)
+    few = dataclasses.replace(cfg, dram_outstanding_requests=100)
+    assert few.dram_stream_bytes_per_cycle == 100 * 64 / 64
+    text = describe_hardware(cfg)
+    assert "one, shared by load and store; 64 B bursts, 512 in flight: a DMA streams 308.0 B/cycle" in text
+    assert "act 1024 B/cycle" in text
+    assert "one per DMA engine" in describe_hardware(dataclasses.replace(cfg, dram_shared=False))
+    # the paper's numbers are unchanged
+    assert (cfg.rows, cfg.cols, cfg.multipliers_per_pe, cfg.nm_groups_per_cycle) == (32, 32, 2, 1)

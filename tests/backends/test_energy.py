@@ -151,3 +151,15 @@ def test_compiled_step_sparse_spends_less_on_macs():
         assert {"FF", "BP", "WU", "OPT"} <= set(rep.by_stage())
     assert reps["bdwp:2:8"].action_j["mac_dense"] < reps["dense"].action_j["mac_dense"]
     assert reps["bdwp:2:8"].action_j["mac_nm"] > 0 == reps["dense"].action_j["mac_nm"]
+
+
+def test_dram_energy_counts_whole_bursts(small):
+    """sat-small bursts are 16 bytes: 3 rows of 10 fp32 (40 bytes) out of DRAM rows of 16
+    elements move 3 x 48 bytes; the same rows packed are one 120-byte run, 128 bytes."""
+    from satc.backends.sat.energy import instruction_activity
+    b = ProgramBuilder(small)
+    strided = b.instructions[b.load("act", 0, 0, 3, 10, dram_row_stride=16)]
+    packed = b.instructions[b.store("act", 0, 0, 3, 10)]
+    assert instruction_activity(strided, small)["dram_read"] == 3 * 48
+    assert instruction_activity(packed, small)["dram_write"] == 128
+    assert instruction_activity(strided, small)["buffer_write"] == 120     # the payload on chip

@@ -41,3 +41,20 @@ def test_nm_gemm_ideal_cycles_count_groups():
     # 2:8 at one group of 8 per PE per cycle: 4x the dense rate of 2 multipliers
     assert ideal_gemm_cycles(ins, cfg) == 64 * 64 * 256 / 8 / (32 * 32)
     assert ideal_gemm_cycles(ins, cfg) * 4 == 64 * 64 * 256 / (32 * 32 * 2)
+
+
+def test_dram_roofline_counts_whole_bursts_over_the_shared_channel():
+    """sat-small: 16-byte bursts, 16 B/cycle. A load of 10 fp32 at byte 8 of a region touches
+    bytes [8, 48): the bursts [0, 48), 48 bytes; a store of 4 x 4 fp32, 64 bytes. Shared channel:
+    (48 + 64) / 16 = 7 cycles; a channel per engine: max(48, 64) / 16 = 4."""
+    import dataclasses
+    cfg = load_hardware("sat-small")
+    for shared, cycles in ((True, 7), (False, 4)):
+        c = dataclasses.replace(cfg, dram_shared=shared)
+        b = ProgramBuilder(c)
+        ra, rc = b.alloc("a", (64,)), b.alloc("c", (4, 4))
+        b.load("act", 0, ra.addr + 8, 1, 10)
+        b.store_region(rc, "act", 0)
+        prog = b.build()
+        (ff,) = roofline(prog.instructions, ["fc/FF/matmul"] * 2, c)
+        assert ff.dram_bytes == 48 + 64 and ff.cycles["dram"] == cycles

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -15,7 +16,10 @@ from satc.backends.sat.timing import simulate, time_program
 
 
 def _dma_cycles(cfg, nbytes):
-    return cfg.issue_cycles + cfg.dram_latency_cycles + math.ceil(nbytes / cfg.dram_bytes_per_cycle)
+    """Engine cycles of a DMA of ``nbytes`` in one contiguous run that is a whole number of
+    bursts: the latency is not engine time."""
+    assert nbytes % cfg.dram_burst_bytes == 0
+    return cfg.issue_cycles + math.ceil(nbytes / cfg.dram_bytes_per_cycle)
 
 
 def _gemm_program(cfg, mt, nt, k, **kw):
@@ -39,10 +43,13 @@ def test_dense_ws_program_cycles(small):
     passes = math.ceil(ksteps / cfg.rows) * math.ceil(nt / cfg.cols)        # 2 * 2
     gemm = cfg.issue_cycles + passes * (cfg.rows * cfg.ws_preload_cycles_per_row + mt + cfg.rows + cfg.cols)
     store = _dma_cycles(cfg, mt * nt * 4)
+    lat = cfg.dram_latency_cycles
+    # the second load streams right after the first (no latency between them); the gemm
+    # waits for the loaded data: the latency after the second load's transfer
+    g0 = load_a + load_b + lat
     assert [(t.start, t.end) for t in rep.timeline] == [
-        (0, load_a), (load_a, load_a + load_b), (load_a + load_b, load_a + load_b + gemm),
-        (load_a + load_b + gemm, load_a + load_b + gemm + store)]
-    assert rep.total_cycles == load_a + load_b + gemm + store
+        (0, load_a), (load_a, load_a + load_b), (g0, g0 + gemm), (g0 + gemm, g0 + gemm + store)]
+    assert rep.total_cycles == g0 + gemm + store
     assert rep.busy_cycles["load"] == load_a + load_b and rep.busy_cycles["stce"] == gemm
     assert rep.utilisation["stce"] == gemm / rep.total_cycles
     assert rep.stce_macs == mt * nt * k
@@ -172,3 +179,91 @@ def test_builder_refuses_stationary_a_on_an_nm_gemm():
     with pytest.raises(ISAError, match="stationary_a is for dense GEMMs"):
         b.gemm(32, 32, 32, a_buf="wgt", a_addr=0, b_buf="act", b_addr=0, c_addr=0, n=2, m=8,
                stationary_a=True)
+
+
+def test_load_and_store_share_the_dram_channel(small):
+    """An independent load and store: with the shared channel (sat-small's default) the
+    store's transfer waits for the load's; with a channel per engine both start at 0."""
+    b = ProgramBuilder(small)
+    b.load("act", 0, 0, 8, 16)                        # 512 bytes
+    b.store("vec", 0, 4096, 4, 16)                    # 256 bytes
+    load = small.issue_cycles + 512 // 16             # 16 B/cycle: 3.2 GB/s x 0.5 / 100 MHz
+    store = small.issue_cycles + 256 // 16
+    rep = simulate(b.instructions, small)
+    assert [(t.start, t.end) for t in rep.timeline] == [(0, load), (load, load + store)]
+    own = dataclasses.replace(small, dram_shared=False)
+    rep = simulate(b.instructions, own)
+    assert [(t.start, t.end) for t in rep.timeline] == [(0, load), (0, store)]
+
+
+def test_a_dma_moves_whole_bursts_per_contiguous_run(small):
+    """sat-small: 16-byte bursts at 16 B/cycle. 3 rows of 10 fp32 (40 bytes) out of a DRAM row
+    of 16 elements: three runs of 40 -> 48 bytes = 144 bytes, 9 cycles (the payload, 120
+    bytes, would take 8). Packed rows (row stride = cols) are one 120-byte run: 128 bytes."""
+    from satc.backends.sat.cost_model import dma_burst_bytes, dma_runs, dram_moved_bytes
+    b = ProgramBuilder(small)
+    strided = b.instructions[b.load("act", 0, 0, 3, 10, dram_row_stride=16)]
+    packed = b.instructions[b.load("act", 0, 0, 3, 10)]
+    planes = b.instructions[b.load("act", 0, 0, 3, 10, planes=2, dram_plane_stride=30)]
+    assert dma_runs(strided) == (40, 3) and dma_burst_bytes(strided, small) == 3 * 48
+    assert instruction_cycles(strided, small) == small.issue_cycles + 144 // 16
+    assert dma_runs(packed) == (120, 1) and instruction_cycles(packed, small) == small.issue_cycles + 8
+    assert dma_runs(planes) == (240, 1) and dma_burst_bytes(planes, small) == 240
+    # the planning form: 120 bytes in runs of 40
+    assert dram_moved_bytes(120, 40, small) == 144 and dram_moved_bytes(100, 40, small) == 48 + 48 + 32
+    # sat-vcu1525: 64-byte bursts; a 40-byte row costs a whole burst
+    vcu = load_hardware("sat-vcu1525")
+    assert dma_burst_bytes(strided, vcu) == 3 * 64
+
+
+def test_latency_delays_dependants_not_the_engine(small):
+    """load -> gemm waits dram_latency_cycles after the load's transfer; two back-to-back
+    loads stream without paying it; the token from a store to a load carries it too."""
+    lat = small.dram_latency_cycles
+    b = ProgramBuilder(small)
+    b.load("act", 0, 0, 4, 16)                                     # 256 B: 1 + 16 cycles
+    b.load("wgt", 0, 1024, 16, 4, signal="stce")                   # 256 B: 1 + 16 cycles
+    b.gemm(4, 4, 16, a_buf="act", a_addr=0, b_buf="wgt", b_addr=0, c_addr=0, wait="load",
+           dataflow="os")
+    rep = simulate(b.instructions, small)
+    t = {e.index: (e.start, e.end) for e in rep.timeline}
+    assert t[0] == (0, 17) and t[1] == (17, 34)
+    assert t[2][0] == 34 + lat
+    b = ProgramBuilder(small)
+    b.store("acc", 0, 0, 4, 4, signal="load")                      # 64 B: 1 + 4 cycles
+    b.load("act", 0, 0, 4, 4, wait="store")                         # reads what the store wrote
+    rep = simulate(b.instructions, small)
+    t = {e.index: (e.start, e.end) for e in rep.timeline}
+    assert t[0] == (0, 5) and t[1] == (5 + lat, 5 + lat + 5)
+
+
+def test_outstanding_requests_cap_the_stream_rate(small):
+    """Little's law: 4 bursts of 16 B in flight over a 10-cycle latency stream 6.4 B/cycle, less
+    than the 16 B/cycle of the bandwidth: 512 bytes take ceil(512 / 6.4) = 80 cycles."""
+    few = dataclasses.replace(small, dram_outstanding_requests=4)
+    assert few.dram_stream_bytes_per_cycle == 4 * 16 / 10
+    b = ProgramBuilder(few)
+    ins = b.instructions[b.load("act", 0, 0, 8, 16)]
+    assert instruction_cycles(ins, few) == few.issue_cycles + 80
+    assert instruction_cycles(ins, small) == small.issue_cycles + 512 // 16
+
+
+def test_gemm_is_bound_by_its_operand_feed():
+    """sat-vcu1525, OS, interleaved, 256 x 256 x 1024, dense A fp32 in act streamed once per
+    column block of B (256 / 32 = 8 times): 256 * 1024 * 4 * 8 = 8 MiB over the 1024 B/cycle
+    act port = 8192 cycles. 2:8 (B compressed): array 64 passes x (1024 / 8 + 32) + 64 =
+    10304 > 8192: not port-bound. 2:16: 64 x (1024 / 16 + 32) + 64 = 6208 < 8192: port-bound."""
+    from satc.backends.sat.cost_model import gemm_array_cycles, gemm_feed_bytes
+    cfg = load_hardware("sat-vcu1525")
+    kw = dict(dataflow="os", mt=256, nt=256, k=1024, interleave=1, sparse_b=1, a_buf="act",
+              b_buf="wgt", b_dtype="fp16", idx_buf="wgt")
+    s28 = Instruction("gemm", n=2, m=8, **kw)
+    s216 = Instruction("gemm", n=2, m=16, **kw)
+    feed = 256 * 1024 * 4 * 8 // cfg.act_read_bytes_per_cycle
+    assert gemm_feed_bytes(s216, cfg)["act"] == 256 * 1024 * 4 * 8
+    assert gemm_array_cycles(s28, cfg) == 64 * (128 + 32) + 64 == gemm_cycles(s28, cfg)
+    assert gemm_array_cycles(s216, cfg) == 64 * (64 + 32) + 64 < feed
+    assert gemm_cycles(s216, cfg) == feed
+    # a wider port lifts the bound
+    wide = dataclasses.replace(cfg, act_read_bytes_per_cycle=2048)
+    assert gemm_cycles(s216, wide) == 64 * (64 + 32) + 64

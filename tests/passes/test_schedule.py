@@ -163,8 +163,13 @@ def test_checker_rejects_broken_schedules(small):
     waw = _waw_program(small)
     ok = schedule_program(waw, "list").starts_by_index()
     check_schedule(waw, ok)
+    # instruction 2 may start once the data of load 0 is ready (its end + the latency), but
+    # that is before the data of load 1, whose bytes it overwrites, lands
+    dur = {t.index: t.duration for t in build_task_graph(waw).tasks}
+    ready0 = ok[0] + dur[0] + small.dram_latency_cycles
+    assert ready0 < ok[1] + dur[1] + small.dram_latency_cycles
     with pytest.raises(ScheduleError, match="WAW hazard .*instruction 2 .*instruction 1"):
-        check_schedule(waw, {**ok, 2: ok[1]})
+        check_schedule(waw, {**ok, 2: ready0})
 
 
 def test_report_trace_and_gantt(three, tmp_path):

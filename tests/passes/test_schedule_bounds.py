@@ -137,3 +137,41 @@ def test_bounds_never_exceed_the_optimum_of_random_graphs(seed):
     res = schedule_graph(g, "cpsat", time_limit_s=20)
     assert res.solver_status == "OPTIMAL"
     assert max(cut_chain_bound(g, e) for e in range(len(ENGINES))) <= res.makespan
+
+
+def _lagged_graph(rng) -> TaskGraph:
+    """A random graph whose load / store tasks have a ready delay (the lag of their edges to
+    other engines) and share one DRAM channel."""
+    n = int(rng.integers(10, 18))
+    spec = [(str(rng.choice(["load", "stce", "vector", "store"], p=[0.3, 0.4, 0.2, 0.1])),
+             int(rng.integers(1, 12))) for _ in range(n)]
+    delay = [int(rng.integers(0, 9)) if e in ("load", "store") else 0 for e, _ in spec]
+    p = float(rng.uniform(0.08, 0.3))
+    edges = [(u, v) for v in range(n) for u in range(v) if rng.random() < p]
+    tasks = [Task(i, i, e, e, d, f"t{i}", delay=delay[i]) for i, (e, d) in enumerate(spec)]
+    preds = [tuple(sorted(u for u, v in edges if v == t)) for t in range(n)]
+    succs = [tuple(sorted(v for u, v in edges if u == t)) for t in range(n)]
+    g = TaskGraph(None, tasks, preds, succs, np.zeros((n, len(BUFFERS)), np.int64),
+                  {b: 1 for b in BUFFERS}, np.zeros(n, np.int64), 0)
+    g.channel = np.array([e in ("load", "store") for e, _ in spec])     # as with dram_shared
+    return g
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_lags_and_the_channel_in_bounds_and_schedules_of_random_graphs(seed):
+    """Every schedule keeps start_v >= end_u + lag (lag: u's delay when the engines differ)
+    and runs one channel task at a time; no bound exceeds CP-SAT's proven optimum."""
+    g = _lagged_graph(np.random.default_rng(seed))
+    d = g.durations
+    for method in ("list", "cpsat"):
+        res = schedule_graph(g, method, time_limit_s=20)
+        s = res.starts
+        for u, v in g.edges():
+            lag = g.tasks[u].delay if g.tasks[u].engine != g.tasks[v].engine else 0
+            assert s[v] >= s[u] + d[u] + lag
+        on = sorted((int(s[t]), int(s[t] + d[t])) for t in np.flatnonzero(g.channel))
+        assert all(b0 >= a1 for (_, a1), (b0, _) in zip(on, on[1:]))
+        assert g.work_bound() >= int(d[g.channel].sum())
+    assert res.solver_status == "OPTIMAL"
+    assert max(g.lower_bounds().values()) <= res.makespan
+    assert max(cut_chain_bound(g, e) for e in range(len(ENGINES))) <= res.makespan

@@ -56,6 +56,9 @@ def test_bad_axis_names_the_field():
         parse_axis("rows=eight")
     with pytest.raises(ConfigError, match="FIELD=V1"):
         parse_axis("rows")
+    assert parse_axis("dram_shared=true,False") == (("dram_shared",), (True, False))
+    with pytest.raises(ConfigError, match="dram_shared: 'yes' is not a bool"):
+        parse_axis("dram_shared=yes")
 
 
 @pytest.mark.slow
