@@ -42,6 +42,38 @@ def is_stem_conv(in_channels: int) -> bool:
     return in_channels in STEM_CHANNELS
 
 
+def grouped_conv_dense_reason(groups: int, in_channels: int, out_channels: int,
+                              spec: "SparsitySpec") -> str | None:
+    """Why a conv with ``groups`` groups stays dense under ``spec``, or None (it is pruned).
+
+    A depthwise conv has one input channel per group: N:M along Ci has nothing to choose
+    from. A grouped conv is pruned along Ci / g in FF (axis 1 of its [Co, Ci/g, kh, kw]
+    weight is already per group); BP groups of M along Co must stay inside one conv group
+    and each conv group's packed indices must start on a byte (the SAT format), so BDWP
+    needs Co/g to be a multiple of :func:`group_quantum`. The IR pass and
+    :func:`satc.sparsity.convert` both use this rule.
+    """
+    if groups == 1:
+        return None
+    if in_channels == groups:
+        return "depthwise conv: 1 input channel per group"
+    q = group_quantum(spec.n, spec.m)
+    if spec.sparse_bp and (out_channels // groups) % q:
+        return (f"grouped conv: Co/g = {out_channels // groups} is not a multiple of {q} "
+                f"(BP groups of {spec.m} along Co would straddle conv groups or index bytes)")
+    return None
+
+
+def group_quantum(n: int, m: int) -> int:
+    """The smallest channel count made of whole groups of M whose N indices of
+    ceil(log2 M) bits each fill whole bytes (32 for 2:8)."""
+    bits = n * (m - 1).bit_length()
+    k = 1
+    while (k * bits) % 8:
+        k += 1
+    return k * m
+
+
 @dataclass(frozen=True)
 class SparsitySpec:
     """A parsed sparsity mode: ``dense``, ``ff:N:M``, ``bdwp:N:M`` or ``bdwp-nested:N:M``."""

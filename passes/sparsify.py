@@ -31,7 +31,7 @@ import numpy as np
 
 from satc.errors import SparsityError
 from satc.ir.graph import Graph, Node, Value
-from satc.ir.nm import SparsitySpec, is_stem_conv, nm_mask, parse_sparsity
+from satc.ir.nm import SparsitySpec, grouped_conv_dense_reason, is_stem_conv, nm_mask, parse_sparsity
 from satc.ir.types import Stage
 
 FF_AXIS, BP_AXIS = 1, 0  # weights are [Co, Ci, ...] (conv) or [out, in] (linear)
@@ -217,8 +217,11 @@ def sparsify(graph: Graph, spec: str | SparsitySpec, exclude: Sequence[str] = ()
             continue
         seen.add(w.name)
         stem = node.op == "conv2d" and is_stem_conv(node.inputs[0].shape[1])
-        if spec.is_dense or stem or node.layer in exclude or w.name in exclude:
-            why = "" if spec.is_dense else ("stem (image input)" if stem else "excluded by user")
+        grouped = None if spec.is_dense or node.op != "conv2d" else grouped_conv_dense_reason(
+            node.attrs["groups"], node.inputs[0].shape[1], w.shape[0], spec)
+        if spec.is_dense or stem or grouped or node.layer in exclude or w.name in exclude:
+            why = "" if spec.is_dense else ("stem (image input)" if stem else grouped
+                                            or "excluded by user")
             report.layers.append(WeightSparsity(node.layer, w.name, "dense", "dense", reason=why))
             continue
         report.layers.append(_sparsify_weight(g, spec, node, pregenerate))

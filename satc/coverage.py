@@ -11,8 +11,10 @@ state when ``sparsity`` asks for it) and classifies each IR op:
   core-ATen decomposition): the import error lists every such op, and the
   rest of the model cannot be classified until they are rewritten.
 
-A lowering may still refuse some attributes of an op it lowers (a conv with
-groups > 1, softmax over a middle axis); ``satc.compile`` names the node.
+A lowering may still refuse some attributes of an op it lowers (softmax over
+a middle axis); ``satc.compile`` names the node. Convs are classified by their
+attributes: a dilated conv is ``interpreter`` (no SAT lowering), a grouped or
+depthwise one (groups > 1) is ``sat`` with a note (how SAT runs it).
 """
 
 from __future__ import annotations
@@ -46,9 +48,29 @@ def graph_coverage(graph: Graph) -> list[OpCoverage]:
     stages: dict[str, set[str]] = defaultdict(set)
     for n in graph.nodes:
         stages[n.op].add(n.stage.value)
-    rows = [OpCoverage(op, "sat" if op in LOWERINGS else "interpreter", c, tuple(sorted(stages[op])))
+    rows = [OpCoverage(op, _conv_status(graph, op) if op in LOWERINGS else "interpreter", c,
+                       tuple(sorted(stages[op])), _conv_note(graph, op))
             for op, c in counts.items()]
     return sorted(rows, key=lambda r: (STATUSES.index(r.status), r.op))
+
+
+_CONVS = ("conv2d", "conv2d_grad_input", "conv2d_grad_weight")
+
+
+def _conv_status(graph: Graph, op: str) -> str:
+    """'interpreter' for a conv op some node of which is dilated (no SAT lowering), else 'sat'."""
+    dilated = op in _CONVS and any(tuple(n.attrs["dilation"]) != (1, 1)
+                                   for n in graph.nodes if n.op == op)
+    return "interpreter" if dilated else "sat"
+
+
+def _conv_note(graph: Graph, op: str) -> str:
+    """A note for conv ops with groups > 1 (how SAT runs them), else ''."""
+    groups = sorted({n.attrs["groups"] for n in graph.nodes if n.op == op and op in _CONVS} - {1})
+    if not groups:
+        return ""
+    return (f"groups {groups}: one implicit GEMM per group on the STCE; stride-1 depthwise "
+            "on the vector engine")
 
 
 def coverage(model: Any, example_inputs: Sequence[Any] | None = None,

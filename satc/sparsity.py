@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from satc.errors import SparsityError
-from satc.ir.nm import SparsitySpec, is_stem_conv, parse_sparsity
+from satc.ir.nm import SparsitySpec, grouped_conv_dense_reason, is_stem_conv, parse_sparsity
 
 __all__ = ["LayerSparsity", "SparseConv2d", "SparseLinear", "convert", "nm_density",
            "nm_mask", "report"]
@@ -181,6 +181,9 @@ def _dense_reason(name: str, module: nn.Module, spec: SparsitySpec,
         return "excluded"
     if isinstance(module, nn.Conv2d) and is_stem_conv(module.in_channels):
         return "stem"
+    if isinstance(module, nn.Conv2d):
+        return grouped_conv_dense_reason(module.groups, module.in_channels, module.out_channels,
+                                         spec)
     return None
 
 

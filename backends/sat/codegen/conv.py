@@ -22,7 +22,7 @@ X[(tap, Ci), L]^T`` accumulated over image tiles of L (dY loaded once per group)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from satc.backends.sat.codegen.lowering import (
@@ -33,6 +33,7 @@ from satc.backends.sat.codegen.lowering import (
     lowering,
 )
 from satc.backends.sat.codegen.conv_geometry import bp_phases
+from satc.backends.sat.codegen.grouped_conv import lower_grouped_conv
 from satc.backends.sat.codegen.memory import Compressed, Dense, TapMajor
 from satc.backends.sat.codegen.partition import align
 from satc.backends.sat.codegen.tiling import GemmProblem, Tile
@@ -409,14 +410,132 @@ def _x_window(ctx: LowerCtx, node: Node, channels_are_k: bool) -> WindowOperand:
                                     t % kw // sw), (ho, wo), channels_are_k)
 
 
+def _wide_row0(node: Node, x: Dense, p: GemmProblem) -> int | None:
+    """The padded row of ``x`` the wide copies start at (:func:`_wide_gemm`), or None when
+    the storage's padded rows are not the conv's (another consumer padded them wider)."""
+    pt, pl, _, _ = node.attrs["padding"]
+    if not p.window or x.hw_padded[1] != p.window[2] or x.pads[1] != pl:
+        return None
+    return x.pads[0] - pt
+
+
+def _wide_gemm(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile, a, x: Dense,
+               row0: int) -> None:
+    """Stride-1 conv FF with wide windows: per (M, N, K) tile, kw DMAs load every image's
+    padded rows from row ``row0`` on, copy ``v`` shifted by ``v`` elements, laid out
+    [v][ci][image][seg]; kernel row ``u`` is then one GEMM reading them ``u * wp`` further
+    (rows (v, ci) at a uniform stride), its output column ``i * wp + j`` of each image being
+    output pixel (i, j). The columns j >= Wo and the rows between images are computed and
+    dropped by the stores. Taps are tap-major in K as in :func:`_tiled_gemm`."""
+    kh, kw, wp, seg = p.window
+    ho, wo = node.outputs[0].shape[2:]
+    hw, c = ho * wo, x.shape[1]
+    hp = x.hw_padded[0]
+    out = _act(ctx, node.outputs[0])
+    ohp, owp = out.hw_padded
+    images = tile.nt // hw
+    slots, nm = tile.slots, p.nm or (0, 0)
+    a_t = [ctx.alloc(p.a_buf, p.a_tile_bytes(tile.mt, kw * tile.kt), "A tile") for _ in range(slots)]
+    b_t = [ctx.alloc(p.b_buf, kw * tile.kt * images * seg * p.b_bytes, "wide B tile")
+           for _ in range(slots)]
+    c_t = [ctx.alloc("acc", tile.mt * images * seg * 4, "wide C tile") for _ in range(slots)]
+    it = ib = ct = 0
+    for m0, m1 in chunks(p.m, tile.mt):
+        for n0, n1 in chunks(p.n, tile.nt):
+            img0, imgs = n0 // hw, (n1 - n0) // hw
+            span = imgs * seg
+            c_addr = c_t[ct % slots]
+            ct += 1
+            for k0, k1 in chunks(p.k, tile.kt):
+                kk, sb = k1 - k0, b_t[ib % slots]
+                ib += 1
+                for v in range(kw):
+                    ctx.b.load(p.b_buf, sb + v * kk * span * 4, x.addr_of(img0, k0, row0, v), imgs,
+                               seg, planes=kk, dram_plane_stride=hp * wp,
+                               dram_row_stride=c * hp * wp, buf_plane_stride=span,
+                               buf_row_stride=seg)
+                for u in range(kh):
+                    sa = a_t[it % slots]
+                    it += 1
+                    idx = sa + align(tile.mt * groups(kw * kk, nm[1]) * nm[0] * p.a_bytes) \
+                        if p.sparse else 0
+                    la = a.load(ctx, list(range(u * kw, u * kw + kw)), m0, m1, k0, k1, p.a_buf,
+                                sa, idx)
+                    ctx.b.gemm(m1 - m0, p.wide_columns(imgs), kw * kk, a_buf=p.a_buf,
+                               a_addr=la.addr, a_stride=la.stride, a_dtype=la.dtype,
+                               b_buf=p.b_buf, b_addr=sb + u * wp * 4, b_stride=span,
+                               c_addr=c_addr, c_stride=span, n=nm[0], m=nm[1],
+                               idx_buf=p.a_buf, idx_addr=la.idx_addr,
+                               idx_stride=la.idx_stride if p.sparse else None,
+                               dataflow=tile.dataflow, trans_a=la.k_major and not a.sparse,
+                               accumulate=(k0, u) != (0, 0), interleave=tile.interleave,
+                               stationary_a=tile.stationary_a)
+            for j in range(imgs):
+                ctx.b.store("acc", c_addr + j * seg * 4, out.addr_of(img0 + j, m0, out.pads[0],
+                                                                     out.pads[1]),
+                            ho, wo, planes=m1 - m0, dram_plane_stride=ohp * owp,
+                            dram_row_stride=owp, buf_plane_stride=span, buf_row_stride=wp)
+
+
 @lowering("conv2d", pads=_conv_pads, derived=_derived)
 def lower_conv2d(ctx: LowerCtx, node: Node) -> None:
-    """FF conv: Y[Co, L] = sum over taps of W_tap[Co, Ci] X_tap[Ci, L] (W_ff N:M along Ci)."""
+    """FF conv: Y[Co, L] = sum over taps of W_tap[Co, Ci] X_tap[Ci, L] (W_ff N:M along Ci);
+    a wide tile (:attr:`Tile.wide`) loads each input window once for all taps
+    (:func:`_wide_gemm`), falling back to per-tap windows when the input's storage is
+    padded wider than the conv."""
+    if node.attrs["groups"] != 1:
+        return lower_grouped_conv(ctx, node)
     p, tile = _problem(ctx, node)
-    opb = _x_window(ctx, node, channels_are_k=True)
     opa = _weight(ctx, node, node.inputs[1], True, 1)
+    x = _act(ctx, node.inputs[0])
+    row0 = _wide_row0(node, x, p) if tile.wide else None
+    if row0 is not None:
+        ctx.fresh_arena()
+        _wide_gemm(ctx, node, p, tile, opa, x, row0)
+        return
+    if tile.wide:
+        tile = replace(tile, wide=False)
+    opb = _x_window(ctx, node, channels_are_k=True)
     ctx.fresh_arena()
     _tiled_gemm(ctx, p, tile, opa, opb, _store_nchw(ctx, node.outputs[0], node.outputs[0].shape[2:]))
+
+
+def phase_scatter(ctx: LowerCtx, node: Node, tile: Tile, phases, hm: int, wm: int, dm: int = 0
+                  ) -> tuple[Callable, Callable]:
+    """(scatter, finish) of a strided input gradient: each phase's C tile goes into an on-chip
+    dX tile by ``avgpool_grad`` (1x1 window, strides sh, sw: the zero-dilation of the phase;
+    the first phase writes the zeros), stored once per output tile at channel offset ``dm``."""
+    sh, sw = node.attrs["stride"]
+    dx = _act(ctx, node.outputs[0])
+    h, w_ = dx.shape[2:]
+    hp, wp = dx.hw_padded
+    full = [ctx.alloc("vec", sh * sw * tile.mt * tile.nt * 4, "dX tile") for _ in range(tile.slots)]
+    count = [0]
+
+    def scatter(gi, m0, m1, n0, n1, c, c_stride):
+        rho, sig, _ = phases[gi]
+        f = full[count[0] % tile.slots]
+        per_ci = (n1 - n0) // wm
+        if sh * per_ci > MAX_ROWS:
+            raise ctx.fail(f"{per_ci} rows per channel in one input-gradient tile",
+                           "use fewer images per tile")
+        for c0, c1 in chunks(m1 - m0, MAX_ROWS // (sh * per_ci)):
+            q = (c1 - c0) * per_ci
+            ctx.b.vec("avgpool_grad", sh * q - rho, sw * wm - sig, s1_buf="acc",
+                      s1_addr=c + c0 * c_stride * 4, s1_stride=wm,
+                      d_addr=f + ((c0 * per_ci * sh + rho) * sw * wm + sig) * 4, d_stride=sw * wm,
+                      window=(1, 1, sh, sw), accumulate=gi > 0)
+
+    def finish(m0, m1, n0, n1):
+        f = full[count[0] % tile.slots]
+        count[0] += 1
+        imgs, img0 = (n1 - n0) // (hm * wm), n0 // (hm * wm)
+        for i in range(imgs):
+            ctx.b.store("vec", f + i * sh * hm * sw * wm * 4,
+                        dx.addr_of(img0 + i, m0 + dm, dx.pads[0], dx.pads[1]), h, w_,
+                        planes=m1 - m0, dram_plane_stride=hp * wp, dram_row_stride=wp,
+                        buf_plane_stride=imgs * sh * hm * sw * wm, buf_row_stride=sw * wm)
+    return scatter, finish
 
 
 @lowering("conv2d_grad_input", pads=_conv_pads)
@@ -425,6 +544,8 @@ def lower_conv2d_grad_input(ctx: LowerCtx, node: Node) -> None:
     W_tap^T[Ci, Co] dY_window[Co, L]; stride 1 is one phase, stored directly. A strided conv
     scatters each phase's C tile into an on-chip dX tile (``avgpool_grad`` with a 1x1
     window and strides (sh, sw): the zero-dilation of the phase), which is stored once."""
+    if node.attrs["groups"] != 1:
+        return lower_grouped_conv(ctx, node)
     p, tile = _problem(ctx, node)
     dy, w = node.inputs
     sh, sw = node.attrs["stride"]
@@ -441,36 +562,7 @@ def lower_conv2d_grad_input(ctx: LowerCtx, node: Node) -> None:
         raise ctx.fail(f"stride {node.attrs['stride']} with padding {node.attrs['padding']} "
                        "leaves input-gradient phase (0, 0) without taps",
                        "not supported by the SAT lowering yet")
-    dx = _act(ctx, node.outputs[0])
-    h, w_ = dx.shape[2:]
-    hp, wp = dx.hw_padded
-    full = [ctx.alloc("vec", sh * sw * tile.mt * tile.nt * 4, "dX tile") for _ in range(tile.slots)]
-    count = [0]
-
-    def scatter(g, m0, m1, n0, n1, c, c_stride):
-        rho, sig, _ = phases[g]
-        f = full[count[0] % tile.slots]
-        per_ci = (n1 - n0) // wm                 # C rows of length Wm per channel
-        if sh * per_ci > MAX_ROWS:
-            raise ctx.fail(f"{per_ci} rows per channel in one input-gradient tile",
-                           "use fewer images per tile")
-        step = MAX_ROWS // (sh * per_ci)
-        for c0, c1 in chunks(m1 - m0, step):
-            q = (c1 - c0) * per_ci
-            ctx.b.vec("avgpool_grad", sh * q - rho, sw * wm - sig, s1_buf="acc",
-                      s1_addr=c + c0 * c_stride * 4, s1_stride=wm,
-                      d_addr=f + ((c0 * per_ci * sh + rho) * sw * wm + sig) * 4, d_stride=sw * wm,
-                      window=(1, 1, sh, sw), accumulate=g > 0)
-
-    def finish(m0, m1, n0, n1):
-        f = full[count[0] % tile.slots]
-        count[0] += 1
-        imgs, img0 = (n1 - n0) // (hm * wm), n0 // (hm * wm)
-        for j in range(imgs):
-            ctx.b.store("vec", f + j * sh * hm * sw * wm * 4,
-                        dx.addr_of(img0 + j, m0, dx.pads[0], dx.pads[1]), h, w_, planes=m1 - m0,
-                        dram_plane_stride=hp * wp, dram_row_stride=wp,
-                        buf_plane_stride=imgs * sh * hm * sw * wm, buf_row_stride=sw * wm)
+    scatter, finish = phase_scatter(ctx, node, tile, phases, hm, wm)
     _tiled_gemm(ctx, p, tile, opa, opb, scatter, [[t for t, _, _ in taps] for _, _, taps in phases],
                 finish)
 
@@ -478,6 +570,8 @@ def lower_conv2d_grad_input(ctx: LowerCtx, node: Node) -> None:
 @lowering("conv2d_grad_weight", pads=_conv_pads, derived=_derived)
 def lower_conv2d_grad_weight(ctx: LowerCtx, node: Node) -> None:
     """WU conv: per tap dW_tap[Co, Ci] = dY[Co, L] X_tap[Ci, L]^T, dense, accumulated over L tiles."""
+    if node.attrs["groups"] != 1:
+        return lower_grouped_conv(ctx, node)
     p, tile = _problem(ctx, node)
     dy = node.inputs[0]
     sdy = _act(ctx, dy)

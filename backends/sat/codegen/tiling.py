@@ -22,9 +22,10 @@ The cost model reuses the STCE timing formula of the cycle model
 * compute = the sum over the GEMM instructions of
   (``gemm_cycles(mt, nt', k')`` + issue), with ``k' = taps x kt`` (FF, BP) or
   ``nt' = taps x nt`` (WU);
-* DMA = bytes moved (A reloaded once per N tile, B once per M tile, C
-  stored once) / DRAM bytes per cycle + one DRAM latency per transfer (a
-  window operand: one per image and tap; a weight: one 3-D DMA over taps);
+* DMA = the channel cycles of the bytes moved (A reloaded once per N tile, B once
+  per M tile, C stored once), each contiguous DRAM run rounded up to whole bursts
+  (:func:`~satc.backends.sat.cost_model.transfer_cycles`: a window moves rows of the
+  output width, a wide window whole segments), plus ``issue_cycles`` per transfer;
 * with double buffering (both slots fit) loads overlap compute:
   ``max(compute, DMA)``, otherwise ``compute + DMA``.
 """
@@ -43,7 +44,7 @@ from satc.backends.sat.codegen.partition import (
     main_buffer_bytes,
 )
 from satc.backends.sat.config import HardwareConfig
-from satc.backends.sat.cost_model import gemm_cycles
+from satc.backends.sat.cost_model import gemm_cycles, transfer_cycles
 from satc.backends.sat.isa import DTYPE_BYTES, Instruction, field_max
 from satc.backends.sat.nmformat import groups, index_bits, row_bytes
 from satc.ir.graph import Graph, Node
@@ -51,6 +52,7 @@ from satc.ir.graph import Graph, Node
 from satc.errors import CompileError
 
 MAX_FIELD = field_max("gemm", "mt")     # mt, nt, k and buffer row strides: 16-bit ISA fields
+MAX_PLANES = field_max("load", "planes")
 #: The search charges this share of a tiling's DMA cycles on top of its estimate: DMA hidden
 #: under one GEMM's compute still occupies the load engine that the nodes running beside it
 #: (WU beside BP, the next layer's loads) need. ResNet-18 CIFAR b32 bdwp:2:8, list schedule:
@@ -72,6 +74,10 @@ class GemmProblem:
     along K (conv FF / BP), 'n' puts taps side by side along N with A shared (conv WU),
     None: one tap per instruction. ``tap_sets``: the sizes of the tap sets that accumulate
     into one C tile (the output phases of a strided input gradient; empty: all taps).
+    ``row``: the output row width of a conv (window loads and stores move rows of it).
+    ``window`` = (kh, kw, wp, seg): B (a stride-1 conv input) may instead be loaded as kw
+    column-shifted copies of each image's padded rows, ``seg`` elements per image and
+    channel, that every kernel row reads at an offset of ``wp`` per row (:attr:`Tile.wide`).
     """
 
     m: int
@@ -91,6 +97,8 @@ class GemmProblem:
     scatter: int = 0
     fold: str | None = None
     tap_sets: tuple[int, ...] = ()
+    window: tuple[int, int, int, int] = ()
+    row: int = 0
 
     def a_tile_bytes(self, mt: int, kt: int) -> int:
         """Bytes of one A tile (values and packed indices when compressed)."""
@@ -121,6 +129,44 @@ class GemmProblem:
         """(K, N) of one GEMM instruction that takes ``taps`` taps of an (nt, kt) tile."""
         return (taps * kt, nt) if self.fold == "k" else (kt, taps * nt)
 
+    def runs(self, mt: int, nt: int, kt: int) -> tuple[int, int]:
+        """Contiguous DRAM bytes per run of the A and B tile loads: a conv window row
+        (``row`` elements wide: a window operand), a matrix tile's row (the whole tile when
+        it spans full rows)."""
+        a = self.row * 4 if self.fold == "n" else \
+            (mt * kt if kt == self.k else kt) * self.a_bytes
+        b = self.row * 4 if self.fold else (kt * nt if nt == self.n else nt) * self.b_bytes
+        return a, b
+
+    def c_run(self, nt: int) -> int:
+        """Contiguous DRAM bytes per run of the C stores (an output row of a conv)."""
+        if self.fold == "k":
+            return self.row * 4
+        return (self.m * nt if nt == self.n else nt) * 4
+
+    def wide_columns(self, images: int) -> int:
+        """N of one wide GEMM over ``images`` images: their segments, less the last rows
+        that only the lower kernel rows read."""
+        kh, _, wp, seg = self.window
+        return images * seg - (kh - 1) * wp
+
+    def wide_buffer_use(self, mt: int, nt: int, kt: int, slots: int) -> dict[str, int]:
+        """Bytes per on-chip buffer of a wide tiling (:attr:`Tile.wide`) with ``slots`` copies."""
+        _, kw, _, seg = self.window
+        images = nt // self.n_quantum
+        use = {"act": 0, "wgt": 0, "acc": 0, "vec": 0}
+        use[self.a_buf] += slots * self.a_tile_bytes(mt, kw * kt)
+        use[self.b_buf] += slots * align(kw * kt * images * seg * self.b_bytes)
+        use["acc"] += slots * align(mt * images * seg * 4)
+        return use
+
+    def wide_fits_fields(self, nt: int, kt: int) -> bool:
+        """Whether a wide tiling's GEMM and DMA fields hold (16-bit N, K and strides) and, for
+        N:M, each tap's packed index row of the K tile ends on a byte (taps stack along K)."""
+        _, kw, _, seg = self.window
+        return (nt // self.n_quantum) * seg <= MAX_FIELD and kw * kt <= MAX_FIELD \
+            and kt <= MAX_PLANES and (self.sparse is None or kt % self.k_quantum == 0)
+
     def tap_choices(self, nt: int, kt: int) -> list[int]:
         """Taps per GEMM instruction a tile may take: 1, or (with whole per-tap K for
         'k', whole N for 'n') 2 up to the largest tap set, within the 16-bit fields."""
@@ -139,7 +185,10 @@ class GemmProblem:
 class Tile:
     """A tiling choice: tile sizes, dataflow, buffer slots and the estimate it won with;
     ``stationary_a``: a dense WS GEMM keeps A (not B) stationary in the array; ``taps``:
-    kernel taps per GEMM instruction (see :attr:`GemmProblem.fold`)."""
+    kernel taps per GEMM instruction (see :attr:`GemmProblem.fold`); ``wide``: B is loaded
+    once per K tile as shifted copies (:attr:`GemmProblem.window`), one GEMM per kernel row
+    of ``taps`` = kw taps over ``seg`` output positions per image, some of which (the
+    padding columns, and the rows between images) are computed and dropped."""
 
     mt: int
     nt: int
@@ -150,6 +199,7 @@ class Tile:
     interleave: bool = True
     stationary_a: bool = False
     taps: int = 1
+    wide: bool = False
 
 
 def nm_k_quantum(n: int, m: int) -> int:
@@ -161,12 +211,23 @@ def nm_k_quantum(n: int, m: int) -> int:
 def _conv_checks(node: Node) -> None:
     a = node.attrs
     what = f"layer {node.layer!r} ({node.name}, {node.op})"
-    if a["groups"] != 1:
-        raise CompileError(f"{what}: grouped convolution (groups={a['groups']}) is not supported "
-                           "by the SAT lowering yet; use groups=1")
     if tuple(a["dilation"]) != (1, 1):
         raise CompileError(f"{what}: dilated convolution is not supported by the SAT lowering yet; "
                            "use dilation 1")
+
+
+def conv_window(node: Node) -> tuple[int, int, int, int]:
+    """(kh, kw, wp, seg) of a stride-1 conv2d's wide B operand (:attr:`GemmProblem.window`):
+    ``wp`` the input's width with the conv's padding, ``seg`` the elements of each image and
+    channel the output rows and all kernel rows read; () when it does not apply (strided,
+    1x1)."""
+    kh, kw = node.inputs[1].shape[2:]
+    if tuple(node.attrs["stride"]) != (1, 1) or kh * kw == 1:
+        return ()
+    pt, pl, pb, pr = node.attrs["padding"]
+    ho, wo = node.outputs[0].shape[2:]
+    wp = node.inputs[0].shape[3] + pl + pr
+    return kh, kw, wp, (ho + kh - 2) * wp + wo
 
 
 def _matmul_problem(node: Node, pat: tuple[int, int] | None, kq: int, wbytes: int) -> GemmProblem:
@@ -197,6 +258,8 @@ def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
     kq = nm_k_quantum(*pat) if pat else 1
     if node.op == "matmul":
         return _matmul_problem(node, pat, kq, wbytes)
+    if node.op.startswith("conv2d") and node.attrs["groups"] != 1:
+        return None                 # grouped / depthwise: planned by its own lowering
     if node.op == "conv2d":
         _conv_checks(node)
         x, w = node.inputs
@@ -205,7 +268,8 @@ def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
         hw = y.shape[2] * y.shape[3]
         return GemmProblem(co, x.shape[0] * hw, ci, taps=kh * kw, sparse="a" if nm else None,
                            nm=pat, n_quantum=hw, k_quantum=kq, a_buf="wgt", b_buf="act",
-                           a_bytes=wbytes, fold="k")
+                           a_bytes=wbytes, fold="k", window=conv_window(node),
+                           row=y.shape[3])
     if node.op == "conv2d_grad_input":
         _conv_checks(node)
         dy, w = node.inputs
@@ -216,14 +280,14 @@ def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
         return GemmProblem(ci, xs[0] * hw, co, taps=kh * kw, sparse="a" if nm else None,
                            nm=pat, n_quantum=hw, k_quantum=kq, a_buf="wgt", b_buf="act",
                            a_bytes=wbytes, scatter=sh * sw if sh * sw > 1 else 0, fold="k",
-                           tap_sets=tuple(len(taps) for _, _, taps in bp_phases(node)[2]))
+                           row=-(-xs[3] // sw), tap_sets=tuple(len(taps) for _, _, taps in bp_phases(node)[2]))
     if node.op == "conv2d_grad_weight":
         _conv_checks(node)
         dy, x = node.inputs
         co, ci, kh, kw = node.attrs["weight_shape"]
         hw = dy.shape[2] * dy.shape[3]
         return GemmProblem(co, ci, dy.shape[0] * hw, taps=kh * kw, taps_in_k=False,
-                           k_quantum=hw, a_buf="act", b_buf="wgt", fold="n")
+                           k_quantum=hw, a_buf="act", b_buf="wgt", fold="n", row=dy.shape[3])
     return None
 
 
@@ -238,15 +302,18 @@ def _candidates(full: int, quantum: int) -> list[int]:
 
 
 @functools.lru_cache(maxsize=65536)
-def _tile_gemm_cycles(nm: tuple[int, int] | None, sparse_b: bool, mt: int, nt: int, kt: int,
-                      dataflow: str, interleave: bool, stationary_a: bool,
-                      cfg: HardwareConfig) -> int:
-    """The cycle model's cycles of one tile GEMM (memoised: the tile search asks often)."""
-    n, m = nm or (0, 0)
-    return gemm_cycles(Instruction("gemm", dataflow=dataflow, n=n, m=m, sparse_b=int(sparse_b),
-                                   a_buf="wgt", b_buf="act", idx_buf="wgt", mt=mt, nt=nt, k=kt,
-                                   interleave=int(interleave), stationary_a=int(stationary_a)),
-                       cfg)
+def _tile_gemm_cycles(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, interleave: bool,
+                      stationary_a: bool, cfg: HardwareConfig) -> int:
+    """The cycle model's cycles of one tile GEMM of ``p`` (its buffers and element types: the
+    operand feed counts), memoised: the tile search asks often."""
+    n, m = p.nm if p.sparse else (0, 0)
+    dtype = {2: "fp16", 4: "fp32"}
+    return gemm_cycles(Instruction("gemm", dataflow=dataflow, n=n, m=m, sparse_b=int(p.sparse == "b"),
+                                   a_buf=p.a_buf, b_buf=p.b_buf,
+                                   idx_buf=p.b_buf if p.sparse == "b" else p.a_buf,
+                                   a_dtype=dtype[p.a_bytes], b_dtype=dtype[p.b_bytes], mt=mt,
+                                   nt=nt, k=kt, interleave=int(interleave),
+                                   stationary_a=int(stationary_a)), cfg)
 
 
 def gemm_instructions(p: GemmProblem, mt: int, nt: int, kt: int, taps: int = 1
@@ -282,9 +349,8 @@ def gemm_work(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, cfg: Har
     k_images = max(kt // p.k_quantum, 1) if p.fold == "n" else 1
     compute = a_bytes = b_bytes = transfers = 0
     for count, n_i, k_i, g in gemm_instructions(p, mt, nt, kt, taps):
-        compute += count * (_tile_gemm_cycles(p.nm if p.sparse else None, p.sparse == "b", mt,
-                                              n_i, k_i, dataflow, interleave, stationary_a, cfg)
-                            + cfg.issue_cycles)
+        compute += count * (_tile_gemm_cycles(p, mt, n_i, k_i, dataflow, interleave,
+                                              stationary_a, cfg) + cfg.issue_cycles)
         a_bytes += count * p.a_tile_bytes(mt, k_i)
         b_bytes += count * p.b_tile_bytes(k_i, n_i)
         # A: one (3-D) DMA, plus its indices, or one per image of a dY window (WU);
@@ -293,8 +359,28 @@ def gemm_work(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, cfg: Har
                               + g * images * k_images + (p.sparse == "b"))
     c_bytes = outer * p.m * p.n * 4
     transfers += outer * nm_ * nn_
-    dma = (a_bytes + b_bytes + c_bytes) / cfg.dram_bytes_per_cycle \
-        + transfers * (cfg.dram_latency_cycles + cfg.issue_cycles)
+    a_run, b_run = p.runs(mt, nt, kt)
+    dma = transfer_cycles(a_bytes, a_run, cfg) + transfer_cycles(b_bytes, b_run, cfg) \
+        + transfer_cycles(c_bytes, p.c_run(nt), cfg) + transfers * cfg.issue_cycles
+    return compute, dma
+
+
+def wide_work(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, cfg: HardwareConfig,
+              interleave: bool = True, stationary_a: bool = False) -> tuple[float, float]:
+    """(compute, DMA) cycles of a wide tiling (:attr:`Tile.wide`): per (M, N, K) tile the kw
+    shifted copies of B (one DMA each), then per kernel row one A load and one GEMM."""
+    kh, kw, _, seg = p.window
+    images = nt // p.n_quantum
+    tiles = -(-p.m // mt) * -(-p.n // nt) * -(-p.k // kt)
+    gemm = _tile_gemm_cycles(p, mt, p.wide_columns(images), kw * kt, dataflow, interleave,
+                             stationary_a, cfg)
+    compute = tiles * kh * (gemm + cfg.issue_cycles)
+    a_bytes = tiles * kh * p.a_tile_bytes(mt, kw * kt)
+    b_bytes = tiles * kw * kt * images * seg * p.b_bytes
+    transfers = tiles * (kh * (1 + (p.sparse == "a")) + kw) + -(-p.m // mt) * -(-p.n // nt)
+    dma = transfer_cycles(a_bytes, p.runs(mt, nt, kt)[0], cfg) \
+        + transfer_cycles(b_bytes, seg * p.b_bytes, cfg) \
+        + transfer_cycles(p.m * p.n * 4, p.c_run(nt), cfg) + transfers * cfg.issue_cycles
     return compute, dma
 
 
@@ -335,6 +421,19 @@ def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: boo
                         compute, dma = gemm_work(p, mt, nt, kt, df, cfg, interleave, sa, taps)
                         t = Tile(mt, nt, kt, df, slots, _overlapped(compute, dma, slots),
                                  interleave, sa, taps)
+                        cost = t.cycles + DMA_WEIGHT * dma
+                        if best is None or cost < best_cost:
+                            best, best_cost = t, cost
+                if not p.window or not p.wide_fits_fields(nt, kt):
+                    continue
+                for slots in (2, 1):
+                    use = p.wide_buffer_use(mt, nt, kt, slots)
+                    if any(use[b] > room[b] for b in use):
+                        continue
+                    for df, sa in _orientations(p, cfg):
+                        compute, dma = wide_work(p, mt, nt, kt, df, cfg, interleave, sa)
+                        t = Tile(mt, nt, kt, df, slots, _overlapped(compute, dma, slots),
+                                 interleave, sa, p.window[1], wide=True)
                         cost = t.cycles + DMA_WEIGHT * dma
                         if best is None or cost < best_cost:
                             best, best_cost = t, cost
@@ -388,6 +487,6 @@ def format_tile_plan(graph: Graph, plan: TilePlan) -> str:
             p, t = plan[node.name].problem, plan[node.name].tile
             shape = f"{p.m}x{p.n}x{p.k} ({p.taps})"
             lines.append(f"{node.name:<16} {node.layer or '-':<20} {str(node.stage):<5} "
-                         f"{node.op:<20} {shape:<24} {f'{t.mt}x{t.nt}x{t.kt}' + (f'/{t.taps}t' if t.taps > 1 else ''):<18} "
+                         f"{node.op:<20} {shape:<24} {f'{t.mt}x{t.nt}x{t.kt}' + (f'/{t.taps}t' if t.taps > 1 else '') + ('w' if t.wide else ''):<18} "
                          f"{t.dataflow + ('/A' if t.stationary_a else ''):<5} {t.slots:>5} {t.cycles:>11}")
     return "\n".join(lines)
