@@ -36,6 +36,7 @@ from satc.backends.sat.codegen import NodeSpan
 from satc.backends.sat.config import DEFAULT_HARDWARE, HardwareConfig, load_hardware
 from satc.backends.sat.cost_model import instruction_cycles
 from satc.backends.sat.isa import ENGINES, Instruction
+from satc.backends.sat.roofline import PHASES, roofline
 from satc.compiler import compile as compile_step
 from satc.dse.cache import ResultCache, default_cache_dir, graph_digest, result_key
 from satc.dse.runner import dask_client, run_jobs
@@ -78,6 +79,7 @@ class Row:
     static_j: float = 0.0
     energy_engine: dict[str, float] = dataclasses.field(default_factory=dict)   # dynamic + idle J
     energy_stage: dict[str, float] = dataclasses.field(default_factory=dict)    # dynamic J
+    roofline: dict[str, list] = dataclasses.field(default_factory=dict)  # phase -> [bound, limiter]
 
 
 def training_step(model: str, batch: int, mode: str, pregenerate: bool = True) -> Graph:
@@ -121,7 +123,9 @@ def measure(model: str, batch: int, mode: str, cfg, scheduler: str = "list",
                {s.value: busy[s.value] / total_busy for s in STAGES},
                engine_utilisation(result), compile_s, result.baselines["inorder"],
                energy_j=energy.total_j, static_j=energy.static_j, energy_engine=energy.by_engine(),
-               energy_stage=energy.by_stage())
+               energy_stage=energy.by_stage(),
+               roofline={p.phase: [p.bound, p.limiter]
+                         for p in roofline(program.instructions, prog.labels, cfg)})
 
 
 def _measure_job(job: tuple[str, int, str, HardwareConfig]) -> dict:
@@ -165,6 +169,26 @@ def _table(rows: list[Row]) -> list[str]:
                      f"{r.seconds * 1e3:.2f} | {r.batch / r.seconds:.0f} | {gops:.0f} | {r.speedup:.2f}x | "
                      f"{red:.1%} | " + " | ".join(f"{r.stage_share[s.value]:.1%}" for s in STAGES) + " | "
                      + " | ".join(f"{r.engine_util[e]:.0%}" for e in ENGINES) + " |")
+    return lines
+
+
+ROOFLINE_NOTE = ("Per phase, the least cycles the program's own work needs on this hardware "
+                 "(backends/sat/roofline.py: ideal GEMM cycles, the DRAM bursts it touches once "
+                 "over the shared channel, vector / WUVE / SORE work over their lanes), with the "
+                 "resource that sets it; roofline = the sum over the phases; the last column is "
+                 "how far the list schedule is from it.")
+
+
+def roofline_table(rows: list[Row]) -> list[str]:
+    """Each row's makespan against its per-phase roofline (markdown lines)."""
+    lines = ["| model | batch | mode | makespan | " + " | ".join(f"{p} bound (limiter)" for p in PHASES)
+             + " | roofline | makespan / roofline |", "|" + "---|" * (6 + len(PHASES))]
+    for r in rows:
+        total = sum(b for b, _ in r.roofline.values()) or 1
+        cells = [f"{r.roofline[p][0]:,} ({r.roofline[p][1]})" if p in r.roofline else "-"
+                 for p in PHASES]
+        lines.append(f"| {r.model} | {r.batch} | {r.mode} | {r.cycles:,} | {' | '.join(cells)} | "
+                     f"{total:,} | {r.cycles / total:.3f} |")
     return lines
 
 
@@ -264,6 +288,7 @@ def main(argv: list[str] | None = None) -> None:
              f"**BDWP 2:8 average speedup over dense: {np.mean(bdwp):.2f}x** "
              f"(paper: {PAPER_SPEEDUP}x, ceiling {CEILING}x)." if bdwp else ""]
     lines += skipped
+    lines += ["", "## Roofline per phase", "", ROOFLINE_NOTE, "", *roofline_table(rows)]
     lines += ["", "## Energy per training step", "", ENERGY_NOTE, "", *_energy_table(rows)]
     if not args.no_ablations:
         model, batch = models[0]

@@ -95,6 +95,8 @@ def check(ins: Instruction, cfg: HardwareConfig) -> str | None:
                         f"got kh={ins.kh} kw={ins.kw} sh={ins.sh} sw={ins.sw}")
             if ins.bcast != "none":
                 return f"{ins.func} takes no broadcast"
+        if f.out_shape == "transposed" and (ins.axis != 1 or ins.accumulate):
+            return f"{ins.func} works along axis 1 without accumulate"
         if f.s1_shape == "pair" and (ins.bcast not in ("row", "col") or ins.axis != 1):
             return f"{ins.func} reads a pair per row (bcast col) or per column (bcast row), axis 1"
     elif op == "wuve":
@@ -179,7 +181,8 @@ def vec_shapes(ins: Instruction) -> tuple[tuple[int, int], tuple[int, int]]:
     else:
         s1 = pooled if f.s1_shape == "pooled" else {"none": (r, c), "row": (1, c), "col": (r, 1),
                                                       "scalar": (1, 1)}[ins.bcast]
-    d = {"same": (r, c), "pooled": pooled, "reduce": (r, 1) if ins.axis == 1 else (1, c)}[f.out_shape]
+    d = {"same": (r, c), "pooled": pooled, "reduce": (r, 1) if ins.axis == 1 else (1, c),
+         "transposed": (c, r)}[f.out_shape]
     return s1, d
 
 

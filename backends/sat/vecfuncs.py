@@ -10,8 +10,9 @@ by name. Kernels work along the last axis; the emulator transposes for
 Shapes: ``s0`` is ``rows x cols``. ``s1`` is ``rows x cols`` broadcast per
 the instruction's ``bcast`` field (``like_s0``) or the pooled shape
 (``pooled``). The result is ``rows x cols`` (``same``), ``rows x 1`` /
-``1 x cols`` for ``axis`` 1 / 0 (``reduce``) or
-``((rows-kh)//sh+1) x ((cols-kw)//sw+1)`` (``pooled``).
+``1 x cols`` for ``axis`` 1 / 0 (``reduce``),
+``((rows-kh)//sh+1) x ((cols-kw)//sw+1)`` (``pooled``) or ``cols x rows``
+(``transposed``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class VecFunc:
     name: str
     sources: tuple[str, ...]          # which of "s0", "s1" it reads
     s1_shape: str                     # "like_s0" (bcast applies), "pooled" or "pair" (bcast: 2 values)
-    out_shape: str                    # "same", "reduce" or "pooled"
+    out_shape: str                    # "same", "reduce", "pooled" or "transposed"
     kernel: Kernel
     passes: int                       # element passes over s0 (pooled: per window element)
     doc: str
@@ -213,6 +214,9 @@ VEC_FUNCS: tuple[VecFunc, ...] = (
        "d = sum of s0 * s1 along axis, one multiply-add per element", out_shape="reduce"),
     _f("pow_imm", S0, lambda x, _, p: _pow_imm(x, p.imm),
        "d = s0 ^ imm (an integral imm: an integer power)"),
+    _f("transpose", S0, lambda x, _, p: x.T,
+       "d[cols x rows] = s0^T (axis 1; one element move per element, model)",
+       out_shape="transposed"),
 )
 
 VEC_FUNC_NAMES: tuple[str, ...] = tuple(f.name for f in VEC_FUNCS)

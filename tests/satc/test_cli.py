@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from satc import cli
 from satc.cli import main
 
@@ -110,6 +112,13 @@ def test_bench_paper_writes_the_results_page(tmp_path, capsys):
     assert "| mlp | 8 | dense |" in text and "| mlp | 8 | bdwp:2:8 |" in text
     assert "BDWP 2:8 average speedup over dense" in text and "## Ablations" in text
     assert "## Sensitivity" in text and "no interleave mapping" in text
+    roof = text.split("## Roofline per phase")[1].split("## Energy")[0]
+    for mode in ("dense", "bdwp:2:8"):
+        cells = next(ln for ln in roof.splitlines() if ln.startswith(f"| mlp | 8 | {mode} |")).split("|")
+        makespan, total = (int(c.strip().replace(",", "")) for c in (cells[4], cells[-3]))
+        bounds = [int(c.split("(")[0].strip().replace(",", "")) for c in cells[5:-3] if "(" in c]
+        assert total == sum(bounds) and makespan >= total        # no schedule beats its roofline
+        assert float(cells[-2]) == pytest.approx(makespan / total, abs=1e-3)
     assert out.with_suffix(".png").stat().st_size > 0
     capsys.readouterr()
 

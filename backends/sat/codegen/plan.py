@@ -320,22 +320,33 @@ def _set_init(b: ProgramBuilder, s: Storage, value: np.ndarray) -> None:
         b.set_init(region.name, arr)
 
 
+def _halo_runs(s: Dense) -> list[tuple[int, int, int]]:
+    """The zero halo of one padded plane as (offset, rows, cols) stores of contiguous runs,
+    first the widest run: the top rows with the first row's left pad, the last row's right
+    pad with the bottom rows, and between data rows the right pad of one row with the left
+    pad of the next (one run per row instead of two short ones)."""
+    h, w = s.shape[2:]
+    pt, pl, pb, pr = s.pads
+    wp = s.hw_padded[1]
+    runs = [(0, 1, pt * wp + pl), ((pt + h - 1) * wp + pl + w, 1, pr + pb * wp),
+            (pt * wp + pl + w, h - 1, pr + pl)]
+    return [(0, 0, max(r[2] for r in runs))] + runs
+
+
 def zero_halos(ctx: LowerCtx, tensors: list[Dense]) -> None:
     """Write the zero halo of pooled padded tensors (DMA stores from one zero row on chip,
     buffer strides 0: the same zeros are stored to every row of every plane)."""
-    width = max(s.hw_padded[1] for s in tensors)
+    width = max(_halo_runs(s)[0][2] for s in tensors)
     zeros = ctx.const(f"zeros/{width}", np.zeros(width, np.float32))
     z = ctx.alloc("vec", width * 4, "zero row")
     ctx.b.load("vec", z, zeros.addr, 1, width)
     for s in tensors:
-        n, c, h, w = s.shape
-        pt, pl, pb, pr = s.pads
+        n, c = s.shape[:2]
         hp, wp = s.hw_padded
         for p0 in range(0, n * c, MAX_PLANES):
             planes = min(MAX_PLANES, n * c - p0)
             base = s.region.addr + p0 * hp * wp * 4
-            for off, rows, cols in ((0, pt, wp), ((pt + h) * wp, pb, wp), (pt * wp, h, pl),
-                                    (pt * wp + pl + w, h, pr)):
+            for off, rows, cols in _halo_runs(s)[1:]:
                 if rows and cols:
                     ctx.b.store("vec", z, base + off * 4, rows, cols, planes=planes,
                                 dram_plane_stride=hp * wp, dram_row_stride=wp,

@@ -21,7 +21,9 @@ broadcasts.
   squeeze-excite gate ``[N, C, 1, 1]``) or one operand over leading axes;
 * ``transpose`` -- a strided DMA gather in output order into the vector
   buffer, then a contiguous store: a permutation that keeps the last axis
-  moves runs of it; one that moves the last axis moves single elements;
+  moves runs of it; one that moves the last axis loads runs of the input's
+  last axis, transposes them on the vector unit (``transpose``) and stores runs
+  of the output's (single elements only when a plane pair does not fit);
 * ``reduce_mean`` and ``sum_to`` over one contiguous run of axes (the
   tensor as ``[outer, R, inner]``): ``reduce_sum`` along rows or cols,
   accumulated across chunks; ``broadcast_to`` -- a DMA store whose buffer
@@ -548,6 +550,49 @@ def _strides(shape: tuple[int, ...]) -> list[int]:
     return out[::-1]
 
 
+def _transpose_on_chip(ctx: LowerCtx, sx: Dense, sy: Dense, axes: list[tuple[int, int, int]]
+                       ) -> bool:
+    """A permutation that moves the input's last axis, as contiguous runs through a vector
+    transpose: load [planes][A][L] (L: the input's contiguous axis, A: the output's last axis,
+    planes: the largest other axis) in runs of L, transpose on chip to [L][planes][A],
+    store in runs of A; the other axes loop. ``axes``: (size, input stride, output stride)
+    in output order, merged. False (nothing emitted) when one [A, L] plane pair does not fit
+    the vec buffer or the fields."""
+    (a, sa, _), rest = axes[-1], axes[:-1]
+    j = next((i for i, ax in enumerate(rest) if ax[1] == 1), None)
+    if j is None:
+        return False
+    l_, _, so_l = rest.pop(j)
+    p_ = max(range(len(rest)), key=lambda i: rest[i][0]) if rest else None
+    planes, si_p, so_p = rest.pop(p_) if p_ is not None else (1, a * l_, a)
+    free = ctx.arena.free_bytes("vec")
+    per = 2 * a * l_ * 4                                     # source + transposed plane
+    step = min(planes, MAX_PLANES, MAX_ROWS // a, (free - 4 * ALIGN) // (2 * per))
+    slots = 2
+    if step < 1:
+        step, slots = min(planes, MAX_PLANES, MAX_ROWS // a, (free - 2 * ALIGN) // per), 1
+    if step < 1 or max(a, l_) > MAX_ROWS:
+        return False
+    tiles = [(ctx.alloc("vec", step * a * l_ * 4, "transpose source"),
+              ctx.alloc("vec", step * a * l_ * 4, "transposed")) for _ in range(slots)]
+    it = 0
+    for idx in np.ndindex(*[ax[0] for ax in rest]):
+        off_x = sum(i * ax[1] for i, ax in zip(idx, rest))
+        off_y = sum(i * ax[2] for i, ax in zip(idx, rest))
+        for p0, p1 in chunks(planes, step):
+            src, dst = tiles[it % slots]
+            it += 1
+            n = p1 - p0
+            ctx.b.load("vec", src, sx.region.addr + (off_x + p0 * si_p) * 4, a, l_, planes=n,
+                       dram_plane_stride=si_p, dram_row_stride=sa, buf_plane_stride=a * l_,
+                       buf_row_stride=l_)
+            ctx.b.vec("transpose", n * a, l_, s0_addr=src, d_addr=dst)
+            ctx.b.store("vec", dst, sy.region.addr + (off_y + p0 * so_p) * 4, n, a, planes=l_,
+                        dram_plane_stride=so_l, dram_row_stride=so_p, buf_plane_stride=n * a,
+                        buf_row_stride=a)
+    return True
+
+
 @lowering("transpose")
 def lower_transpose(ctx: LowerCtx, node: Node) -> None:
     """Permute axes: strided DMA gathers in output order into vec, contiguous stores out.
@@ -561,6 +606,9 @@ def lower_transpose(ctx: LowerCtx, node: Node) -> None:
     perm = list(node.attrs["perm"])
     sx, sy = _flat(ctx, x), _flat(ctx, y)
     st = _strides(tuple(x.shape))
+    both = _merge([(x.shape[p], st[p], so) for p, so in zip(perm, _strides(tuple(y.shape)))])
+    if len(both) > 1 and both[-1][1] != 1 and _transpose_on_chip(ctx, sx, sy, both):
+        return
     axes = _merge([(x.shape[p], st[p]) for p in perm])
     cols = axes.pop()[0] if axes and axes[-1][1] == 1 else 1
     axes = [(1, 0)] * max(0, 2 - len(axes)) + axes
