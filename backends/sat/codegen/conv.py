@@ -22,7 +22,7 @@ X[(tap, Ci), L]^T`` accumulated over image tiles of L (dY loaded once per group)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 from satc.backends.sat.codegen.lowering import (
@@ -160,6 +160,15 @@ class WindowOperand:
         return Loaded(addr, l1 - l0, self.channels_are_k)
 
 
+def _idx_addr(p: GemmProblem, base: int, outer: int, k: int, esz: int) -> int:
+    """Where the packed indices of a compressed tile loaded at ``base`` start: after its
+    values (``outer`` rows of K = ``k``, as GemmProblem sizes the tile); 0 when dense."""
+    if not p.sparse:
+        return 0
+    n, m = p.nm
+    return base + align(outer * groups(k, m) * n * esz)
+
+
 def _tiled_gemm(ctx: LowerCtx, p: GemmProblem, tile: Tile, a, b,
                 store_c: Callable[[int, int, int, int, int, int, int], None],
                 tap_sets: list[list[int]] | None = None,
@@ -180,8 +189,7 @@ def _tiled_gemm(ctx: LowerCtx, p: GemmProblem, tile: Tile, a, b,
     nm = p.nm or (0, 0)
 
     def idx_of(base: int, outer: int, esz: int) -> int:
-        """Packed indices follow the values of a compressed tile (as GemmProblem sizes it)."""
-        return base + align(outer * groups(kk, nm[1]) * nm[0] * esz) if p.sparse else 0
+        return _idx_addr(p, base, outer, kk, esz)
 
     def in_groups(taps: list[int]) -> list[list[int]]:
         return [taps[i:i + tile.taps] for i in range(0, len(taps), tile.taps)]
@@ -457,10 +465,8 @@ def _wide_gemm(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile, a, x: Dens
                 for u in range(kh):
                     sa = a_t[it % slots]
                     it += 1
-                    idx = sa + align(tile.mt * groups(kw * kk, nm[1]) * nm[0] * p.a_bytes) \
-                        if p.sparse else 0
                     la = a.load(ctx, list(range(u * kw, u * kw + kw)), m0, m1, k0, k1, p.a_buf,
-                                sa, idx)
+                                sa, _idx_addr(p, sa, tile.mt, kw * kk, p.a_bytes))
                     ctx.b.gemm(m1 - m0, p.wide_columns(imgs), kw * kk, a_buf=p.a_buf,
                                a_addr=la.addr, a_stride=la.stride, a_dtype=la.dtype,
                                b_buf=p.b_buf, b_addr=sb + u * wp * 4, b_stride=span,
@@ -493,8 +499,6 @@ def lower_conv2d(ctx: LowerCtx, node: Node) -> None:
         ctx.fresh_arena()
         _wide_gemm(ctx, node, p, tile, opa, x, row0)
         return
-    if tile.wide:
-        tile = replace(tile, wide=False)
     opb = _x_window(ctx, node, channels_are_k=True)
     ctx.fresh_arena()
     _tiled_gemm(ctx, p, tile, opa, opb, _store_nchw(ctx, node.outputs[0], node.outputs[0].shape[2:]))
@@ -538,41 +542,28 @@ def phase_scatter(ctx: LowerCtx, node: Node, tile: Tile, phases, hm: int, wm: in
     return scatter, finish
 
 
-@lowering("conv2d_grad_input", pads=_conv_pads)
-def lower_conv2d_grad_input(ctx: LowerCtx, node: Node) -> None:
-    """BP conv: per output phase (:func:`bp_phases`), dX_phase[Ci, L] = sum over its taps of
-    W_tap^T[Ci, Co] dY_window[Co, L]; stride 1 is one phase, stored directly. A strided conv
-    scatters each phase's C tile into an on-chip dX tile (``avgpool_grad`` with a 1x1
-    window and strides (sh, sw): the zero-dilation of the phase), which is stored once."""
-    if node.attrs["groups"] != 1:
-        return lower_grouped_conv(ctx, node)
-    p, tile = _problem(ctx, node)
+def bp_operands(ctx: LowerCtx, node: Node) -> tuple:
+    """(W^T operand, dY window operand, Hm, Wm, phases) of an input gradient (the windows of
+    the flipped kernel, per output phase: :func:`bp_phases`); a strided one whose phase
+    (0, 0) has no taps is refused."""
     dy, w = node.inputs
-    sh, sw = node.attrs["stride"]
     opa = _weight(ctx, node, w, False, 0)
     s = _act(ctx, dy)
     hm, wm, phases = bp_phases(node)
     shift = {t: (di, dj) for _, _, taps in phases for t, di, dj in taps}
     opb = WindowOperand(lambda t: (s, s.pads[0] + shift[t][0], s.pads[1] + shift[t][1]),
                         (hm, wm), True)
-    if (sh, sw) == (1, 1):
-        _tiled_gemm(ctx, p, tile, opa, opb, _store_nchw(ctx, node.outputs[0], (hm, wm)))
-        return
-    if phases[0][:2] != (0, 0):
+    if tuple(node.attrs["stride"]) != (1, 1) and phases[0][:2] != (0, 0):
         raise ctx.fail(f"stride {node.attrs['stride']} with padding {node.attrs['padding']} "
                        "leaves input-gradient phase (0, 0) without taps",
                        "not supported by the SAT lowering yet")
-    scatter, finish = phase_scatter(ctx, node, tile, phases, hm, wm)
-    _tiled_gemm(ctx, p, tile, opa, opb, scatter, [[t for t, _, _ in taps] for _, _, taps in phases],
-                finish)
+    return opa, opb, hm, wm, phases
 
 
-@lowering("conv2d_grad_weight", pads=_conv_pads, derived=_derived)
-def lower_conv2d_grad_weight(ctx: LowerCtx, node: Node) -> None:
-    """WU conv: per tap dW_tap[Co, Ci] = dY[Co, L] X_tap[Ci, L]^T, dense, accumulated over L tiles."""
-    if node.attrs["groups"] != 1:
-        return lower_grouped_conv(ctx, node)
-    p, tile = _problem(ctx, node)
+def wu_operands(ctx: LowerCtx, node: Node) -> tuple:
+    """(dY window operand, X window operand, C-tile store into the tap-major dW) of a weight
+    gradient: ``store(tap, m0, m1, n0, n1, c, c_stride)`` writes rows m0:m1 (output channels),
+    columns n0:n1 (input channels of the weight) of one tap matrix."""
     dy = node.inputs[0]
     sdy = _act(ctx, dy)
     opb = _x_window(ctx, node, channels_are_k=False)
@@ -585,5 +576,33 @@ def lower_conv2d_grad_weight(ctx: LowerCtx, node: Node) -> None:
     def store(t, m0, m1, n0, n1, c, c_stride):
         ctx.b.store("acc", c, out.tap_addr(t) + (m0 * ci + n0) * 4, m1 - m0, n1 - n0,
                     dram_row_stride=ci, buf_row_stride=c_stride)
+    return opa, opb, store
+
+
+@lowering("conv2d_grad_input", pads=_conv_pads)
+def lower_conv2d_grad_input(ctx: LowerCtx, node: Node) -> None:
+    """BP conv: per output phase (:func:`bp_phases`), dX_phase[Ci, L] = sum over its taps of
+    W_tap^T[Ci, Co] dY_window[Co, L]; stride 1 is one phase, stored directly. A strided conv
+    scatters each phase's C tile into an on-chip dX tile (``avgpool_grad`` with a 1x1
+    window and strides (sh, sw): the zero-dilation of the phase), which is stored once."""
+    if node.attrs["groups"] != 1:
+        return lower_grouped_conv(ctx, node)
+    p, tile = _problem(ctx, node)
+    opa, opb, hm, wm, phases = bp_operands(ctx, node)
+    if tuple(node.attrs["stride"]) == (1, 1):
+        _tiled_gemm(ctx, p, tile, opa, opb, _store_nchw(ctx, node.outputs[0], (hm, wm)))
+        return
+    scatter, finish = phase_scatter(ctx, node, tile, phases, hm, wm)
+    _tiled_gemm(ctx, p, tile, opa, opb, scatter, [[t for t, _, _ in taps] for _, _, taps in phases],
+                finish)
+
+
+@lowering("conv2d_grad_weight", pads=_conv_pads, derived=_derived)
+def lower_conv2d_grad_weight(ctx: LowerCtx, node: Node) -> None:
+    """WU conv: per tap dW_tap[Co, Ci] = dY[Co, L] X_tap[Ci, L]^T, dense, accumulated over L tiles."""
+    if node.attrs["groups"] != 1:
+        return lower_grouped_conv(ctx, node)
+    p, tile = _problem(ctx, node)
+    opa, opb, store = wu_operands(ctx, node)
     ctx.fresh_arena()
     _tiled_gemm(ctx, p, tile, opa, opb, store)

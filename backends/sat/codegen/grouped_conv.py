@@ -263,17 +263,7 @@ def _ff(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile) -> None:
 def _wu(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile) -> None:
     """Per group: dW_j[Co/g, (tap, Ci/g)] = dY_j X_j^T into rows j*Co/g.. of each tap matrix."""
     g, cig, cog, _, _ = _channels(node)
-    dy = node.inputs[0]
-    sdy = conv._act(ctx, dy)
-    opb = conv._x_window(ctx, node, channels_are_k=False)
-    opa = conv.WindowOperand(lambda t: (sdy, sdy.pads[0], sdy.pads[1]), dy.shape[2:], False)
-    out = ctx.st(node.outputs[0])
-    if not isinstance(out, TapMajor):
-        raise ctx.fail("the weight gradient is not stored tap-major", "check the memory plan")
-
-    def store(t, m0, m1, n0, n1, c, c_stride):
-        ctx.b.store("acc", c, out.tap_addr(t) + (m0 * cig + n0) * 4, m1 - m0, n1 - n0,
-                    dram_row_stride=cig, buf_row_stride=c_stride)
+    opa, opb, store = conv.wu_operands(ctx, node)
     for j in range(g):
         ctx.fresh_arena()
         conv._tiled_gemm(ctx, p, tile, _Shifted(opa, do=j * cog), _Shifted(opb, do=j * cig),
@@ -284,29 +274,18 @@ def _bp(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile) -> None:
     """Per group and output phase: dX_j = W_j^T dY_j (as conv.py's input gradient, with the
     group's channel offsets); a strided conv scatters the phases into an on-chip dX tile."""
     g, cig, cog, _, _ = _channels(node)
-    dy, w = node.inputs
-    sh, sw = node.attrs["stride"]
-    opa = conv._weight(ctx, node, w, False, 0)
+    opa, opb, hm, wm, phases = conv.bp_operands(ctx, node)
     if opa.sparse and cog % p.k_quantum:
         raise ctx.fail(f"N:M weight with Co/g = {cog}: a conv group's packed indices do not "
                        f"start on a byte", f"use Co/g a multiple of {p.k_quantum} or keep the "
                        "layer dense (exclude it)")
-    s = conv._act(ctx, dy)
-    hm, wm, phases = bp_phases(node)
-    shift = {t: (di, dj) for _, _, taps in phases for t, di, dj in taps}
-    opb = conv.WindowOperand(lambda t: (s, s.pads[0] + shift[t][0], s.pads[1] + shift[t][1]),
-                        (hm, wm), True)
-    if (sh, sw) == (1, 1):
+    if tuple(node.attrs["stride"]) == (1, 1):
         store = conv._store_nchw(ctx, node.outputs[0], (hm, wm))
         for j in range(g):
             ctx.fresh_arena()
             conv._tiled_gemm(ctx, p, tile, _Shifted(opa, dk=j * cog), _Shifted(opb, dk=j * cog),
                         _shift_store(store, j * cig))
         return
-    if phases[0][:2] != (0, 0):
-        raise ctx.fail(f"stride {node.attrs['stride']} with padding {node.attrs['padding']} "
-                       "leaves input-gradient phase (0, 0) without taps",
-                       "not supported by the SAT lowering yet")
     tap_sets = [[t for t, _, _ in taps] for _, _, taps in phases]
     for j in range(g):
         ctx.fresh_arena()

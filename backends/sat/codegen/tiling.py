@@ -402,6 +402,15 @@ def _orientations(p: GemmProblem, cfg: HardwareConfig) -> list[tuple[str, bool]]
             for sa in ((False, True) if df == "ws" and p.sparse is None else (False,))]
 
 
+def _layouts(p: GemmProblem, nt: int, kt: int) -> list[tuple[int, int, bool]]:
+    """(taps per instruction, buffer slots, wide) of every way to run an (nt, kt) tile: the
+    tap choices with double or single buffering, then the wide layout where it applies."""
+    out = [(taps, slots, False) for taps, slots in itertools.product(p.tap_choices(nt, kt), (2, 1))]
+    if p.window and p.wide_fits_fields(nt, kt):
+        out += [(p.window[1], slots, True) for slots in (2, 1)]
+    return out
+
+
 def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: bool = True) -> Tile:
     """The cheapest tiling of ``p`` that fits ``cfg``'s buffers (less the weight-update slice,
     :func:`~satc.backends.sat.codegen.partition.buffer_windows`); CompileError if none does.
@@ -413,27 +422,16 @@ def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: boo
     for mt in _candidates(p.m, p.m_quantum):
         for nt in _candidates(p.n, p.n_quantum):
             for kt in _candidates(p.k, p.k_quantum):
-                for taps, slots in itertools.product(p.tap_choices(nt, kt), (2, 1)):
-                    use = p.buffer_use(mt, nt, kt, slots, taps)
+                for taps, slots, wide in _layouts(p, nt, kt):
+                    use = p.wide_buffer_use(mt, nt, kt, slots) if wide else \
+                        p.buffer_use(mt, nt, kt, slots, taps)
                     if any(use[b] > room[b] for b in use):
                         continue
                     for df, sa in _orientations(p, cfg):
-                        compute, dma = gemm_work(p, mt, nt, kt, df, cfg, interleave, sa, taps)
+                        compute, dma = wide_work(p, mt, nt, kt, df, cfg, interleave, sa) if wide \
+                            else gemm_work(p, mt, nt, kt, df, cfg, interleave, sa, taps)
                         t = Tile(mt, nt, kt, df, slots, _overlapped(compute, dma, slots),
-                                 interleave, sa, taps)
-                        cost = t.cycles + DMA_WEIGHT * dma
-                        if best is None or cost < best_cost:
-                            best, best_cost = t, cost
-                if not p.window or not p.wide_fits_fields(nt, kt):
-                    continue
-                for slots in (2, 1):
-                    use = p.wide_buffer_use(mt, nt, kt, slots)
-                    if any(use[b] > room[b] for b in use):
-                        continue
-                    for df, sa in _orientations(p, cfg):
-                        compute, dma = wide_work(p, mt, nt, kt, df, cfg, interleave, sa)
-                        t = Tile(mt, nt, kt, df, slots, _overlapped(compute, dma, slots),
-                                 interleave, sa, p.window[1], wide=True)
+                                 interleave, sa, taps, wide)
                         cost = t.cycles + DMA_WEIGHT * dma
                         if best is None or cost < best_cost:
                             best, best_cost = t, cost
