@@ -70,6 +70,11 @@ def _sparsify(g: Graph, o: CompileOptions) -> Graph:
     return sparsify(g, o.sparsity or "dense", exclude=o.exclude, pregenerate=o.pregenerate)
 
 
+def _fuse_batchnorm(g: Graph, o: CompileOptions) -> Graph:
+    from satc.passes.fusion import fuse_batchnorm
+    return fuse_batchnorm(g)
+
+
 def _hoist_updates(g: Graph, o: CompileOptions) -> Graph:
     from satc.passes.ordering import hoist_updates
     return hoist_updates(g)
@@ -79,6 +84,7 @@ def _hoist_updates(g: Graph, o: CompileOptions) -> Graph:
 IR_PASSES: tuple[Pass, ...] = (
     Pass("build_training_graph", _build_training_graph, training=True),
     Pass("sparsify", _sparsify, training=True),
+    Pass("fuse_batchnorm", _fuse_batchnorm),
     Pass("hoist_updates", _hoist_updates),
 )
 

@@ -136,6 +136,24 @@ def _hardswish_grad(x, dy, p):
     return (dy * slope).astype(np.float32)
 
 
+def _elu(x, _, p):
+    neg = np.expm1(np.minimum(x, np.float32(0)))     # the min only keeps exp from overflowing
+    return np.where(x > 0, x, neg * np.float32(p.imm)).astype(np.float32)
+
+
+def _elu_grad(x, dy, p):
+    neg = dy * np.exp(np.minimum(x, np.float32(0))) * np.float32(p.imm)
+    return np.where(x > 0, dy, neg).astype(np.float32)
+
+
+def _softplus(x, _, p):
+    return np.where(x > np.float32(p.imm), x, np.logaddexp(np.float32(0), x)).astype(np.float32)
+
+
+def _softplus_grad(x, dy, p):
+    return np.where(x > np.float32(p.imm), dy, dy * _sigmoid(x, None, p)).astype(np.float32)
+
+
 def _affine(x, ab, p):
     if p.bcast == "col":
         return x * ab[:, :1] + ab[:, 1:]
@@ -217,6 +235,17 @@ VEC_FUNCS: tuple[VecFunc, ...] = (
     _f("transpose", S0, lambda x, _, p: x.T,
        "d[cols x rows] = s0^T (axis 1; one element move per element, model)",
        out_shape="transposed"),
+    _f("leaky_relu", S0, lambda x, _, p: np.where(x > 0, x, x * np.float32(p.imm)),
+       "d = s0 if s0 > 0 else s0 * imm (imm: negative slope)"),
+    _f("leaky_relu_grad", S01, lambda x, dy, p: np.where(x > 0, dy, dy * np.float32(p.imm)),
+       "d = s1 if s0 > 0 else s1 * imm (s0: forward input, imm: negative slope)"),
+    _f("elu", S0, _elu, "d = s0 if s0 > 0 else imm * (exp(s0) - 1) (imm: alpha)"),
+    _f("elu_grad", S01, _elu_grad,
+       "d = s1 if s0 > 0 else s1 * imm * exp(s0) (s0: forward input, imm: alpha)"),
+    _f("softplus", S0, _softplus,
+       "d = s0 if s0 > imm else log(1 + exp(s0)) (imm: threshold)"),
+    _f("softplus_grad", S01, _softplus_grad,
+       "d = s1 if s0 > imm else s1 * sigmoid(s0) (s0: forward input, imm: threshold)"),
 )
 
 VEC_FUNC_NAMES: tuple[str, ...] = tuple(f.name for f in VEC_FUNCS)

@@ -2,7 +2,8 @@
 
 Each activation ``f`` has a backward op ``f_grad(dy, v)``: ``v`` is the
 output ``y`` where the derivative is a function of it (sigmoid, tanh) and
-the input ``x`` otherwise (SiLU, hardtanh, hardswish). Kernels compute in
+the input ``x`` otherwise (SiLU, hardtanh, hardswish, leaky ReLU, ELU,
+softplus). Kernels compute in
 the input's dtype; the derivative rules follow torch's backward kernels,
 including which side of a kink gets which slope.
 """
@@ -40,16 +41,70 @@ def hardswish_slope(x: np.ndarray) -> np.ndarray:
     return np.where(x <= -3, 0, np.where(x < 3, x / 3 + 0.5, 1)).astype(x.dtype)
 
 
+def elu(x: np.ndarray, alpha: float, scale: float, input_scale: float) -> np.ndarray:
+    """torch's ELU: scale * x for x > 0, else alpha * scale * expm1(input_scale * x)
+    (SELU and CELU are ELUs with other attributes)."""
+    neg = np.expm1(np.minimum(x * input_scale, 0))    # the min only keeps exp from overflowing
+    return np.where(x > 0, x * scale, neg * (alpha * scale)).astype(x.dtype)
+
+
+def elu_slope(x: np.ndarray, alpha: float, scale: float, input_scale: float) -> np.ndarray:
+    """torch's ELU derivative (elu_backward from the input): scale for x > 0, else
+    input_scale * alpha * scale * exp(input_scale * x) (x = 0 takes the exponential side)."""
+    neg = np.exp(np.minimum(x * input_scale, 0)) * (input_scale * alpha * scale)
+    return np.where(x > 0, scale, neg).astype(x.dtype)
+
+
+def softplus(x: np.ndarray, beta: float, threshold: float) -> np.ndarray:
+    """torch's softplus: x where beta * x > threshold, else log(1 + exp(beta * x)) / beta
+    (computed as logaddexp(0, beta * x), which equals it without overflowing)."""
+    t = x * beta
+    return np.where(t > threshold, x, np.logaddexp(0, t) / beta).astype(x.dtype)
+
+
+def softplus_slope(x: np.ndarray, beta: float, threshold: float) -> np.ndarray:
+    """torch's softplus derivative: 1 where beta * x > threshold, else sigmoid(beta * x)
+    (torch's z / (z + 1), z = exp(beta * x), without its overflow)."""
+    t = (x * beta).astype(x.dtype)
+    return np.where(t > threshold, 1, sigmoid(t)).astype(x.dtype)
+
+
+def _numeric_attrs(op: str, attrs, names: tuple[str, ...]) -> list[float]:
+    vals = [attrs.get(k) for k in names]
+    expect(all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals),
+           f"{op} needs numeric {', '.join(names)}, got {dict(zip(names, vals))}")
+    return vals
+
+
+def _leaky_relu_infer(ts, attrs):
+    _numeric_attrs("leaky_relu", attrs, ("negative_slope",))
+    return [ts[0]]
+
+
+def _elu_infer(ts, attrs):
+    _numeric_attrs("elu", attrs, ("alpha", "scale", "input_scale"))
+    return [ts[0]]
+
+
+def _softplus_infer(ts, attrs):
+    (beta, _) = _numeric_attrs("softplus", attrs, ("beta", "threshold"))
+    expect(beta != 0, "softplus needs a nonzero beta (it divides by beta), got 0")
+    return [ts[0]]
+
+
+def _with_attrs(infer):
+    """The shape rule of ``f_grad`` for an ``f`` with attributes checked by ``infer``."""
+    def rule(ts, attrs):
+        infer(ts, attrs)
+        return _grad_infer(ts, attrs)
+    return rule
+
+
 def _hardtanh_infer(ts, attrs):
     lo, hi = attrs.get("min_val"), attrs.get("max_val")
     expect(isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo < hi,
            f"hardtanh needs numeric min_val < max_val, got {lo!r}, {hi!r}")
     return [ts[0]]
-
-
-def _hardtanh_grad_infer(ts, attrs):
-    _hardtanh_infer(ts, attrs)
-    return _grad_infer(ts, attrs)
 
 
 def _from_output(grad_op: str):
@@ -87,7 +142,7 @@ register("hardtanh", infer=_hardtanh_infer,
          kernel=lambda x, a: [np.clip(x[0], a["min_val"], a["max_val"]).astype(x[0].dtype)],
          grad=_from_input("hardtanh_grad"),
          doc="clamp(x, min_val, max_val); ReLU6 is hardtanh(0, 6)")
-register("hardtanh_grad", infer=_hardtanh_grad_infer,
+register("hardtanh_grad", infer=_with_attrs(_hardtanh_infer),
          kernel=lambda x, a: [np.where(_hardtanh_mask(x[1], a), x[0], 0).astype(x[0].dtype)],
          doc="dy where min_val < x < max_val, else 0 (torch: the kinks get 0)")
 register("hardswish", infer=_same, kernel=lambda x, a: [hardswish(x[0])],
@@ -95,3 +150,25 @@ register("hardswish", infer=_same, kernel=lambda x, a: [hardswish(x[0])],
 register("hardswish_grad", infer=_grad_infer,
          kernel=lambda x, a: [(x[0] * hardswish_slope(x[1])).astype(x[0].dtype)],
          doc="dy * hardswish'(x), from dy and the input x")
+register("leaky_relu", infer=_leaky_relu_infer,
+         kernel=lambda x, a: [np.where(x[0] > 0, x[0], x[0] * a["negative_slope"]).astype(x[0].dtype)],
+         grad=_from_input("leaky_relu_grad"), doc="x where x > 0, else negative_slope * x")
+register("leaky_relu_grad", infer=_with_attrs(_leaky_relu_infer),
+         kernel=lambda x, a: [np.where(x[1] > 0, x[0], x[0] * a["negative_slope"]).astype(x[0].dtype)],
+         doc="dy where x > 0, else negative_slope * dy (torch: x = 0 takes the slope)")
+register("elu", infer=_elu_infer,
+         kernel=lambda x, a: [elu(x[0], a["alpha"], a["scale"], a["input_scale"])],
+         grad=_from_input("elu_grad"),
+         doc="scale * x for x > 0, else alpha * scale * (exp(input_scale * x) - 1); "
+             "SELU and CELU are ELUs")
+register("elu_grad", infer=_with_attrs(_elu_infer),
+         kernel=lambda x, a: [(x[0] * elu_slope(x[1], a["alpha"], a["scale"],
+                                                a["input_scale"])).astype(x[0].dtype)],
+         doc="dy * elu'(x), from dy and the input x")
+register("softplus", infer=_softplus_infer,
+         kernel=lambda x, a: [softplus(x[0], a["beta"], a["threshold"])],
+         grad=_from_input("softplus_grad"),
+         doc="log(1 + exp(beta * x)) / beta, x where beta * x > threshold")
+register("softplus_grad", infer=_with_attrs(_softplus_infer),
+         kernel=lambda x, a: [(x[0] * softplus_slope(x[1], a["beta"], a["threshold"])).astype(x[0].dtype)],
+         doc="dy * sigmoid(beta * x), dy where beta * x > threshold; from dy and the input x")

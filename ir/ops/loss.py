@@ -4,8 +4,8 @@
 class per row (any shape with R elements: ``[N]`` for classifiers, ``[N, T]``
 for language-model tokens whose logits were flattened to ``[N*T, V]``). With
 attr ``ignore_index``, rows whose label equals it add nothing and the mean
-is over the other rows (torch's ``ignore_index``; every row ignored gives NaN,
-as in torch).
+is over the other rows (torch's ``ignore_index``; every row ignored gives a
+NaN loss and a zero gradient, as in torch).
 """
 
 from __future__ import annotations
@@ -63,8 +63,7 @@ def _ce_grad_kernel(xs, attrs):
     rows = np.flatnonzero(keep)
     p[rows, labels.reshape(-1)[rows]] -= 1.0
     p[~keep] = 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return [(p * (float(dloss) / len(rows))).astype(logits.dtype)]
+    return [(p * (float(dloss) / max(len(rows), 1))).astype(logits.dtype)]   # torch: 0 if none
 
 
 register("cross_entropy", infer=_ce_infer, kernel=_ce_kernel,

@@ -96,6 +96,29 @@ def _bn_grad_params_kernel(xs, attrs):
             d64.sum(axis=axes).astype(dy.dtype)]
 
 
+def _bn_grad_kernel(xs, attrs):
+    dy, x, gamma, mean, invstd = xs
+    return _bn_grad_input_kernel(xs, attrs) + _bn_grad_params_kernel([dy, x, mean, invstd], attrs)
+
+
+def _bn_relu_infer(ts, attrs):
+    expect(attrs.get("training") is True, "batchnorm_relu fuses a training-mode batchnorm")
+    expect(len(ts) in (5, 6), f"batchnorm_relu takes x, gamma, beta, running_mean, running_var "
+                              f"and an optional residual, got {len(ts)} inputs")
+    out = _bn_infer(ts[:5], attrs)
+    if len(ts) == 6:
+        expect(ts[5].shape == ts[0].shape, f"batchnorm_relu residual must be {ts[0].shape}, "
+                                           f"got {ts[5].shape}")
+    return out
+
+
+def _bn_relu_kernel(xs, attrs):
+    y, *stats = _bn_kernel(xs[:5], attrs)
+    if len(xs) == 6:
+        y = y + xs[5]
+    return [np.maximum(y, 0).astype(y.dtype), *stats]
+
+
 register("batchnorm", infer=_bn_infer, kernel=_bn_kernel, grad=_bn_grad,
          doc="batch normalisation over all axes but 1 (attrs training, momentum, eps)")
 register("batchnorm_grad_input", infer=lambda ts, a: [ts[1]], kernel=_bn_grad_input_kernel,
@@ -103,6 +126,14 @@ register("batchnorm_grad_input", infer=lambda ts, a: [ts[1]], kernel=_bn_grad_in
 register("batchnorm_grad_params",
          infer=lambda ts, a: [TensorType((ts[1].shape[1],), "float32")] * 2,
          kernel=_bn_grad_params_kernel, doc="(dgamma, dbeta) from (dy, x, mean, invstd)")
+register("batchnorm_grad",
+         infer=lambda ts, a: [ts[1]] + [TensorType((ts[1].shape[1],), "float32")] * 2,
+         kernel=_bn_grad_kernel,
+         doc="(dx, dgamma, dbeta) of training-mode batchnorm from (dy, x, gamma, mean, invstd): "
+             "batchnorm_grad_input and batchnorm_grad_params in one node (passes/fusion.py)")
+register("batchnorm_relu", infer=_bn_relu_infer, kernel=_bn_relu_kernel,
+         doc="relu(batchnorm(x) [+ residual]) with batchnorm's statistics outputs: a training-mode "
+             "batchnorm, the residual add and the relu after it in one node (passes/fusion.py)")
 
 
 # ------------------------------------------------------------------ layernorm

@@ -925,6 +925,29 @@ def _unary(op: str) -> Handler:
     return lambda im, node, a: im.emit(op, [im.value(node.input[0])])
 
 
+# ONNX's default alpha per op of the ELU family (Selu's gamma: 1.05070102214813232421875).
+ELU_ALPHA = {"Elu": 1.0, "Selu": 1.67326319217681884765625, "Celu": 1.0}
+
+
+def _elu_family(im, node, a):
+    """Elu (alpha), Selu (alpha, gamma: the scale) and Celu (alpha: elu(x, alpha, 1, 1 / alpha))
+    as elu."""
+    alpha, scale, input_scale = _f32(a.get("alpha", ELU_ALPHA[node.op_type])), 1.0, 1.0
+    if node.op_type == "Selu":
+        scale = _f32(a.get("gamma", 1.05070102214813232421875))
+    elif node.op_type == "Celu":
+        if alpha == 0:
+            raise UnsupportedOpError(f"Celu node {node.name!r} with alpha=0 (it divides by alpha)")
+        input_scale = 1.0 / alpha
+    return im.emit("elu", [im.value(node.input[0])],
+                   {"alpha": alpha, "scale": scale, "input_scale": input_scale})
+
+
+def _softplus(im, node, a):
+    """Softplus = log(exp(x) + 1): beta 1, no threshold (the fp32 limit)."""
+    return im.emit("softplus", [im.value(node.input[0])], {"beta": 1.0, "threshold": F32_MAX})
+
+
 def _gelu(im, node, a):
     return im.emit("gelu", [im.value(node.input[0])], {"approximate": a.get("approximate", "none")})
 
@@ -936,6 +959,9 @@ ONNX_HANDLERS: dict[str, Handler] = {
     "Gelu": _gelu, "Softmax": _softmax,
     "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"), "HardSwish": _unary("hardswish"),
     "Clip": _clip, "HardSigmoid": _hard_sigmoid,
+    "LeakyRelu": lambda im, node, a: im.emit("leaky_relu", [im.value(node.input[0])], {
+        "negative_slope": _f32(a.get("alpha", 0.01))}),
+    "Elu": _elu_family, "Selu": _elu_family, "Celu": _elu_family, "Softplus": _softplus,
     "MaxPool": _maxpool, "AveragePool": _avgpool, "GlobalAveragePool": _global_avgpool,
     "ReduceMean": _reduce_mean,
     "Add": _add, "Sub": _sub, "Mul": _mul, "Div": _div, "Sum": _sum,

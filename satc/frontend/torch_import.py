@@ -235,6 +235,38 @@ def _hardtanh(im, a, kw):
     return im.emit("hardtanh", [a[0]], {"min_val": float(lo), "max_val": float(hi)})
 
 
+def _leaky_relu(im, a, kw):
+    slope = a[1] if len(a) > 1 else kw.get("negative_slope", 0.01)
+    return im.emit("leaky_relu", [a[0]], {"negative_slope": float(slope)})
+
+
+def _elu(im, a, kw):
+    """aten.elu(x, alpha, scale, input_scale) (torch's defaults 1, 1, 1)."""
+    names, vals = ("alpha", "scale", "input_scale"), list(a[1:])
+    attrs = {k: float(vals[i] if i < len(vals) else kw.get(k, 1.0)) for i, k in enumerate(names)}
+    return im.emit("elu", [a[0]], attrs)
+
+
+# torch's SELU constants (at::selu is at::elu(x, SELU_ALPHA, SELU_SCALE)).
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+
+
+def _selu(im, a, kw):
+    return _elu(im, [a[0], SELU_ALPHA, SELU_SCALE, 1.0], {})
+
+
+def _celu(im, a, kw):
+    """aten.celu(x, alpha) = elu(x, alpha, 1, 1 / alpha), as torch computes it."""
+    alpha = float(a[1] if len(a) > 1 else kw.get("alpha", 1.0))     # torch refuses alpha = 0
+    return _elu(im, [a[0], alpha, 1.0, 1.0 / alpha], {})
+
+
+def _softplus(im, a, kw):
+    beta = a[1] if len(a) > 1 else kw.get("beta", 1.0)
+    threshold = a[2] if len(a) > 2 else kw.get("threshold", 20.0)
+    return im.emit("softplus", [a[0]], {"beta": float(beta), "threshold": float(threshold)})
+
+
 F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -671,6 +703,11 @@ ATEN_HANDLERS: dict[Any, Handler] = {
     aten.hardswish.default: _unary("hardswish"), aten.hardswish_.default: _unary("hardswish"),
     aten.hardtanh.default: _hardtanh, aten.hardtanh_.default: _hardtanh,
     aten.relu6.default: lambda im, a, kw: _hardtanh(im, [a[0], 0.0, 6.0], {}),
+    aten.leaky_relu.default: _leaky_relu, aten.leaky_relu_.default: _leaky_relu,
+    aten.elu.default: _elu, aten.elu_.default: _elu,
+    aten.selu.default: _selu, aten.selu_.default: _selu,
+    aten.celu.default: _celu, aten.celu_.default: _celu,
+    aten.softplus.default: _softplus,
     aten.conv2d.padding: _conv2d,
     aten.clamp.default: _clamp,
     aten.neg.default: lambda im, a, kw: im.emit("scale", [a[0]], {"factor": -1.0}),
@@ -711,7 +748,8 @@ RAW_ARGS = {aten.where.self, aten.masked_fill.Scalar, aten.masked_fill.Tensor,
 IGNORED = {aten._assert_tensor_metadata.default, aten._assert_async.msg}
 INPLACE = {aten.add_.Tensor, aten.add_.Scalar, aten.mul_.Tensor, aten.relu_.default, aten.dropout_.default,
            aten.sigmoid_.default, aten.tanh_.default, aten.silu_.default, aten.hardswish_.default,
-           aten.hardtanh_.default}
+           aten.hardtanh_.default, aten.leaky_relu_.default, aten.elu_.default,
+           aten.selu_.default, aten.celu_.default}
 
 
 def _export(module: torch.nn.Module, args: tuple, train: bool) -> torch.export.ExportedProgram:

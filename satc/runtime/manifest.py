@@ -209,6 +209,8 @@ def _check_storage(where: str, st: Storage) -> None:
         r = st.region
         if not _is_count(st.classes) or len(r.shape) != 2 or r.shape[1] != st.classes:
             raise bad(f"{st.classes!r} classes in a region of shape {r.shape} (want [batch, classes])")
+        if st.ignore_index is not None and 0 <= st.ignore_index < st.classes:
+            raise bad(f"ignore index {st.ignore_index} is a class (want one outside [0, {st.classes}))")
         return
     shape = st.shape
     if not isinstance(shape, tuple) or len(shape) > _MAX_RANK or not all(

@@ -194,11 +194,14 @@ def _checked_value(name: str, arr: np.ndarray, storage: Any) -> np.ndarray:
         if arr.dtype.kind not in "iu":
             raise InputError(f"input {name!r} holds class labels but has dtype {arr.dtype}; fix: "
                              f"feed integer labels in [0, {storage.classes}) (e.g. int64)")
-        if arr.size and (arr.min() < 0 or arr.max() >= storage.classes):
-            bad = np.flatnonzero((arr.reshape(-1) < 0) | (arr.reshape(-1) >= storage.classes))
-            raise InputError(f"input {name!r}: label {int(arr.reshape(-1)[bad[0]])} at index "
+        flat = arr.reshape(-1)
+        bad = np.flatnonzero(((flat < 0) | (flat >= storage.classes)) & storage.kept(flat))
+        if bad.size:
+            also = ("" if storage.ignore_index is None
+                    else f" (or the loss's ignore index {storage.ignore_index})")
+            raise InputError(f"input {name!r}: label {int(flat[bad[0]])} at index "
                              f"{int(bad[0])} is outside [0, {storage.classes}) ({bad.size} such); "
-                             f"fix: feed labels of the program's {storage.classes} classes")
+                             f"fix: feed labels of the program's {storage.classes} classes{also}")
         return arr
     if arr.dtype.kind not in "fiu":
         raise InputError(f"input {name!r} has dtype {arr.dtype}; fix: feed real numbers (float32)")

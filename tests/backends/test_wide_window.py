@@ -1,4 +1,5 @@
-"""Wide conv windows: a stride-1 conv input loaded once per K tile for all kernel taps."""
+"""Wide conv windows: a stride-1 conv input (and the dY of its input gradient) loaded once per
+K tile for all kernel taps."""
 
 from __future__ import annotations
 
@@ -34,6 +35,13 @@ def test_conv_window_geometry():
     assert conv_window(_conv_node(8, 8, 5, 2)) == (5, 5, 12, (8 + 5 - 2) * 12 + 8)
     assert conv_window(_conv_node(8, 8, 3, 1, stride=2)) == ()      # strided: stride phases
     assert conv_window(_conv_node(8, 8, 1, 0)) == ()                # 1x1: no taps to share
+    # the input gradient reads dY padded for the full correlation: kw - 1 - pl = 1 left,
+    # W - Wo + pl = 1 right (wp = 10), and writes dX rows of 8: the same segment
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1),
+                          nn.Flatten(), nn.Linear(16 * 64, 10))
+    tg = satc.build_training_graph(satc.import_torch(model, (torch.zeros(2, 3, 8, 8),)))
+    gi = next(n for n in tg.nodes if n.op == "conv2d_grad_input")
+    assert conv_window(gi) == (3, 3, 10, 98)
 
 
 def test_wide_work_counts_one_window_load_per_k_tile():
@@ -110,6 +118,7 @@ def test_wide_windows_train_like_the_interpreter(monkeypatch, sparsity, kt):
                  acc_buffer_bytes=1 << 18, wgt_buffer_bytes=1 << 18)   # fp32; room for the tiles
     prog = satc.compile(_SameConvs(), example_inputs=(x,), sparsity=sparsity, hw=hw)
     assert {n.split(".")[0] for n in picked} >= {"stem", "c1", "c2", "c3"}
+    assert {n.split(".")[0] for n in picked if n.endswith("conv2d_grad_input")} >= {"c1", "c2"}
     # stem and c1 read their inputs wide (kw shifted copies: DMAs of images x seg elements,
     # 3 images, then 1); a is padded 2 for c3, so c3 reads it wide and c2 per tap
     segs = {(ins.rows, ins.cols) for ins in prog.program.instructions

@@ -418,23 +418,32 @@ def _x_window(ctx: LowerCtx, node: Node, channels_are_k: bool) -> WindowOperand:
                                     t % kw // sw), (ho, wo), channels_are_k)
 
 
-def _wide_row0(node: Node, x: Dense, p: GemmProblem) -> int | None:
-    """The padded row of ``x`` the wide copies start at (:func:`_wide_gemm`), or None when
-    the storage's padded rows are not the conv's (another consumer padded them wider)."""
-    pt, pl, _, _ = node.attrs["padding"]
-    if not p.window or x.hw_padded[1] != p.window[2] or x.pads[1] != pl:
+def _wide_offsets(node: Node, x: Dense, p: GemmProblem) -> tuple[list[int], list[int]] | None:
+    """Where tap (u, v) of a wide GEMM (:func:`_wide_gemm`) reads ``x``: (padded row of
+    kernel row u, padded column of kernel column v), for a conv2d (B = its input) or a
+    conv2d_grad_input (B = dY, the flipped kernel). None when the storage's padded rows are
+    not the ones the window needs (another consumer padded them wider)."""
+    if not p.window or x.hw_padded[1] != p.window[2]:
         return None
-    return x.pads[0] - pt
+    kh, kw = node.inputs[1].shape[2:]
+    pt, pl, _, _ = node.attrs["padding"]
+    sign = 1 if node.op == "conv2d" else -1
+    rows = [x.pads[0] - sign * pt + sign * u for u in range(kh)]
+    cols = [x.pads[1] - sign * pl + sign * v for v in range(kw)]
+    return (rows, cols) if sorted(cols) == list(range(kw)) else None
 
 
 def _wide_gemm(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile, a, x: Dense,
-               row0: int) -> None:
-    """Stride-1 conv FF with wide windows: per (M, N, K) tile, kw DMAs load every image's
-    padded rows from row ``row0`` on, copy ``v`` shifted by ``v`` elements, laid out
-    [v][ci][image][seg]; kernel row ``u`` is then one GEMM reading them ``u * wp`` further
-    (rows (v, ci) at a uniform stride), its output column ``i * wp + j`` of each image being
+               offsets: tuple[list[int], list[int]]) -> None:
+    """Stride-1 conv FF or input gradient with wide windows: per (M, N, K) tile, kw DMAs load
+    every image's padded rows from the first row any tap reads on, copy ``v`` from column
+    ``cols[v]`` (``offsets``, :func:`_wide_offsets`), laid out [v][channel][image][seg];
+    kernel row ``u`` is then one GEMM reading them ``rows[u]`` rows further (rows (v,
+    channel) at a uniform stride), its output column ``i * wp + j`` of each image being
     output pixel (i, j). The columns j >= Wo and the rows between images are computed and
     dropped by the stores. Taps are tap-major in K as in :func:`_tiled_gemm`."""
+    rows, cols = offsets
+    row0 = min(rows)
     kh, kw, wp, seg = p.window
     ho, wo = node.outputs[0].shape[2:]
     hw, c = ho * wo, x.shape[1]
@@ -458,8 +467,8 @@ def _wide_gemm(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile, a, x: Dens
                 kk, sb = k1 - k0, b_t[ib % slots]
                 ib += 1
                 for v in range(kw):
-                    ctx.b.load(p.b_buf, sb + v * kk * span * 4, x.addr_of(img0, k0, row0, v), imgs,
-                               seg, planes=kk, dram_plane_stride=hp * wp,
+                    ctx.b.load(p.b_buf, sb + v * kk * span * 4, x.addr_of(img0, k0, row0, cols[v]),
+                               imgs, seg, planes=kk, dram_plane_stride=hp * wp,
                                dram_row_stride=c * hp * wp, buf_plane_stride=span,
                                buf_row_stride=seg)
                 for u in range(kh):
@@ -469,8 +478,8 @@ def _wide_gemm(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile, a, x: Dens
                                 sa, _idx_addr(p, sa, tile.mt, kw * kk, p.a_bytes))
                     ctx.b.gemm(m1 - m0, p.wide_columns(imgs), kw * kk, a_buf=p.a_buf,
                                a_addr=la.addr, a_stride=la.stride, a_dtype=la.dtype,
-                               b_buf=p.b_buf, b_addr=sb + u * wp * 4, b_stride=span,
-                               c_addr=c_addr, c_stride=span, n=nm[0], m=nm[1],
+                               b_buf=p.b_buf, b_addr=sb + (rows[u] - row0) * wp * 4,
+                               b_stride=span, c_addr=c_addr, c_stride=span, n=nm[0], m=nm[1],
                                idx_buf=p.a_buf, idx_addr=la.idx_addr,
                                idx_stride=la.idx_stride if p.sparse else None,
                                dataflow=tile.dataflow, trans_a=la.k_major and not a.sparse,
@@ -494,10 +503,10 @@ def lower_conv2d(ctx: LowerCtx, node: Node) -> None:
     p, tile = _problem(ctx, node)
     opa = _weight(ctx, node, node.inputs[1], True, 1)
     x = _act(ctx, node.inputs[0])
-    row0 = _wide_row0(node, x, p) if tile.wide else None
-    if row0 is not None:
+    offsets = _wide_offsets(node, x, p) if tile.wide else None
+    if offsets is not None:
         ctx.fresh_arena()
-        _wide_gemm(ctx, node, p, tile, opa, x, row0)
+        _wide_gemm(ctx, node, p, tile, opa, x, offsets)
         return
     opb = _x_window(ctx, node, channels_are_k=True)
     ctx.fresh_arena()
@@ -589,6 +598,11 @@ def lower_conv2d_grad_input(ctx: LowerCtx, node: Node) -> None:
         return lower_grouped_conv(ctx, node)
     p, tile = _problem(ctx, node)
     opa, opb, hm, wm, phases = bp_operands(ctx, node)
+    dy = _act(ctx, node.inputs[0])
+    offsets = _wide_offsets(node, dy, p) if tile.wide else None
+    if offsets is not None:
+        _wide_gemm(ctx, node, p, tile, opa, dy, offsets)
+        return
     if tuple(node.attrs["stride"]) == (1, 1):
         _tiled_gemm(ctx, p, tile, opa, opb, _store_nchw(ctx, node.outputs[0], (hm, wm)))
         return

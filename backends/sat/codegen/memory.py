@@ -15,7 +15,8 @@ DRAM storages (one or two :class:`~satc.backends.sat.program.Region` each):
   indices ``[outer, row_bytes]``, groups along the reduction axis (Ci for
   FF, Co for BP). Written by SORE, read by the sparse GEMMs.
 * :class:`OneHot` -- int64 class labels, stored as fp32 one-hot rows (the
-  target probabilities the vector unit's ``xent`` reads).
+  target probabilities the vector unit's ``xent`` reads); labels of a loss
+  with ``ignore_index`` store ignored rows as zero rows.
 
 Every storage converts between the interpreter's numpy form and its DRAM
 bytes (:meth:`encode` / :meth:`decode`), so ``CompiledProgram.state`` has
@@ -276,40 +277,54 @@ class Compressed:
 
 @dataclass(frozen=True)
 class OneHot:
-    """int64 labels ``[B]`` stored as fp32 one-hot rows ``[B, classes]``."""
+    """int64 labels ``[B]`` stored as fp32 one-hot rows ``[B, classes]``; a label equal to
+    ``ignore_index`` (a loss's, outside ``[0, classes)``) is stored as a row of zeros."""
 
     region: Region
     classes: int
+    ignore_index: int | None = None
 
     KIND: ClassVar[str] = "one_hot"
 
     def to_json(self) -> dict[str, Any]:
         """The storage as JSON (regions by name), for a program file's manifest."""
-        return {"kind": self.KIND, "region": self.region.name, "classes": self.classes}
+        d = {"kind": self.KIND, "region": self.region.name, "classes": self.classes}
+        return d if self.ignore_index is None else {**d, "ignore_index": self.ignore_index}
 
     @classmethod
     def from_json(cls, d: dict[str, Any], region_of: RegionOf) -> "OneHot":
         """The storage written by :meth:`to_json`; ``region_of`` looks regions up by name."""
-        return cls(region_of(d["region"]), int(d["classes"]))
+        ignore = d.get("ignore_index")
+        return cls(region_of(d["region"]), int(d["classes"]), None if ignore is None else int(ignore))
 
     @property
     def regions(self) -> tuple[Region, ...]:
         """The DRAM regions of this storage."""
         return (self.region,)
 
+    def kept(self, y: np.ndarray) -> np.ndarray:
+        """Mask of the flat labels ``y`` that are not ``ignore_index``."""
+        return y != self.ignore_index if self.ignore_index is not None else np.ones(y.shape, bool)
+
     def encode(self, arr: np.ndarray) -> list[tuple[Region, np.ndarray]]:
-        """One-hot rows of the labels ``arr``."""
+        """One-hot rows of the labels ``arr`` (zero rows for ignored labels)."""
         y = np.asarray(arr).astype(np.int64).reshape(-1)
-        if y.size and (y.min() < 0 or y.max() >= self.classes):
-            raise CompileError(f"labels must lie in [0, {self.classes}), got range "
-                               f"[{y.min()}, {y.max()}]")
+        rows = np.flatnonzero(self.kept(y))
+        if rows.size and (y[rows].min() < 0 or y[rows].max() >= self.classes):
+            also = "" if self.ignore_index is None else f" or the ignore index {self.ignore_index}"
+            raise CompileError(f"labels must lie in [0, {self.classes}){also}, got range "
+                               f"[{y[rows].min()}, {y[rows].max()}]")
         out = np.zeros(self.region.shape, np.float32)
-        out[np.arange(y.size), y] = 1.0
+        out[rows, y[rows]] = 1.0
         return [(self.region, out)]
 
     def decode(self, read: Reader) -> np.ndarray:
-        """The labels back from the one-hot rows."""
-        return read(self.region.name).argmax(axis=1).astype(np.int64)
+        """The labels back from the one-hot rows (zero rows: ``ignore_index``)."""
+        hot = read(self.region.name)
+        y = hot.argmax(axis=1).astype(np.int64)
+        if self.ignore_index is not None:
+            y[hot.max(axis=1) == 0] = self.ignore_index
+        return y
 
 
 Storage = Dense | TapMajor | Compressed | OneHot

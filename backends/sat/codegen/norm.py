@@ -7,12 +7,17 @@ Per-channel statistics are reductions of ``[C, H*W]`` chunk tiles (one
 image's channels; ``[rows, C]`` for rank-2 inputs), accumulated across
 images into ``[C]`` vectors; normalisation uses ``col`` (``row``)
 broadcasts of those vectors. The input stays resident in the vector buffer
-across the passes when it fits, otherwise it is reloaded per pass.
+across the passes when it fits, otherwise it streams through two slots and
+is read once per pass.
 
-* forward: mean = sum(x)/n; var = sum((x-mean)^2)/n (two passes, as the
-  reference); invstd = rsqrt(var + eps); y = (x-mean) * gamma*invstd + beta;
-  running stats with torch's momentum rule (unbiased running variance);
+* forward: the shifted-data sums s = sum(x - k), q = sum((x - k)^2) with k
+  the mean of the channel's first chunk (one read of x); mean = k + s/n,
+  var = q/n - (s/n)^2; invstd = rsqrt(var + eps); y = (x-mean) * gamma*invstd
+  + beta; running stats with torch's momentum rule (unbiased running
+  variance). ``batchnorm_relu`` adds a residual and applies relu to y before
+  it is stored (passes/fusion.py);
 * input gradient: dx = gamma*invstd * (dy - mean(dy) - xhat*mean(dy*xhat));
+  ``batchnorm_grad`` stores the two sums as the parameter gradients too;
 * parameter gradients: dgamma = sum(dy*xhat), dbeta = sum(dy).
 
 Layer normalisation over the trailing axes (rows of a ``[rows, cols]`` matrix):
@@ -47,32 +52,49 @@ from satc.backends.sat.codegen.tensor import (
     _store_vector,
     _tile_bytes,
 )
+from satc.errors import CompileError
 from satc.ir.graph import Node
 
 
 class _Resident:
-    """Chunk tiles of several same-layout tensors, kept on chip when they all fit."""
+    """Chunk tiles of several same-layout tensors: all kept on chip when they fit (each chunk
+    loaded once), else streamed through two slots, so that the next chunk loads while this
+    one is processed. ``temps`` temporaries per slot (two slots in both cases: a temporary
+    being stored does not hold back the next chunk's work)."""
 
     def __init__(self, ctx: LowerCtx, c: _Channels, views: list, temps: int) -> None:
         self.ctx, self.views = ctx, views
-        self.chunks = list(_channel_chunks(ctx, c, len(views) + temps))
+        free = ctx.arena.free_bytes("vec")
+        self.slots = 2
+        self.chunks = list(_channel_chunks(ctx, c, len(views) + 2 * temps))
         size = max(_tile_bytes(r, k) for _, _, r, k, _, _ in self.chunks)
-        need = (len(self.chunks) * len(views) + temps) * size
-        self.resident = need <= ctx.arena.free_bytes("vec")
-        count = len(self.chunks) if self.resident else 1
+        self.resident = (len(self.chunks) * len(views) + 2 * temps) * size <= free
+        if not self.resident:
+            try:
+                self.chunks = list(_channel_chunks(ctx, c, 2 * (len(views) + temps)))
+            except CompileError:        # two slots of one plane do not fit: one slot
+                self.slots = 1
+                self.chunks = list(_channel_chunks(ctx, c, len(views) + temps))
+            size = max(_tile_bytes(r, k) for _, _, r, k, _, _ in self.chunks)
+        count = len(self.chunks) if self.resident else self.slots
         self.tiles = [[ctx.alloc("vec", size, "batchnorm tile") for _ in views] for _ in range(count)]
-        self.temps = [ctx.alloc("vec", size, "batchnorm temporary") for _ in range(temps)]
+        self._temps = [[ctx.alloc("vec", size, "batchnorm temporary") for _ in range(temps)]
+                       for _ in range(self.slots)]
         self.loaded: set[int] = set()
 
     def get(self, i: int) -> list[int]:
         """Addresses of chunk ``i``'s tiles, loading them if they are not on chip."""
-        t = self.tiles[i if self.resident else 0]
+        t = self.tiles[i if self.resident else i % self.slots]
         if not (self.resident and i in self.loaded):
             p0, p1 = self.chunks[i][:2]
             for v, addr in zip(self.views, t):
                 self.ctx.dma3("load", v, p0, p1, "vec", addr)
             self.loaded.add(i)
         return t
+
+    def temps(self, i: int) -> list[int]:
+        """The temporaries of chunk ``i``'s slot."""
+        return self._temps[i % self.slots]
 
 
 def _check(ctx: LowerCtx, node: Node, x) -> _Channels:
@@ -125,10 +147,10 @@ def _sums(ctx: LowerCtx, c: _Channels, r: _Resident, xhat: _Pair, dy_sum: int,
           dyx_sum: int) -> None:
     """dy_sum = sum(dy), dyx_sum = sum(dy * xhat) per channel (x, dy are r's tensors):
     three passes per element (xhat, the dot product, the sum)."""
-    t1 = r.temps[0]
     seen: set[int] = set()
     for i, (p0, p1, rows, cols, c0, _) in enumerate(r.chunks):
         tx, tdy = r.get(i)
+        t1 = r.temps(i)[0]
         xhat.apply(rows, cols, c0, tx, t1)
         first = c0 not in seen if c.rank == 4 else i == 0
         _reduce_channels(ctx, "reduce_sum", c, tdy, rows, cols, dy_sum, c0, first)
@@ -136,47 +158,69 @@ def _sums(ctx: LowerCtx, c: _Channels, r: _Resident, xhat: _Pair, dy_sum: int,
         seen.add(c0)
 
 
-@lowering("batchnorm")
+def _shifted_sums(ctx: LowerCtx, c: _Channels, r: _Resident, shift: int, s: int, q: int) -> None:
+    """From one read of x (r's tensor): shift = the per-channel mean of the first chunk that
+    holds the channel, s = sum(x - shift), q = sum((x - shift)^2) per channel. With a shift
+    near the mean, var = q/n - (s/n)^2 loses no precision to cancellation (the shifted-data
+    variance), so the statistics need no second read of x."""
+    bc = _bcast(c)
+    seen: set[int] = set()
+    for i, (_, _, rows, cols, c0, _) in enumerate(r.chunks):
+        (tx,), t = r.get(i), r.temps(i)[0]
+        first = c0 not in seen if c.rank == 4 else i == 0
+        off = c0 * 4 if c.rank == 4 else 0
+        if first:
+            _reduce_channels(ctx, "reduce_sum", c, tx, rows, cols, shift, c0, True)
+            n = (rows, 1 / cols) if c.rank == 4 else (c.channels, 1 / rows)
+            ctx.b.vec("mul_imm", 1, n[0], s0_addr=shift + off, d_addr=shift + off, imm=n[1])
+        ctx.b.vec("sub", rows, cols, s0_addr=tx, s1_addr=shift + off, d_addr=t, bcast=bc)
+        _reduce_channels(ctx, "reduce_sum", c, t, rows, cols, s, c0, first)
+        _reduce_channels(ctx, "reduce_sumsq", c, t, rows, cols, q, c0, first)
+        seen.add(c0)
+
+
+@lowering("batchnorm", "batchnorm_relu")
 def lower_batchnorm(ctx: LowerCtx, node: Node) -> None:
-    """Training-mode batchnorm: y, batch mean, invstd and the new running statistics
-    (four passes per element: sum, deviation, sum of squares, one affine apply)."""
+    """Training-mode batchnorm: y, batch mean, invstd and the new running statistics.
+    ``batchnorm_relu`` (passes/fusion.py) also adds its residual input, when it has one, and
+    applies relu before y is stored. x is read once for the statistics (three passes per
+    element: the shifted sum and sum of squares) and once more for the affine apply (one
+    pass, plus one each for the residual add and the relu) unless it stays on chip."""
     if not node.attrs["training"]:
         raise ctx.fail("eval-mode batchnorm", "the SAT lowering compiles training steps; "
                        "import the model in train mode")
-    x, gamma, beta, rm, rv = node.inputs
+    x, gamma, beta, rm, rv, *residual = node.inputs
     c = _check(ctx, node, x)
     yv = ctx.dense(node.outputs[0]).view3()
-    same_views(ctx, [c.view, yv])
+    resv = [ctx.dense(v).view3() for v in residual]
+    same_views(ctx, [c.view, yv, *resv])
     cnt, mom, eps = c.count, float(node.attrs["momentum"]), float(node.attrs["eps"])
     vg, vb = _load_vector(ctx, gamma, "gamma"), _load_vector(ctx, beta, "beta")
     vrm, vrv = _load_vector(ctx, rm, "running mean"), _load_vector(ctx, rv, "running var")
     vs = [ctx.alloc("vec", _tile_bytes(1, c.channels), name)
-          for name in ("sum", "mean", "sumsq", "var", "invstd", "scale", "shift")]
-    s, mean, q, var, inv, scale, shift = vs
-    r = _Resident(ctx, c, [c.view], temps=1)
-    (t,) = r.temps
-    bc = _bcast(c)
-    seen: set[int] = set()
-    for i, (_, _, rows, cols, c0, _) in enumerate(r.chunks):
-        first = c0 not in seen if c.rank == 4 else i == 0
-        _reduce_channels(ctx, "reduce_sum", c, r.get(i)[0], rows, cols, s, c0, first)
-        seen.add(c0)
-    _vec1(ctx, "mul_imm", c, s, mean, imm=1.0 / cnt)
-    seen.clear()
-    for i, (_, _, rows, cols, c0, _) in enumerate(r.chunks):
-        off = c0 * 4 if c.rank == 4 else 0
-        ctx.b.vec("sub", rows, cols, s0_addr=r.get(i)[0], s1_addr=mean + off, d_addr=t, bcast=bc)
-        first = c0 not in seen if c.rank == 4 else i == 0
-        _reduce_channels(ctx, "reduce_sumsq", c, t, rows, cols, q, c0, first)
-        seen.add(c0)
+          for name in ("data shift", "shifted sum", "shifted sumsq", "mean - shift", "square",
+                       "mean", "var", "invstd", "scale", "shift", "running term")]
+    k, s, q, d, d2, mean, var, inv, scale, shift, term = vs
+    r = _Resident(ctx, c, [c.view], temps=1 + len(resv))
+    _shifted_sums(ctx, c, r, k, s, q)
+    _vec1(ctx, "mul_imm", c, s, d, imm=1.0 / cnt)
+    _vec1(ctx, "add", c, k, mean, s1=d)                   # mean = shift + s/n
+    _vec1(ctx, "mul", c, d, d2, s1=d)
     _vec1(ctx, "mul_imm", c, q, var, imm=1.0 / cnt)
+    _vec1(ctx, "sub", c, var, var, s1=d2)                # var = q/n - (s/n)^2
     _vec1(ctx, "rsqrt", c, var, inv, imm=eps)
     _vec1(ctx, "mul", c, vg, scale, s1=inv)
     _vec1(ctx, "mul", c, mean, shift, s1=scale)          # y = x * scale + (beta - mean * scale)
     _vec1(ctx, "sub", c, vb, shift, s1=shift)
     pair = _Pair(ctx, c, scale, shift, "scale/shift pair")
     for i, (p0, p1, rows, cols, c0, _) in enumerate(r.chunks):
-        pair.apply(rows, cols, c0, r.get(i)[0], t)
+        (tx,), (t, *tres) = r.get(i), r.temps(i)
+        pair.apply(rows, cols, c0, tx, t)
+        for v, tr in zip(resv, tres):
+            ctx.dma3("load", v, p0, p1, "vec", tr)
+            ctx.b.vec("add", rows, cols, s0_addr=t, s1_addr=tr, d_addr=t)
+        if node.op == "batchnorm_relu":
+            ctx.b.vec("relu", rows, cols, s0_addr=t, d_addr=t)
         ctx.dma3("store", yv, p0, p1, "vec", t)
     _store_vector(ctx, node.outputs[1], mean)
     _store_vector(ctx, node.outputs[2], inv)
@@ -184,16 +228,17 @@ def lower_batchnorm(ctx: LowerCtx, node: Node) -> None:
     for old, stat, factor, out in ((vrm, mean, mom, node.outputs[3]),
                                    (vrv, var, mom * cnt / (cnt - 1), node.outputs[4])):
         _vec1(ctx, "mul_imm", c, old, old, imm=1.0 - mom)
-        _vec1(ctx, "mul_imm", c, stat, s, imm=factor)
-        _vec1(ctx, "add", c, old, old, s1=s)
+        _vec1(ctx, "mul_imm", c, stat, term, imm=factor)
+        _vec1(ctx, "add", c, old, old, s1=term)
         _store_vector(ctx, out, old)
 
 
-@lowering("batchnorm_grad_input")
+@lowering("batchnorm_grad_input", "batchnorm_grad")
 def lower_batchnorm_grad_input(ctx: LowerCtx, node: Node) -> None:
     """dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)) = k*dy - k*mean(dy)
     - k*mean(dy*xhat) * xhat: the sums (three passes per element), then xhat, one affine
-    of dy and one accumulating multiply by xhat (three more)."""
+    of dy and one accumulating multiply by xhat (three more). ``batchnorm_grad``
+    (passes/fusion.py) also stores the sums as dgamma = sum(dy*xhat) and dbeta = sum(dy)."""
     dy, x, gamma, mean, invstd = node.inputs
     c = _check(ctx, node, x)
     dxv = ctx.dense(node.outputs[0]).view3()
@@ -201,25 +246,27 @@ def lower_batchnorm_grad_input(ctx: LowerCtx, node: Node) -> None:
     same_views(ctx, [c.view, dyv, dxv])
     vg = _load_vector(ctx, gamma, "gamma")
     vm, vi = _load_vector(ctx, mean, "mean"), _load_vector(ctx, invstd, "invstd")
-    a, bsum, k = (ctx.alloc("vec", _tile_bytes(1, c.channels), n) for n in ("sum dy", "sum dy*xhat",
-                                                                             "gamma*invstd"))
+    dbeta, dgamma, k, a, b = (ctx.alloc("vec", _tile_bytes(1, c.channels), n) for n in (
+        "sum dy", "sum dy*xhat", "gamma*invstd", "-k*mean(dy)", "-k*mean(dy*xhat)"))
     r = _Resident(ctx, c, [c.view, dyv], temps=2)
     xhat = _xhat_pair(ctx, c, vm, vi)
-    _sums(ctx, c, r, xhat, a, bsum)
+    _sums(ctx, c, r, xhat, dbeta, dgamma)
+    if node.op == "batchnorm_grad":
+        _store_vector(ctx, node.outputs[1], dgamma)
+        _store_vector(ctx, node.outputs[2], dbeta)
     _vec1(ctx, "mul", c, vg, k, s1=vi)
-    _vec1(ctx, "mul", c, a, a, s1=k)                      # a = -k * mean(dy)
+    _vec1(ctx, "mul", c, dbeta, a, s1=k)
     _vec1(ctx, "mul_imm", c, a, a, imm=-1.0 / c.count)
-    _vec1(ctx, "mul", c, bsum, bsum, s1=k)                # bsum = -k * mean(dy * xhat)
-    _vec1(ctx, "mul_imm", c, bsum, bsum, imm=-1.0 / c.count)
+    _vec1(ctx, "mul", c, dgamma, b, s1=k)
+    _vec1(ctx, "mul_imm", c, b, b, imm=-1.0 / c.count)
     dy_pair = _Pair(ctx, c, k, a, "k / -k*mean(dy) pair")
-    t1, t2 = r.temps
     bc = _bcast(c)
     for i, (p0, p1, rows, cols, c0, _) in enumerate(r.chunks):
-        tx, tdy = r.get(i)
+        (tx, tdy), (t1, t2) = r.get(i), r.temps(i)
         off = c0 * 4 if c.rank == 4 else 0
         xhat.apply(rows, cols, c0, tx, t1)
         dy_pair.apply(rows, cols, c0, tdy, t2)
-        ctx.b.vec("mul", rows, cols, s0_addr=t1, s1_addr=bsum + off, d_addr=t2, bcast=bc,
+        ctx.b.vec("mul", rows, cols, s0_addr=t1, s1_addr=b + off, d_addr=t2, bcast=bc,
                   accumulate=True)
         ctx.dma3("store", dxv, p0, p1, "vec", t2)
 

@@ -127,6 +127,7 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
     pads: dict[str, tuple] = {}
     nm_state: dict[str, tuple[int, int, int]] = {}
     classes: dict[str, int] = {}
+    ignore_index: dict[str, int] = {}
     derived: dict[str, tuple[int, ...]] = {}
     derived_span: dict[str, list[int]] = {}
     for i, node in enumerate(graph.nodes):
@@ -155,6 +156,8 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
                 raise CompileError(f"state {w.name!r} is read with two N:M patterns")
         if node.op in ("cross_entropy", "cross_entropy_grad"):
             classes[node.inputs[1].name] = node.inputs[0].shape[1]
+            if node.attrs.get("ignore_index") is not None:   # stored as zero one-hot rows
+                ignore_index[node.inputs[1].name] = int(node.attrs["ignore_index"])
         if node.op in ("embedding", "embedding_grad"):     # ids stored one-hot [R, vocab]
             vocab = node.inputs[0].shape[0] if node.op == "embedding" else node.outputs[0].shape[0]
             if classes.setdefault(node.inputs[1].name, vocab) != vocab:
@@ -231,7 +234,8 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
                                    "embedding; SAT supports integer inputs as labels and token "
                                    "ids only")
             shape = (int(np.prod(v.shape)), classes[v.name])
-            s = OneHot(b.alloc(v.name, shape, init=np.zeros(shape, np.float32)), classes[v.name])
+            s = OneHot(b.alloc(v.name, shape, init=np.zeros(shape, np.float32)), classes[v.name],
+                       ignore_index.get(v.name))
         else:
             s = make(v, False, permanent, np.zeros(v.shape, np.float32))
         inputs[v.name] = storage[v.name] = s

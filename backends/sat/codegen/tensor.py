@@ -17,6 +17,10 @@ broadcasts.
 * ``sigmoid``, ``tanh``, ``silu``, ``hardswish`` and their gradients: the
   vector function of the same name per chunk; ``hardtanh`` (ReLU6):
   ``max_imm`` then ``min_imm``, its gradient ``pass_gt`` then ``pass_lt``;
+* ``leaky_relu``, ``elu`` (SELU, CELU), ``softplus`` and their gradients: the
+  vector function of the same name with one attribute in ``imm``, ELU's
+  ``scale`` / ``input_scale`` and softplus' ``beta`` as ``mul_imm`` steps
+  around it (left out when 1);
 * ``mul``: same-shape operands, one scalar per plane (``col`` broadcast: a
   squeeze-excite gate ``[N, C, 1, 1]``) or one operand over leading axes;
 * ``transpose`` -- a strided DMA gather in output order into the vector
@@ -424,6 +428,72 @@ def lower_hardtanh_grad(ctx: LowerCtx, node: Node) -> None:
     lo, hi = float(node.attrs["min_val"]), float(node.attrs["max_val"])
     _chain(ctx, [x, dy], node.outputs[0],
            [("pass_gt", 0, 1, 1, lo), ("pass_lt", 0, 1, 1, hi)], "hardtanh_grad", result=1)
+
+
+@lowering("leaky_relu")
+def lower_leaky_relu(ctx: LowerCtx, node: Node) -> None:
+    """x if x > 0 else slope * x: vec leaky_relu (imm = negative_slope)."""
+    _elementwise(ctx, "leaky_relu", [node.inputs[0]], node.outputs[0],
+                 imm=float(node.attrs["negative_slope"]))
+
+
+@lowering("leaky_relu_grad")
+def lower_leaky_relu_grad(ctx: LowerCtx, node: Node) -> None:
+    """dy if x > 0 else slope * dy: vec leaky_relu_grad (s0 = x, s1 = dy)."""
+    dy, x = node.inputs
+    _elementwise(ctx, "leaky_relu_grad", [x, dy], node.outputs[0],
+                 imm=float(node.attrs["negative_slope"]))
+
+
+def _scale_step(tile: int, factor: float) -> list[Step]:
+    """``mul_imm factor`` on ``tile`` in place; none for a factor of 1."""
+    return [] if factor == 1 else [("mul_imm", tile, None, tile, factor)]
+
+
+def _elu_attrs(ctx: LowerCtx, node: Node) -> tuple[float, float, float]:
+    alpha, scale, s = (float(node.attrs[k]) for k in ("alpha", "scale", "input_scale"))
+    if s <= 0:
+        raise ctx.fail(f"{node.op} with input_scale={s}",
+                       "the vector unit's elu tests the sign of input_scale * x; use an "
+                       "input_scale > 0 (ELU, SELU and CELU with alpha > 0 have one)")
+    return alpha, scale, s
+
+
+@lowering("elu")
+def lower_elu(ctx: LowerCtx, node: Node) -> None:
+    """scale * elu_alpha(x) with input_scale s: mul_imm s, elu (imm = alpha * s),
+    mul_imm scale / s (the same sign test as torch's x > 0 since s > 0)."""
+    alpha, scale, s = _elu_attrs(ctx, node)
+    steps = _scale_step(0, s) + [("elu", 0, None, 0, alpha * s)] + _scale_step(0, scale / s)
+    _chain(ctx, [node.inputs[0]], node.outputs[0], steps, "elu")
+
+
+@lowering("elu_grad")
+def lower_elu_grad(ctx: LowerCtx, node: Node) -> None:
+    """dy * elu'(x): mul_imm s on the x tile, elu_grad (s0 = s * x, s1 = dy, imm = alpha * s),
+    mul_imm scale, into the dy tile."""
+    alpha, scale, s = _elu_attrs(ctx, node)
+    dy, x = node.inputs
+    steps = _scale_step(0, s) + [("elu_grad", 0, 1, 1, alpha * s)] + _scale_step(1, scale)
+    _chain(ctx, [x, dy], node.outputs[0], steps, "elu_grad", result=1)
+
+
+@lowering("softplus")
+def lower_softplus(ctx: LowerCtx, node: Node) -> None:
+    """softplus(beta * x) / beta: mul_imm beta, softplus (imm = threshold), mul_imm 1 / beta."""
+    beta, thr = float(node.attrs["beta"]), float(node.attrs["threshold"])
+    steps = _scale_step(0, beta) + [("softplus", 0, None, 0, thr)] + _scale_step(0, 1 / beta)
+    _chain(ctx, [node.inputs[0]], node.outputs[0], steps, "softplus")
+
+
+@lowering("softplus_grad")
+def lower_softplus_grad(ctx: LowerCtx, node: Node) -> None:
+    """dy * sigmoid(beta * x) (dy past the threshold): mul_imm beta on the x tile, then
+    softplus_grad (s0 = beta * x, s1 = dy, imm = threshold) into the dy tile."""
+    beta, thr = float(node.attrs["beta"]), float(node.attrs["threshold"])
+    dy, x = node.inputs
+    steps = _scale_step(0, beta) + [("softplus_grad", 0, 1, 1, thr)]
+    _chain(ctx, [x, dy], node.outputs[0], steps, "softplus_grad", result=1)
 
 
 def _power_steps(tile: int, e: float) -> list[Step]:

@@ -217,16 +217,20 @@ def _conv_checks(node: Node) -> None:
 
 
 def conv_window(node: Node) -> tuple[int, int, int, int]:
-    """(kh, kw, wp, seg) of a stride-1 conv2d's wide B operand (:attr:`GemmProblem.window`):
-    ``wp`` the input's width with the conv's padding, ``seg`` the elements of each image and
-    channel the output rows and all kernel rows read; () when it does not apply (strided,
-    1x1)."""
+    """(kh, kw, wp, seg) of the wide B operand (:attr:`GemmProblem.window`) of a stride-1
+    conv2d (B: its input) or conv2d_grad_input (B: dY, padded for the full correlation):
+    ``wp`` the width of B with that padding, ``seg`` the elements of each image and channel
+    the output rows and all kernel rows read; () when it does not apply (strided, 1x1)."""
     kh, kw = node.inputs[1].shape[2:]
     if tuple(node.attrs["stride"]) != (1, 1) or kh * kw == 1:
         return ()
     pt, pl, pb, pr = node.attrs["padding"]
     ho, wo = node.outputs[0].shape[2:]
-    wp = node.inputs[0].shape[3] + pl + pr
+    if node.op == "conv2d":
+        wp = node.inputs[0].shape[3] + pl + pr
+    else:                                   # dY, padded kw-1-pl left, W - Wo + pl right
+        wp = node.inputs[0].shape[3] + max(0, kw - 1 - pl) + max(0, wo - node.inputs[0].shape[3]
+                                                                  + pl)
     return kh, kw, wp, (ho + kh - 2) * wp + wo
 
 
@@ -280,7 +284,8 @@ def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
         return GemmProblem(ci, xs[0] * hw, co, taps=kh * kw, sparse="a" if nm else None,
                            nm=pat, n_quantum=hw, k_quantum=kq, a_buf="wgt", b_buf="act",
                            a_bytes=wbytes, scatter=sh * sw if sh * sw > 1 else 0, fold="k",
-                           row=-(-xs[3] // sw), tap_sets=tuple(len(taps) for _, _, taps in bp_phases(node)[2]))
+                           row=-(-xs[3] // sw), window=conv_window(node),
+                           tap_sets=tuple(len(taps) for _, _, taps in bp_phases(node)[2]))
     if node.op == "conv2d_grad_weight":
         _conv_checks(node)
         dy, x = node.inputs

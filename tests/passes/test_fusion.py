@@ -1,0 +1,90 @@
+"""fuse_batchnorm: batchnorm's gradient pair becomes one node, batchnorm -> [add ->] relu
+becomes batchnorm_relu; the interpreted step is bit-identical and the SAT program moves
+fewer bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import satc
+from satc.backends.sat.codegen import generate
+from satc.backends.sat.config import load_hardware
+from satc.passes.fusion import fuse_batchnorm
+from tests.passes import assert_same_interpretation
+
+
+class _Block(nn.Module):
+    """A ResNet basic block with a projection shortcut, and a BN whose output is read twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(4, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.sc, self.bs = nn.Conv2d(4, 8, 1, bias=False), nn.BatchNorm2d(8)
+        self.c3, self.b3 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.b1(self.c1(x)))
+        h = torch.relu(self.b2(self.c2(h)) + self.bs(self.sc(x)))
+        t = self.b3(self.c3(h))                     # read by the relu and by the add: not fused
+        return self.fc((torch.relu(t) + t).flatten(1))
+
+
+def _training_graph():
+    torch.manual_seed(0)
+    x = torch.randn(4, 4, 4, 4) * 2 + 0.5
+    tg = satc.build_training_graph(satc.import_torch(_Block(), (x,)))
+    return tg, {"x": x.numpy(), "y": np.array([1, 0, 3, 9])}
+
+
+def test_fusion_rewrites_the_block_and_keeps_every_number():
+    tg, feeds = _training_graph()
+    fg = fuse_batchnorm(tg)
+    ops = [n.op for n in fg.nodes]
+    fused = [n for n in fg.nodes if n.op == "batchnorm_relu"]
+    # b1 + relu; b2 + add(shortcut BN) + relu; b3 (two readers) and the shortcut BN stay
+    assert sorted(len(n.inputs) for n in fused) == [5, 6]
+    assert ops.count("batchnorm") == 2
+    residual = next(n for n in fused if len(n.inputs) == 6).inputs[5]
+    assert residual.producer.op == "batchnorm" and residual.producer.layer == "bs"
+    # every gradient pair merged: one batchnorm_grad per BN, no halves left
+    assert ops.count("batchnorm_grad") == 4
+    assert "batchnorm_grad_input" not in ops and "batchnorm_grad_params" not in ops
+    # 8 gradient halves -> 4 nodes; b1 + relu (2 -> 1) and b2 + add + relu (3 -> 1)
+    assert len(fg.nodes) == len(tg.nodes) - 4 - 1 - 2
+    assert_same_interpretation(tg, fg, feeds)
+
+
+def test_fusion_is_idempotent_and_leaves_a_lone_gradient_half():
+    tg, _ = _training_graph()
+    once = fuse_batchnorm(tg)
+    assert [n.op for n in fuse_batchnorm(once).nodes] == [n.op for n in once.nodes]
+    # a BN on the graph input has no input gradient: its parameter half stays as it is
+    x = torch.randn(4, 4, 2, 2)
+    model = nn.Sequential(nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(16, 10))
+    g = fuse_batchnorm(satc.build_training_graph(satc.import_torch(model, (x,))))
+    ops = [n.op for n in g.nodes]
+    assert "batchnorm_grad_params" in ops and "batchnorm_grad" not in ops
+    assert "batchnorm_relu" in ops
+
+
+@pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
+def test_fused_block_trains_like_the_interpreter_and_moves_fewer_bytes(sparsity):
+    from tests.satc.test_compile import check_steps
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 4, 4, 4) * 2 + 0.5, torch.randint(0, 10, (4,))
+    prog = satc.compile(_Block(), example_inputs=(x,), sparsity=sparsity, hw="sat-small")
+    assert "batchnorm_relu" in {n.op for n in prog.graph.nodes}
+    check_steps(prog, x.numpy(), y.numpy(), 2)
+    # the same training graph without the fusion stores the BN and add outputs as well
+    cfg = load_hardware("sat-small")
+    tg = satc.sparsify(satc.build_training_graph(satc.import_torch(_Block(), (x,))), sparsity)
+    plain = generate(tg, cfg).program.instructions
+    dram = sum(i.rows * i.cols * max(i.planes, 1) for i in plain if i.op == "store")
+    fused = sum(i.rows * i.cols * max(i.planes, 1) for i in prog.program.instructions
+                if i.op == "store")
+    assert fused < dram
