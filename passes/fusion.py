@@ -1,6 +1,7 @@
-"""Batch-normalisation fusion on a training graph: fewer nodes, so fewer DRAM round trips.
+"""Fusion on a training graph: fewer nodes, so fewer DRAM round trips.
 
-Two rewrites, both exact (the fused kernels compute what the nodes they replace did):
+:func:`fuse_batchnorm` makes two rewrites, :func:`fuse_matmul_bias` one, all exact
+(the fused kernels compute what the nodes they replace did):
 
 * ``batchnorm_grad_input`` and ``batchnorm_grad_params`` over the same
   ``(dy, x, mean, invstd)`` become one ``batchnorm_grad`` with outputs
@@ -14,6 +15,19 @@ Two rewrites, both exact (the fused kernels compute what the nodes they replace 
   separate nodes stored and reloaded the normalised and the summed tensors.
   The backward pass needs neither (``relu_grad`` reads the relu output,
   ``batchnorm_grad`` the batchnorm input).
+
+* a 2-D-weight ``matmul`` whose only reader is a ``bias_add`` along the last
+  axis becomes one ``matmul_bias``: the SAT lowering loads the bias into the
+  accumulator tile (a DMA that repeats one row) and lets the GEMMs accumulate
+  onto it, where the separate node loaded the product, added on the vector
+  unit and stored it again. The backward pass reads neither the product nor
+  the sum (``bias_grad`` reads dy, the matmul gradients its inputs).
+  Its gradient pair fuses too: the weight-gradient ``matmul`` dW = dy^T x
+  (``trans_a``; dy as itself or as its 2-D reshape) and the ``bias_grad`` of
+  the same dy become one ``matmul_bias_grad`` with outputs (dW, db): SAT sums
+  db from the dy tiles the GEMM loads, where ``bias_grad`` read dy once more.
+  The fused node sits where the later of the two sat; nodes between them that
+  depend on the earlier one's output (the bias's optimizer step) move after it.
 
 The fused node takes the place of the last node it replaces (the first, for
 the gradient pair), after a check that nothing in between reads the values it
@@ -32,6 +46,91 @@ def fuse_batchnorm(graph: Graph) -> Graph:
     _fuse_gradients(g)
     _fuse_relu_tails(g)
     return g
+
+
+def fuse_matmul_bias(graph: Graph) -> Graph:
+    """IR -> IR: a copy of ``graph`` with each matmul -> bias_add (last axis, the product
+    read by nothing else) as one ``matmul_bias`` node, and each weight-gradient matmul with
+    the bias_grad of its dy as one ``matmul_bias_grad`` (module docstring)."""
+    g = graph.clone()
+    _fuse_forward_bias(g)
+    _fuse_bias_gradients(g)
+    return g
+
+
+def _fuse_bias_gradients(g: Graph) -> None:
+    for bg in [n for n in g.nodes if n.op == "bias_grad"]:
+        dy = bg.inputs[0]
+        if bg.attrs["axis"] % dy.type.rank != dy.type.rank - 1:
+            continue
+        mm = next((u for u in g.users().get(id(dy), []) + _reshape_readers(g, dy)
+                   if _is_weight_gradient(u, dy) and u.stage == bg.stage), None)
+        if mm is None:
+            continue
+        node = Node("matmul_bias_grad", mm.inputs, (*mm.outputs, *bg.outputs), dict(mm.attrs),
+                    mm.stage, mm.layer, f"{mm.name}_bias_grad")
+        _merge_pair(g, bg, mm, node)
+
+
+def _reshape_readers(g: Graph, v: Value) -> list[Node]:
+    """Readers of the 2-D ``[rows, last]`` reshapes of ``v``."""
+    out = []
+    for r in g.users().get(id(v), []):
+        if r.op == "reshape" and r.outputs[0].shape == (v.type.numel // v.shape[-1], v.shape[-1]):
+            out += g.users().get(id(r.outputs[0]), [])
+    return out
+
+
+def _is_weight_gradient(n: Node, dy: Value) -> bool:
+    """``n`` is dW = dy2^T x2 of a Linear, dy2 being ``dy`` or its 2-D reshape."""
+    a = n.inputs[0] if n.op == "matmul" else None
+    return (a is not None and n.attrs.get("trans_a") is True and not n.attrs.get("trans_b", False)
+            and a.type.rank == 2 and n.inputs[1].type.rank == 2
+            and (a is dy or (a.producer is not None and a.producer.op == "reshape"
+                             and a.producer.inputs[0] is dy)))
+
+
+def _merge_pair(g: Graph, p: Node, q: Node, node: Node) -> None:
+    """Replace ``p`` and ``q`` by ``node`` at the later one's place; nodes between them that
+    depend on the earlier one move (in order) to right after ``node``."""
+    pos = {id(n): i for i, n in enumerate(g.nodes)}
+    first, last = sorted((p, q), key=lambda n: pos[id(n)])
+    tainted = {id(v) for v in first.outputs}
+    moved = []
+    for n in g.nodes[pos[id(first)] + 1:pos[id(last)]]:
+        if any(id(v) in tainted for v in n.inputs):
+            moved.append(n)
+            tainted |= {id(v) for v in n.outputs}
+    if any(id(v) in tainted for v in last.inputs):
+        return                                    # last needs what moves: leave the pair
+    skip = {id(first), id(last), *map(id, moved)}
+    nodes = []
+    for n in g.nodes:
+        if n is last:
+            nodes += [node, *moved]
+        elif id(n) not in skip:
+            nodes.append(n)
+    for v in node.outputs:
+        v.producer = node
+    g.nodes = nodes
+
+
+def _fuse_forward_bias(g: Graph) -> None:
+    users = g.users()
+    outputs = {id(v) for v in (*g.outputs.values(), *g.state_updates.values())}
+    fused: dict[int, Node | None] = {}
+    for ba in g.nodes:
+        if ba.op != "bias_add" or ba.attrs["axis"] % ba.inputs[0].type.rank != ba.inputs[0].type.rank - 1:
+            continue
+        y = ba.inputs[0]
+        mm = y.producer
+        if mm is None or mm.op != "matmul" or mm.inputs[1].type.rank != 2 or mm.stage != ba.stage \
+                or len(users.get(id(y), [])) != 1 or id(y) in outputs:
+            continue
+        fused[id(mm)] = None
+        fused[id(ba)] = Node("matmul_bias", (*mm.inputs, ba.inputs[1]), ba.outputs, dict(mm.attrs),
+                             mm.stage, mm.layer, f"{mm.name}_bias")
+    _replace(g, fused)
 
 
 def _fuse_gradients(g: Graph) -> None:

@@ -75,6 +75,11 @@ def _fuse_batchnorm(g: Graph, o: CompileOptions) -> Graph:
     return fuse_batchnorm(g)
 
 
+def _fuse_matmul_bias(g: Graph, o: CompileOptions) -> Graph:
+    from satc.passes.fusion import fuse_matmul_bias
+    return fuse_matmul_bias(g)
+
+
 def _hoist_updates(g: Graph, o: CompileOptions) -> Graph:
     from satc.passes.ordering import hoist_updates
     return hoist_updates(g)
@@ -85,6 +90,7 @@ IR_PASSES: tuple[Pass, ...] = (
     Pass("build_training_graph", _build_training_graph, training=True),
     Pass("sparsify", _sparsify, training=True),
     Pass("fuse_batchnorm", _fuse_batchnorm),
+    Pass("fuse_matmul_bias", _fuse_matmul_bias),
     Pass("hoist_updates", _hoist_updates),
 )
 

@@ -196,6 +196,43 @@ register("matmul", infer=_mm_infer, kernel=_mm_kernel, grad=_mm_grad, macs=_mm_m
          doc="batched a @ b with optional transposes of the last two axes")
 
 
+def _mm_bias_infer(ts, attrs):
+    expect(len(ts) == 3, f"matmul_bias takes a, b and a bias, got {len(ts)} inputs")
+    (y,) = _mm_infer(ts[:2], attrs)
+    expect(ts[2].rank == 1 and ts[2].shape[0] == y.shape[-1],
+           f"matmul_bias bias {ts[2].shape} must be ({y.shape[-1]},), the last axis of {y.shape}")
+    return [y]
+
+
+def _mm_bias_kernel(xs, attrs):
+    (y,) = _mm_kernel(xs[:2], attrs)
+    return [y + xs[2]]
+
+
+def _mm_bias_grad_infer(ts, attrs):
+    expect(attrs.get("trans_a") is True and not attrs.get("trans_b", False)
+           and len(ts) == 2 and ts[0].rank == 2 and ts[1].rank == 2,
+           "matmul_bias_grad takes 2-D dy [K, M] and x [K, N] with trans_a (dW = dy^T x)")
+    (dw,) = _mm_infer(ts, attrs)
+    return [dw, TensorType((ts[0].shape[1],), ts[0].dtype)]
+
+
+def _mm_bias_grad_kernel(xs, attrs):
+    (dw,) = _mm_kernel(xs, attrs)
+    return [dw, xs[0].sum(axis=0).astype(xs[0].dtype)]
+
+
+register("matmul_bias", infer=_mm_bias_infer, kernel=_mm_bias_kernel,
+         macs=lambda ins, outs, attrs: _mm_macs(ins[:2], outs, attrs),
+         doc="a @ b + bias along the last axis: a matmul and the bias_add after it in one node, "
+             "the bias loaded into the accumulators before the GEMM (passes/fusion.py)")
+register("matmul_bias_grad", infer=_mm_bias_grad_infer, kernel=_mm_bias_grad_kernel,
+         macs=_mm_macs,
+         doc="(dW, db) = (dy^T x, dy summed over rows) of a Linear with a bias: its weight-gradient "
+             "matmul and its bias_grad in one node, db summed from the dy tiles the GEMM loads "
+             "(passes/fusion.py)")
+
+
 # ------------------------------------------------------------------ bias
 def _bias_infer(ts, attrs):
     x, b = ts

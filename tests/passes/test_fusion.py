@@ -1,6 +1,7 @@
 """fuse_batchnorm: batchnorm's gradient pair becomes one node, batchnorm -> [add ->] relu
-becomes batchnorm_relu; the interpreted step is bit-identical and the SAT program moves
-fewer bytes."""
+becomes batchnorm_relu; fuse_matmul_bias: matmul -> bias_add becomes matmul_bias and the
+weight-gradient matmul with its bias_grad matmul_bias_grad. The
+interpreted step is the same and the SAT program moves fewer bytes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torch import nn
 import satc
 from satc.backends.sat.codegen import generate
 from satc.backends.sat.config import load_hardware
-from satc.passes.fusion import fuse_batchnorm
+from satc.passes.fusion import fuse_batchnorm, fuse_matmul_bias
 from tests.passes import assert_same_interpretation
 
 
@@ -88,3 +89,83 @@ def test_fused_block_trains_like_the_interpreter_and_moves_fewer_bytes(sparsity)
     fused = sum(i.rows * i.cols * max(i.planes, 1) for i in prog.program.instructions
                 if i.op == "store")
     assert fused < dram
+
+
+class _Linears(nn.Module):
+    """A conv with a bias (axis 1: not a matmul, not fused), then two Linears with biases."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(4 * 4 * 4, 32), nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(torch.relu(self.conv(x)).flatten(1))))
+
+
+def _linears_graph():
+    torch.manual_seed(0)
+    x = torch.randn(4, 2, 4, 4)
+    tg = satc.build_training_graph(satc.import_torch(_Linears(), (x,)))
+    return x, tg, {"x": x.numpy(), "y": np.array([1, 0, 3, 9])}
+
+
+def test_matmul_bias_fusion_merges_each_linear_and_keeps_every_number():
+    x, tg, feeds = _linears_graph()
+    fg = fuse_matmul_bias(tg)
+    fused = [n for n in fg.nodes if n.op == "matmul_bias"]
+    assert sorted(n.layer for n in fused) == ["fc1", "fc2"]
+    assert all(n.attrs.get("trans_b") for n in fused)
+    # each Linear's weight gradient takes its bias gradient; the conv's bias (axis 1) and
+    # its bias_grad stay, as do the input-gradient matmuls (fc1, fc2 BP)
+    grads = [n for n in fg.nodes if n.op == "matmul_bias_grad"]
+    assert sorted(n.layer for n in grads) == ["fc1", "fc2"]
+    assert [tuple(v.shape) for n in grads for v in n.outputs] == [(10, 32), (10,), (32, 64), (32,)]
+    assert [n.layer for n in fg.nodes if n.op == "bias_add"] == ["conv"]
+    assert [n.layer for n in fg.nodes if n.op == "bias_grad"] == ["conv"]
+    assert [n.stage for n in fg.nodes if n.op == "matmul"] == ["BP", "BP"]
+    assert len(fg.nodes) == len(tg.nodes) - 4
+    # every reader of a fused output comes after the node that now defines it
+    pos = {id(n): i for i, n in enumerate(fg.nodes)}
+    for n in grads:
+        for r in (u for u in fg.nodes for v in n.outputs if v in u.inputs):
+            assert pos[id(r)] > pos[id(n)]
+    assert [n.op for n in fuse_matmul_bias(fg).nodes] == [n.op for n in fg.nodes]
+    assert_same_interpretation(tg, fg, feeds)
+
+
+def test_bias_init_costs_one_repeated_row_dma_per_c_tile():
+    """Hand count: a 64 x 64 output in one tile gains 64 runs of 64 fp32 (256 B, four
+    64 B bursts each) over the channel and one instruction issue."""
+    from satc.backends.sat.codegen.tiling import GemmProblem, gemm_work
+    cfg = load_hardware("sat-vcu1525")
+    plain, biased = GemmProblem(64, 64, 64), GemmProblem(64, 64, 64, bias_init=True)
+    c0, d0 = gemm_work(plain, 64, 64, 64, "ws", cfg)
+    c1, d1 = gemm_work(biased, 64, 64, 64, "ws", cfg)
+    assert c1 == c0
+    bursts = 64 * -(-256 // cfg.dram_burst_bytes) * cfg.dram_burst_bytes
+    assert d1 - d0 == -(-bursts // cfg.dram_stream_bytes_per_cycle) + cfg.issue_cycles
+
+
+@pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
+def test_matmul_bias_trains_like_the_interpreter_with_no_vector_bias_pass(sparsity):
+    """Forward bias in the accumulators, bias gradient from the weight gradient's dy tiles:
+    two emulated steps equal the interpreter (every gradient, all state)."""
+    from tests.satc.test_compile import check_steps
+    x, _, feeds = _linears_graph()
+    prog = satc.compile(_Linears(), example_inputs=(x,), sparsity=sparsity, hw="sat-small")
+    assert {n.layer for n in prog.graph.nodes if n.op == "matmul_bias"} == {"fc1", "fc2"}
+    check_steps(prog, feeds["x"], feeds["y"], 2)
+    ins = prog.program.instructions
+    bias_rows = [i for i in ins if i.op == "load" and i.buf == "acc"]
+    assert bias_rows and all(i.dram_row_stride == 0 and i.cols <= 32 for i in bias_rows)
+    assert {n.layer for n in prog.graph.nodes if n.op == "matmul_bias_grad"} == {"fc1", "fc2"}
+    # the bias gradients are column sums of the dy tiles in the GEMM's A buffer
+    assert any(i.op == "vec" and i.func == "reduce_sum" and i.axis == 0 and i.s0_buf == "act"
+               for i in ins)
+    # unfused, the same graph adds each bias on the vector unit: a load, an add, a store more
+    cfg = load_hardware("sat-small")
+    tg = satc.sparsify(satc.build_training_graph(satc.import_torch(_Linears(), (x,))), sparsity)
+    plain = generate(tg, cfg).program.instructions
+    vec_adds = sum(i.op == "vec" and i.func == "add" for i in ins)
+    assert vec_adds < sum(i.op == "vec" and i.func == "add" for i in plain)

@@ -14,7 +14,8 @@ def test_ir_prints_stages(capsys):
     assert main(["ir", "mlp", "--stage", "wu"]) == 0
     out = capsys.readouterr().out
     assert "// ---- WU ----" in out and "// ---- FF ----" not in out
-    assert "matmul(" in out and "bias_grad(" in out
+    # each Linear's weight and bias gradient as one fused node (passes/fusion.py)
+    assert out.count("matmul_bias_grad(") == 3 and " bias_grad(" not in out
 
 
 def test_ops_table_with_sparsity(capsys):

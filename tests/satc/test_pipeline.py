@@ -41,7 +41,16 @@ def test_a_ready_training_graph_refuses_sparsity_and_optimizer():
     with pytest.raises(CompileError, match="already a training graph"):
         satc.compile(tg, optimizer=satc.SGD(lr=0.1), hw="sat-small")
     prog = satc.compile(tg, hw="sat-small")          # as it is: fine
-    assert {n.name for n in prog.graph.nodes} == {n.name for n in tg.nodes}
+    # the graph as built, but each Linear's matmul + bias_add and its weight-gradient
+    # matmul + bias_grad merged by fuse_matmul_bias (three Linears)
+    built = {n.name: n for n in tg.nodes}
+    fused = [n for n in prog.graph.nodes if n.op in ("matmul_bias", "matmul_bias_grad")]
+    assert sorted(n.op for n in fused) == ["matmul_bias"] * 3 + ["matmul_bias_grad"] * 3
+    kept = {n.name for n in prog.graph.nodes} - {n.name for n in fused}
+    gone = set(built) - kept
+    assert kept <= set(built) and len(gone) == 2 * len(fused)
+    assert sorted(built[name].op for name in gone) == ["bias_add"] * 3 + ["bias_grad"] * 3 \
+        + ["matmul"] * 6
 
 
 def test_the_verifier_names_the_pass_that_broke_the_ir(monkeypatch):

@@ -172,7 +172,9 @@ def _idx_addr(p: GemmProblem, base: int, outer: int, k: int, esz: int) -> int:
 def _tiled_gemm(ctx: LowerCtx, p: GemmProblem, tile: Tile, a, b,
                 store_c: Callable[[int, int, int, int, int, int, int], None],
                 tap_sets: list[list[int]] | None = None,
-                finish: Callable[[int, int, int, int], None] | None = None) -> None:
+                finish: Callable[[int, int, int, int], None] | None = None,
+                init_c: Callable[[int, int, int, int, int, int], None] | None = None,
+                on_a: Callable[[int, int, int, int, int, Loaded], None] | None = None) -> None:
     """Emit the tile loops: per (tap group,) M tile, N tile: loads + accumulating GEMMs, then
     stores; each GEMM instruction takes ``tile.taps`` taps (stacked along K when the taps
     are in K, side by side along N otherwise, with A loaded once for them).
@@ -180,7 +182,10 @@ def _tiled_gemm(ctx: LowerCtx, p: GemmProblem, tile: Tile, a, b,
     ``tap_sets`` (taps in K only) splits the taps of one output tile into sets that
     accumulate into C tiles of their own (the output phases of a strided input gradient):
     ``store_c(t, m0, m1, n0, n1, c_addr, c_stride)`` gets the set index (taps in K) or the
-    tap as ``t``; ``finish`` runs once per output tile after its last set."""
+    tap as ``t``; ``finish`` runs once per output tile after its last set.
+    ``init_c(m0, m1, n0, n1, c_addr, c_stride)`` (taps in K only) fills each C tile
+    before its first GEMM, which then accumulates onto it. ``on_a(m0, m1, n0, k0, k1,
+    loaded)`` (one tap) sees every A tile once it is loaded."""
     slots = tile.slots
     kk, nn = p.instruction_kn(tile.nt, tile.kt, tile.taps)
     a_t = [ctx.alloc(p.a_buf, p.a_tile_bytes(tile.mt, kk), "A tile") for _ in range(slots)]
@@ -205,8 +210,10 @@ def _tiled_gemm(ctx: LowerCtx, p: GemmProblem, tile: Tile, a, b,
                 for g, taps in enumerate(tap_groups):
                     c_addr = c_t[ct % slots]
                     ct += 1
-                    first = True
                     nt_ = n1 - n0 if p.taps_in_k else len(taps) * (n1 - n0)
+                    if init_c is not None:
+                        init_c(m0, m1, n0, n1, c_addr, nt_)
+                    first = init_c is None
                     for chunk in in_groups(taps) if p.taps_in_k else [taps]:
                         for k0 in range(0, p.k, tile.kt):
                             k1 = min(p.k, k0 + tile.kt)
@@ -214,6 +221,8 @@ def _tiled_gemm(ctx: LowerCtx, p: GemmProblem, tile: Tile, a, b,
                             it += 1
                             la = a.load(ctx, chunk if p.taps_in_k else chunk[:1], m0, m1, k0, k1,
                                         p.a_buf, sa, idx_of(sa, tile.mt, p.a_bytes))
+                            if on_a is not None:
+                                on_a(m0, m1, n0, k0, k1, la)
                             lb = b.load(ctx, chunk, n0, n1, k0, k1, p.b_buf, sb,
                                         idx_of(sb, tile.nt, p.b_bytes))
                             sparse = la if a.sparse else lb if b.sparse else None
@@ -286,13 +295,46 @@ def _store_matrix(ctx: LowerCtx, out) -> Callable:
     return store
 
 
-@lowering("matmul")
+def _bias_rows(ctx: LowerCtx, bias) -> Callable:
+    """C-tile initialiser of a ``matmul_bias``: bias[n0:n1] repeated over the tile's rows,
+    one DMA into the accumulators (DRAM row stride 0)."""
+    addr = ctx.dense(bias).region.addr
+
+    def init(m0, m1, n0, n1, c, c_stride):
+        ctx.b.load("acc", c, addr + n0 * 4, m1 - m0, n1 - n0, dram_row_stride=0,
+                   buf_row_stride=c_stride)
+    return init
+
+
+class _ColumnSums:
+    """db of a ``matmul_bias_grad``: the column sums of dy, accumulated on the vector unit
+    from each dy^T tile the GEMM loads (the first N tile's; K tiles accumulate), stored
+    at the end."""
+
+    def __init__(self, ctx: LowerCtx, p: GemmProblem, a_buf: str, db) -> None:
+        self.ctx, self.a_buf, self.db = ctx, a_buf, db
+        self.addr = ctx.alloc("vec", align(p.m * 4), "bias gradient")
+
+    def __call__(self, m0: int, m1: int, n0: int, k0: int, k1: int, la: Loaded) -> None:
+        if n0 == 0:
+            self.ctx.b.vec("reduce_sum", k1 - k0, m1 - m0, s0_buf=self.a_buf, s0_addr=la.addr,
+                           s0_stride=la.stride, d_addr=self.addr + m0 * 4, axis=0,
+                           accumulate=k0 > 0)
+
+    def store(self) -> None:
+        """DMA db to DRAM."""
+        self.ctx.b.store_region(self.ctx.dense(self.db).region, "vec", self.addr)
+
+
+@lowering("matmul", "matmul_bias", "matmul_bias_grad")
 def lower_matmul(ctx: LowerCtx, node: Node) -> None:
     """Matmul with transposes: 2-D, or [..., K] rows times a 2-D weight, where input 1 may
     be an N:M weight (FF: trans_b, BP: plain); or batched over equal leading axes (one GEMM
-    problem per batch matrix, both operands dense activations: attention)."""
+    problem per batch matrix, both operands dense activations: attention).
+    ``matmul_bias`` (2-D weight): each C tile starts as the bias rows (:func:`_bias_rows`);
+    ``matmul_bias_grad``: dW = dy^T x with db summed from its dy tiles (:class:`_ColumnSums`)."""
     p, tile = _problem(ctx, node)
-    a, b = node.inputs
+    a, b = node.inputs[:2]
     ta, tb = node.attrs.get("trans_a", False), node.attrs.get("trans_b", False)
     aaddr, acols, aplane = _stacked(ctx, a)
     opa = MatrixOperand(aaddr, aplane, acols, not ta)
@@ -301,7 +343,12 @@ def lower_matmul(ctx: LowerCtx, node: Node) -> None:
     else:
         baddr, bcols, bplane = _stacked(ctx, b)
         opb = MatrixOperand(baddr, bplane, bcols, tb)
-    _tiled_gemm(ctx, p, tile, opa, opb, _store_matrix(ctx, node.outputs[0]))
+    sums = _ColumnSums(ctx, p, p.a_buf, node.outputs[1]) if node.op == "matmul_bias_grad" else None
+    _tiled_gemm(ctx, p, tile, opa, opb, _store_matrix(ctx, node.outputs[0]),
+                init_c=_bias_rows(ctx, node.inputs[2]) if node.op == "matmul_bias" else None,
+                on_a=sums)
+    if sums is not None:
+        sums.store()
 
 
 def _act(ctx: LowerCtx, v) -> Dense:

@@ -78,6 +78,8 @@ class GemmProblem:
     ``window`` = (kh, kw, wp, seg): B (a stride-1 conv input) may instead be loaded as kw
     column-shifted copies of each image's padded rows, ``seg`` elements per image and
     channel, that every kernel row reads at an offset of ``wp`` per row (:attr:`Tile.wide`).
+    ``bias_init``: each C tile starts as a bias row repeated over its rows, one DMA of
+    ``mt`` runs of ``nt`` elements (``matmul_bias``), and the GEMMs accumulate onto it.
     """
 
     m: int
@@ -99,6 +101,7 @@ class GemmProblem:
     tap_sets: tuple[int, ...] = ()
     window: tuple[int, int, int, int] = ()
     row: int = 0
+    bias_init: bool = False
 
     def a_tile_bytes(self, mt: int, kt: int) -> int:
         """Bytes of one A tile (values and packed indices when compressed)."""
@@ -236,8 +239,10 @@ def conv_window(node: Node) -> tuple[int, int, int, int]:
 
 def _matmul_problem(node: Node, pat: tuple[int, int] | None, kq: int, wbytes: int) -> GemmProblem:
     """2-D matmul; a [..., K] activation times a 2-D weight (all leading axes are rows); or a
-    batched matmul over equal leading axes, one C matrix per batch (``taps``, not in K)."""
-    a, b = node.inputs
+    batched matmul over equal leading axes, one C matrix per batch (``taps``, not in K).
+    ``matmul_bias`` / ``matmul_bias_grad`` are the same GEMM (the bias is loaded into C, not
+    an operand; the bias gradient is summed from A's tiles)."""
+    a, b = node.inputs[:2]
     ta, tb = node.attrs.get("trans_a", False), node.attrs.get("trans_b", False)
     batched = b.type.rank > 2
     if not batched and (a.type.rank == 2 or not ta):
@@ -251,7 +256,8 @@ def _matmul_problem(node: Node, pat: tuple[int, int] | None, kq: int, wbytes: in
     m, k = (sa[1], sa[0]) if ta else sa
     n = b.shape[-2] if tb else b.shape[-1]
     return GemmProblem(m, n, k, taps=int(math.prod(b.shape[:-2])), taps_in_k=not batched,
-                       sparse="b" if pat else None, nm=pat, k_quantum=kq, b_bytes=wbytes)
+                       sparse="b" if pat else None, nm=pat, k_quantum=kq, b_bytes=wbytes,
+                       bias_init=node.op == "matmul_bias")
 
 
 def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
@@ -260,7 +266,7 @@ def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
     pat = (nm[0], nm[1]) if nm else None
     wbytes = DTYPE_BYTES["fp16"] if nm and cfg.mixed_precision else 4
     kq = nm_k_quantum(*pat) if pat else 1
-    if node.op == "matmul":
+    if node.op in ("matmul", "matmul_bias", "matmul_bias_grad"):
         return _matmul_problem(node, pat, kq, wbytes)
     if node.op.startswith("conv2d") and node.attrs["groups"] != 1:
         return None                 # grouped / depthwise: planned by its own lowering
@@ -367,6 +373,8 @@ def gemm_work(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, cfg: Har
     a_run, b_run = p.runs(mt, nt, kt)
     dma = transfer_cycles(a_bytes, a_run, cfg) + transfer_cycles(b_bytes, b_run, cfg) \
         + transfer_cycles(c_bytes, p.c_run(nt), cfg) + transfers * cfg.issue_cycles
+    if p.bias_init:
+        dma += transfer_cycles(c_bytes, nt * 4, cfg) + outer * nm_ * nn_ * cfg.issue_cycles
     return compute, dma
 
 
