@@ -80,6 +80,11 @@ def _fuse_matmul_bias(g: Graph, o: CompileOptions) -> Graph:
     return fuse_matmul_bias(g)
 
 
+def _fold_transposes(g: Graph, o: CompileOptions) -> Graph:
+    from satc.passes.layout import fold_transposes
+    return fold_transposes(g)
+
+
 def _hoist_updates(g: Graph, o: CompileOptions) -> Graph:
     from satc.passes.ordering import hoist_updates
     return hoist_updates(g)
@@ -91,6 +96,7 @@ IR_PASSES: tuple[Pass, ...] = (
     Pass("sparsify", _sparsify, training=True),
     Pass("fuse_batchnorm", _fuse_batchnorm),
     Pass("fuse_matmul_bias", _fuse_matmul_bias),
+    Pass("fold_transposes", _fold_transposes),
     Pass("hoist_updates", _hoist_updates),
 )
 

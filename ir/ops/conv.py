@@ -155,16 +155,45 @@ def _mm_infer(ts, attrs):
         batch = tuple(np.broadcast_shapes(tuple(sa[:-2]), tuple(sb[:-2])))
     except ValueError:
         expect(False, f"matmul batch dims do not broadcast: {a.shape} x {b.shape}")
-    return [TensorType(batch + (sa[-2], sb[-1]), a.dtype)]
+    return [TensorType(_stored_shape(batch + (sa[-2], sb[-1]), attrs), a.dtype)]
+
+
+def _stored_shape(shape: tuple[int, ...], attrs) -> tuple[int, ...]:
+    """The output shape after the layout attrs ``split_heads`` / ``merge_heads``."""
+    h = attrs.get("split_heads")
+    if h:
+        expect(len(shape) == 3 and shape[2] % h == 0,
+               f"matmul split_heads={h} needs a [B, T, F] product with F % {h} == 0, got {shape}")
+        return (shape[0], h, shape[1], shape[2] // h)
+    if attrs.get("merge_heads"):
+        expect(len(shape) == 4, f"matmul merge_heads needs a [B, H, T, d] product, got {shape}")
+        return (shape[0], shape[2], shape[1], shape[3])
+    return shape
+
+
+def _stored(y: np.ndarray, attrs) -> np.ndarray:
+    """The product as stored: [B, T, F] -> [B, H, T, F/H] (split_heads = H), or
+    [B, H, T, d] -> [B, T, H, d] (merge_heads), as the fold of the attention head
+    reshape / transpose into the GEMM's store (passes/layout.py)."""
+    h = attrs.get("split_heads")
+    if h:
+        b, t, f = y.shape
+        return np.ascontiguousarray(y.reshape(b, t, h, f // h).transpose(0, 2, 1, 3))
+    if attrs.get("merge_heads"):
+        return np.ascontiguousarray(y.transpose(0, 2, 1, 3))
+    return y
 
 
 def _mm_kernel(xs, attrs):
     a, b = _mm_operands(xs[0], xs[1], attrs)
-    return [np.matmul(a, b)]
+    return [_stored(np.matmul(a, b), attrs)]
 
 
 def _mm_grad(ctx, node, dys):
     (dy,) = dys
+    expect(not node.attrs.get("split_heads") and not node.attrs.get("merge_heads"),
+           f"matmul {node.name}: no gradient rule for a stored layout (split_heads / "
+           "merge_heads are folded after autodiff); differentiate the graph before the fold")
     a, b = node.inputs
     ta, tb = node.attrs.get("trans_a", False), node.attrs.get("trans_b", False)
     if b.type.rank == 2 and a.type.rank > 2 and not ta:
@@ -198,15 +227,15 @@ register("matmul", infer=_mm_infer, kernel=_mm_kernel, grad=_mm_grad, macs=_mm_m
 
 def _mm_bias_infer(ts, attrs):
     expect(len(ts) == 3, f"matmul_bias takes a, b and a bias, got {len(ts)} inputs")
-    (y,) = _mm_infer(ts[:2], attrs)
+    (y,) = _mm_infer(ts[:2], {k: v for k, v in attrs.items() if k != "split_heads"})
     expect(ts[2].rank == 1 and ts[2].shape[0] == y.shape[-1],
            f"matmul_bias bias {ts[2].shape} must be ({y.shape[-1]},), the last axis of {y.shape}")
-    return [y]
+    return [TensorType(_stored_shape(y.shape, attrs), y.dtype)]
 
 
 def _mm_bias_kernel(xs, attrs):
-    (y,) = _mm_kernel(xs[:2], attrs)
-    return [y + xs[2]]
+    a, b = _mm_operands(xs[0], xs[1], attrs)
+    return [_stored(np.matmul(a, b) + xs[2], attrs)]
 
 
 def _mm_bias_grad_infer(ts, attrs):

@@ -326,6 +326,58 @@ class _ColumnSums:
         self.ctx.b.store_region(self.ctx.dense(self.db).region, "vec", self.addr)
 
 
+def _store_split_heads(ctx: LowerCtx, out) -> Callable:
+    """C-tile store of a product [B*T, F] into ``out`` = [B, H, T, F/H] (``split_heads``):
+    per image in the tile one DMA, the heads it covers as planes (per head when the tile
+    cuts one)."""
+    addr = _row_major(ctx, out)
+    _, heads, t_, d = out.shape
+
+    def store(_t, m0, m1, n0, n1, c, c_stride):
+        for img in range(m0 // t_, -(-m1 // t_)):
+            r0, r1 = max(m0, img * t_), min(m1, (img + 1) * t_)
+            spans = [(h, max(n0, h * d), min(n1, (h + 1) * d)) for h in range(n0 // d, -(-n1 // d))]
+            whole = all(c1 - c0 == d for _, c0, c1 in spans)
+            for h, c0, c1 in [spans[0]] if whole else spans:
+                dram = addr + (((img * heads + h) * t_ + r0 - img * t_) * d + c0 - h * d) * 4
+                buf = c + ((r0 - m0) * c_stride + c0 - n0) * 4
+                planes = {"planes": len(spans), "dram_plane_stride": t_ * d,
+                          "buf_plane_stride": d} if whole and len(spans) > 1 else {}
+                ctx.b.store("acc", buf, dram, r1 - r0, c1 - c0, dram_row_stride=d,
+                            buf_row_stride=c_stride, **planes)
+    return store
+
+
+def _store_merge_heads(ctx: LowerCtx, out) -> Callable:
+    """C-tile store of batch matrix t = (b, h) of a [B, H, T, d] product into ``out`` =
+    [B, T, H, d] (``merge_heads``): rows of d at a row stride of H*d."""
+    addr = _row_major(ctx, out)
+    _, t_, heads, d = out.shape
+
+    def store(t, m0, m1, n0, n1, c, c_stride):
+        img, h = divmod(t, heads)
+        ctx.b.store("acc", c, addr + (((img * t_ + m0) * heads + h) * d + n0) * 4, m1 - m0,
+                    n1 - n0, dram_row_stride=heads * d, buf_row_stride=c_stride)
+    return store
+
+
+def _row_major(ctx: LowerCtx, v) -> int:
+    s = ctx.dense(v)
+    if not isinstance(s, Dense) or s.padded:
+        raise ctx.fail(f"%{v.name} is not a row-major tensor", "check the memory plan")
+    return s.region.addr
+
+
+def _product_store(ctx: LowerCtx, node: Node) -> Callable:
+    """How a matmul-family node stores its C tiles: row-major, or in a folded layout."""
+    out = node.outputs[0]
+    if node.attrs.get("split_heads"):
+        return _store_split_heads(ctx, out)
+    if node.attrs.get("merge_heads"):
+        return _store_merge_heads(ctx, out)
+    return _store_matrix(ctx, out)
+
+
 @lowering("matmul", "matmul_bias", "matmul_bias_grad")
 def lower_matmul(ctx: LowerCtx, node: Node) -> None:
     """Matmul with transposes: 2-D, or [..., K] rows times a 2-D weight, where input 1 may
@@ -344,7 +396,7 @@ def lower_matmul(ctx: LowerCtx, node: Node) -> None:
         baddr, bcols, bplane = _stacked(ctx, b)
         opb = MatrixOperand(baddr, bplane, bcols, tb)
     sums = _ColumnSums(ctx, p, p.a_buf, node.outputs[1]) if node.op == "matmul_bias_grad" else None
-    _tiled_gemm(ctx, p, tile, opa, opb, _store_matrix(ctx, node.outputs[0]),
+    _tiled_gemm(ctx, p, tile, opa, opb, _product_store(ctx, node),
                 init_c=_bias_rows(ctx, node.inputs[2]) if node.op == "matmul_bias" else None,
                 on_a=sums)
     if sums is not None:
