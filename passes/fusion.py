@@ -1,6 +1,6 @@
 """Fusion on a training graph: fewer nodes, so fewer DRAM round trips.
 
-:func:`fuse_batchnorm` makes two rewrites, :func:`fuse_matmul_bias` one, all exact
+:func:`fuse_batchnorm` makes two rewrites, :func:`fuse_matmul_bias` two, all exact
 (the fused kernels compute what the nodes they replace did):
 
 * ``batchnorm_grad_input`` and ``batchnorm_grad_params`` over the same
@@ -63,7 +63,8 @@ def _fuse_bias_gradients(g: Graph) -> None:
         dy = bg.inputs[0]
         if bg.attrs["axis"] % dy.type.rank != dy.type.rank - 1:
             continue
-        mm = next((u for u in g.users().get(id(dy), []) + _reshape_readers(g, dy)
+        users = g.users()
+        mm = next((u for u in users.get(id(dy), []) + _reshape_readers(users, dy)
                    if _is_weight_gradient(u, dy) and u.stage == bg.stage), None)
         if mm is None:
             continue
@@ -72,12 +73,12 @@ def _fuse_bias_gradients(g: Graph) -> None:
         _merge_pair(g, bg, mm, node)
 
 
-def _reshape_readers(g: Graph, v: Value) -> list[Node]:
-    """Readers of the 2-D ``[rows, last]`` reshapes of ``v``."""
+def _reshape_readers(users: dict[int, list[Node]], v: Value) -> list[Node]:
+    """Readers of the 2-D ``[rows, last]`` reshapes of ``v`` (``users``: Graph.users())."""
     out = []
-    for r in g.users().get(id(v), []):
+    for r in users.get(id(v), []):
         if r.op == "reshape" and r.outputs[0].shape == (v.type.numel // v.shape[-1], v.shape[-1]):
-            out += g.users().get(id(r.outputs[0]), [])
+            out += users.get(id(r.outputs[0]), [])
     return out
 
 

@@ -278,12 +278,9 @@ def _weight(ctx: LowerCtx, node: Node, v, outer_axis_k_last: bool, nm_axis: int)
 def _stacked(ctx: LowerCtx, v) -> tuple[int, int, int]:
     """(address, row length, bytes per matrix) of a row-major matmul operand: its last axis
     is the row; batch ``t`` of a batched matmul starts ``t`` matrices further."""
-    s = ctx.dense(v)
-    if not isinstance(s, Dense) or s.padded:
-        raise ctx.fail(f"%{v.name} is not a row-major matrix", "check the memory plan")
     cols = v.shape[-1] if v.shape else 1
     rows = v.shape[-2] if len(v.shape) > 1 else 1
-    return s.region.addr, cols, rows * cols * 4
+    return _row_major(ctx, v), cols, rows * cols * 4
 
 
 def _store_matrix(ctx: LowerCtx, out) -> Callable:
@@ -311,8 +308,8 @@ class _ColumnSums:
     from each dy^T tile the GEMM loads (the first N tile's; K tiles accumulate), stored
     at the end."""
 
-    def __init__(self, ctx: LowerCtx, p: GemmProblem, a_buf: str, db) -> None:
-        self.ctx, self.a_buf, self.db = ctx, a_buf, db
+    def __init__(self, ctx: LowerCtx, p: GemmProblem, db) -> None:
+        self.ctx, self.a_buf, self.db = ctx, p.a_buf, db
         self.addr = ctx.alloc("vec", align(p.m * 4), "bias gradient")
 
     def __call__(self, m0: int, m1: int, n0: int, k0: int, k1: int, la: Loaded) -> None:
@@ -362,6 +359,7 @@ def _store_merge_heads(ctx: LowerCtx, out) -> Callable:
 
 
 def _row_major(ctx: LowerCtx, v) -> int:
+    """DRAM address of ``v``, stored row-major without padding (else a CompileError)."""
     s = ctx.dense(v)
     if not isinstance(s, Dense) or s.padded:
         raise ctx.fail(f"%{v.name} is not a row-major tensor", "check the memory plan")
@@ -395,7 +393,7 @@ def lower_matmul(ctx: LowerCtx, node: Node) -> None:
     else:
         baddr, bcols, bplane = _stacked(ctx, b)
         opb = MatrixOperand(baddr, bplane, bcols, tb)
-    sums = _ColumnSums(ctx, p, p.a_buf, node.outputs[1]) if node.op == "matmul_bias_grad" else None
+    sums = _ColumnSums(ctx, p, node.outputs[1]) if node.op == "matmul_bias_grad" else None
     _tiled_gemm(ctx, p, tile, opa, opb, _product_store(ctx, node),
                 init_c=_bias_rows(ctx, node.inputs[2]) if node.op == "matmul_bias" else None,
                 on_a=sums)
