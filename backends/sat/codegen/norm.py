@@ -235,9 +235,10 @@ def lower_batchnorm(ctx: LowerCtx, node: Node) -> None:
 
 @lowering("batchnorm_grad_input", "batchnorm_grad")
 def lower_batchnorm_grad_input(ctx: LowerCtx, node: Node) -> None:
-    """dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)) = k*dy - k*mean(dy)
-    - k*mean(dy*xhat) * xhat: the sums (three passes per element), then xhat, one affine
-    of dy and one accumulating multiply by xhat (three more). ``batchnorm_grad``
+    """dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)) = k*dy + a + b*xhat with
+    k = gamma*invstd, a = -k*mean(dy), b = -k*mean(dy*xhat): the sums (three passes per
+    element), then dx = x * (b*invstd) + (a - b*mean*invstd) as one affine of x and
+    dx += k*dy as one accumulating multiply (two more). ``batchnorm_grad``
     (passes/fusion.py) also stores the sums as dgamma = sum(dy*xhat) and dbeta = sum(dy)."""
     dy, x, gamma, mean, invstd = node.inputs
     c = _check(ctx, node, x)
@@ -246,11 +247,11 @@ def lower_batchnorm_grad_input(ctx: LowerCtx, node: Node) -> None:
     same_views(ctx, [c.view, dyv, dxv])
     vg = _load_vector(ctx, gamma, "gamma")
     vm, vi = _load_vector(ctx, mean, "mean"), _load_vector(ctx, invstd, "invstd")
-    dbeta, dgamma, k, a, b = (ctx.alloc("vec", _tile_bytes(1, c.channels), n) for n in (
-        "sum dy", "sum dy*xhat", "gamma*invstd", "-k*mean(dy)", "-k*mean(dy*xhat)"))
-    r = _Resident(ctx, c, [c.view, dyv], temps=2)
-    xhat = _xhat_pair(ctx, c, vm, vi)
-    _sums(ctx, c, r, xhat, dbeta, dgamma)
+    dbeta, dgamma, k, a, b, bm = (ctx.alloc("vec", _tile_bytes(1, c.channels), n) for n in (
+        "sum dy", "sum dy*xhat", "gamma*invstd", "-k*mean(dy)", "-k*mean(dy*xhat)",
+        "b*invstd*mean"))
+    r = _Resident(ctx, c, [c.view, dyv], temps=1)
+    _sums(ctx, c, r, _xhat_pair(ctx, c, vm, vi), dbeta, dgamma)
     if node.op == "batchnorm_grad":
         _store_vector(ctx, node.outputs[1], dgamma)
         _store_vector(ctx, node.outputs[2], dbeta)
@@ -259,16 +260,18 @@ def lower_batchnorm_grad_input(ctx: LowerCtx, node: Node) -> None:
     _vec1(ctx, "mul_imm", c, a, a, imm=-1.0 / c.count)
     _vec1(ctx, "mul", c, dgamma, b, s1=k)
     _vec1(ctx, "mul_imm", c, b, b, imm=-1.0 / c.count)
-    dy_pair = _Pair(ctx, c, k, a, "k / -k*mean(dy) pair")
+    _vec1(ctx, "mul", c, b, b, s1=vi)                     # b <- b*invstd, the scale of x
+    _vec1(ctx, "mul", c, vm, bm, s1=b)
+    _vec1(ctx, "sub", c, a, a, s1=bm)                     # a <- a - b*invstd*mean
+    x_pair = _Pair(ctx, c, b, a, "dx = x * scale + shift pair")
     bc = _bcast(c)
     for i, (p0, p1, rows, cols, c0, _) in enumerate(r.chunks):
-        (tx, tdy), (t1, t2) = r.get(i), r.temps(i)
-        off = c0 * 4 if c.rank == 4 else 0
-        xhat.apply(rows, cols, c0, tx, t1)
-        dy_pair.apply(rows, cols, c0, tdy, t2)
-        ctx.b.vec("mul", rows, cols, s0_addr=t1, s1_addr=b + off, d_addr=t2, bcast=bc,
+        (tx, tdy), (t1,) = r.get(i), r.temps(i)
+        k_c = k + (c0 * 4 if c.rank == 4 else 0)
+        x_pair.apply(rows, cols, c0, tx, t1)
+        ctx.b.vec("mul", rows, cols, s0_addr=tdy, s1_addr=k_c, d_addr=t1, bcast=bc,
                   accumulate=True)
-        ctx.dma3("store", dxv, p0, p1, "vec", t2)
+        ctx.dma3("store", dxv, p0, p1, "vec", t1)
 
 
 @lowering("batchnorm_grad_params")
