@@ -46,7 +46,7 @@ def _close(got, want, what):
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=what)
 
 
-@pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8", "ff:2:8"])
+@pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8", "ff:2:8", "bdwp-nested:2:8"])
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_three_steps_match_interpreter(name, sparsity):
     x, y = _data(name)
@@ -194,7 +194,8 @@ def check_mixed_steps(prog, x, y, grad_floor: float, state_floor: float, check_p
         state = ref.new_state
 
 
-@pytest.mark.parametrize("model,mode", [("mlp", "bdwp:2:8"), ("cnn", "bdwp:2:8"), ("cnn", "ff:2:8")])
+@pytest.mark.parametrize("model,mode", [("mlp", "bdwp:2:8"), ("cnn", "bdwp:2:8"), ("cnn", "ff:2:8"),
+                                        ("cnn", "bdwp-nested:2:8")])
 def test_without_pregeneration_sore_runs_inside_the_step_with_the_same_numbers(model, mode):
     """The pre-generation ablation: nm_prune outputs that are not state get their own regions."""
     from satc.passes.sparsify import sparsify
@@ -216,6 +217,20 @@ def test_without_pregeneration_sore_runs_inside_the_step_with_the_same_numbers(m
         assert res.loss == pytest.approx(ref.loss, rel=1e-5)
     for k, v in state.items():
         np.testing.assert_allclose(prog.state[k], v, rtol=1e-4, atol=1e-5, err_msg=k)
+
+
+def test_nested_bp_weights_are_pruned_from_the_ff_weights():
+    """bdwp-nested's W_bp, made on SAT from the compressed W_ff via a DRAM scratch, is
+    N:M along Co, zero wherever W_ff is zero, and differs from plain bdwp's W_bp."""
+    x, y = _data("mlp")
+    progs = {mode: _compile("mlp", mode) for mode in ("bdwp:2:8", "bdwp-nested:2:8")}
+    for prog in progs.values():
+        prog.step(x.numpy(), y.numpy())
+    name = "features.2.weight"
+    ff, bp = progs["bdwp-nested:2:8"].state[f"{name}.ff"], progs["bdwp-nested:2:8"].state[f"{name}.bp"]
+    assert np.all(bp[ff == 0] == 0)
+    assert np.all(nm_mask(bp, 2, 8, 0) | (bp == 0))
+    assert not np.array_equal(bp, progs["bdwp:2:8"].state[f"{name}.bp"])
 
 
 def test_interleave_mapping_saves_stce_cycles_and_keeps_the_numbers():

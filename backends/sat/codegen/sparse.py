@@ -5,7 +5,9 @@
   compressed storage of ``<w>.ff`` (groups along Ci) or ``<w>.bp`` (along
   Co), which the next step's sparse GEMMs read; a dense-stored output (``ff``
   mode's ``<w>.ff_dense`` for the dense BP GEMM) is compressed and expanded
-  back to dense rows by an identity N:M GEMM, as SR-STE does.
+  back to dense rows by an identity N:M GEMM, as SR-STE does. ``bdwp-nested``'s
+  ``<w>.bp`` prunes the compressed ``<w>.ff``: the identity GEMM expands
+  ``<w>.ff`` into a DRAM scratch, and SORE prunes that along Co.
 * ``srste_grad`` -- ``dw + lam * (w - prune(w))``: SORE compresses w (the
   mask is recomputed from w, as the IR op does), an N:M GEMM against a
   small identity block expands it back to the dense pruned weight on the
@@ -38,7 +40,42 @@ def _tap_matrices(ctx: LowerCtx, v) -> tuple[list[int], int, int]:
     return [addr], rows, cols
 
 
-@lowering("nm_prune")
+def _nested_key(node: Node) -> str:
+    return f"{node.outputs[0].name}#nested_source"
+
+
+def _nested_scratch(node: Node) -> dict[str, tuple[int, ...]]:
+    """DRAM scratch for the dense view of a pruned input (``bdwp-nested``'s W_bp from W_ff):
+    [taps, Co, Ci]; none when the input is not itself an N:M prune along another axis."""
+    src = node.inputs[0].producer
+    if src is None or src.op != "nm_prune" or src.attrs["axis"] == node.attrs["axis"]:
+        return {}      # the input is dense state or a dense prune (read as stored)
+    co, ci, *k = node.inputs[0].shape
+    return {_nested_key(node): (math.prod(k), co, ci)}
+
+
+def _source_taps(ctx: LowerCtx, node: Node) -> tuple[list[int], int, int]:
+    """Tap matrices of nm_prune's input; a compressed input (W_ff, N:M along Ci) is first
+    expanded to dense rows in the node's DRAM scratch by the identity N:M GEMM."""
+    w = node.inputs[0]
+    s = ctx.st(w)
+    if not isinstance(s, Compressed):
+        return _tap_matrices(ctx, w)
+    if s.axis != 1 or _nested_key(node) not in ctx.storage:
+        raise ctx.fail(f"%{w.name} is a compressed weight with groups along Co",
+                       "prune the dense weight or W_ff (N:M along Ci)")
+    co, ci = s.shape[:2]
+    scratch = ctx.storage[_nested_key(node)].region.addr
+    taps = [scratch + t * co * ci * 4 for t in range(s.taps)]
+
+    def store(t, r0, r1, tw, tc, tiles):
+        ctx.b.store("acc", tc, taps[t] + r0 * ci * 4, r1 - r0, ci)
+    _pruned_rows(ctx, s.n, s.m, [], co, ci, 0, store, source=s)
+    ctx.fresh_arena()
+    return taps, co, ci
+
+
+@lowering("nm_prune", derived=_nested_scratch)
 def lower_nm_prune(ctx: LowerCtx, node: Node) -> None:
     """SORE pre-generation: prune each tap matrix into the compressed ``<w>.ff`` / ``<w>.bp``."""
     a = node.attrs
@@ -49,7 +86,7 @@ def lower_nm_prune(ctx: LowerCtx, node: Node) -> None:
     if (out.n, out.m, out.axis) != (a["n"], a["m"], a["axis"]):
         raise ctx.fail("nm_prune output is not a compressed weight state of the same pattern",
                        "nm_prune lowers only as the SORE update of a pruned weight state")
-    taps, co, ci = _tap_matrices(ctx, node.inputs[0])
+    taps, co, ci = _source_taps(ctx, node)
     outer, length = (co, ci) if out.axis == 1 else (ci, co)
     esz = 2 if out.val_dtype == "fp16" else 4
     per_outer = length * 4 + out.val_cols * esz + out.idx_cols + 3 * 64
@@ -79,10 +116,11 @@ def lower_nm_prune(ctx: LowerCtx, node: Node) -> None:
 
 
 def _pruned_rows(ctx: LowerCtx, n: int, m: int, taps_w: list[int], co: int, ci: int,
-                 vec_tiles: int, body) -> None:
+                 vec_tiles: int, body, source: Compressed | None = None) -> None:
     """Prune each tap's [Co, Ci] weight rows N:M along Ci and expand them back to dense rows.
 
-    Row chunk by row chunk: DMA the rows into ``wgt``, SORE compresses them, and
+    Row chunk by row chunk: DMA the rows into ``wgt``, SORE compresses them (or, with a
+    compressed ``source`` grouped along Ci, DMA its values and indices instead), and
     an N:M GEMM against an identity block writes the dense pruned rows into an
     ``acc`` tile. ``body(tap, r0, r1, w_tile, pruned_tile, vec_tiles)`` then
     uses them (``vec_tiles`` scratch rows of Ci fp32 in the vec buffer). Two sets of tiles
@@ -98,37 +136,47 @@ def _pruned_rows(ctx: LowerCtx, n: int, m: int, taps_w: list[int], co: int, ci: 
     teye = ctx.alloc("act", kb * kb * 4, "identity block")
     ctx.b.load("act", teye, eye.addr, kb, kb)
     vcols, rb = groups(ci, m) * n, row_bytes(ci, n, m)
-    per_row = {"wgt": ci * 4 + vcols * 4 + rb + 3 * 64, "acc": ci * 4 + 64}
+    vdt = "fp32" if source is None else source.val_dtype
+    esz = 2 if vdt == "fp16" else 4
+    dense_row = 0 if source is not None else ci * 4 + 64
+    per_row = {"wgt": dense_row + vcols * esz + rb + 2 * 64, "acc": ci * 4 + 64}
     if vec_tiles:
         per_row["vec"] = vec_tiles * (ci * 4 + 64)
 
     def rows_per_chunk(slots: int) -> int:
         return min([co, MAX_ROWS] + [ctx.arena.free_bytes(b) // (slots * r) for b, r in per_row.items()])
+    ntaps = len(taps_w) if source is None else source.taps
     step, slots = rows_per_chunk(2), 2            # double buffering: chunk k + 1 loads while k runs
-    if step < 1 or (len(taps_w) == 1 and rows_per_chunk(1) >= co):
+    if step < 1 or (ntaps == 1 and rows_per_chunk(1) >= co):
         step, slots = rows_per_chunk(1), 1
     if step < 1:
         raise ctx.fail(f"one row of {ci} weights does not fit the pruning tiles",
                        "raise wgt, acc and vec buffer bytes")
-    tiles = [(ctx.alloc("wgt", step * ci * 4, "weights"),
-              ctx.alloc("wgt", step * vcols * 4, "compressed values"),
+    tiles = [(None if source is not None else ctx.alloc("wgt", step * ci * 4, "weights"),
+              ctx.alloc("wgt", step * vcols * esz, "compressed values"),
               ctx.alloc("wgt", step * rb, "compressed indices"),
               ctx.alloc("acc", step * ci * 4, "pruned weights"),
               [ctx.alloc("vec", step * ci * 4, "scratch") for _ in range(vec_tiles)])
              for _ in range(slots)]
     bits = index_bits(m)
     k = 0
-    for t, wa in enumerate(taps_w):
+    for t in range(ntaps):
         for r0, r1 in chunks(co, step):
             tw, tv, ti, tc, scratch = tiles[k % slots]
             k += 1
             r = r1 - r0
-            ctx.b.load("wgt", tw, wa + r0 * ci * 4, r, ci)
-            ctx.b.sore(n, m, r, ci, src_buf="wgt", src_addr=tw, val_buf="wgt", val_addr=tv,
-                       idx_buf="wgt", idx_addr=ti, axis=1)
+            if source is None:
+                ctx.b.load("wgt", tw, taps_w[t] + r0 * ci * 4, r, ci)
+                ctx.b.sore(n, m, r, ci, src_buf="wgt", src_addr=tw, val_buf="wgt", val_addr=tv,
+                           idx_buf="wgt", idx_addr=ti, axis=1)
+            else:
+                row = t * co + r0
+                ctx.b.load("wgt", tv, source.values.addr + row * vcols * esz, r, vcols, dtype=vdt)
+                ctx.b.load("wgt", ti, source.indices.addr + row * rb, r, rb, dtype="u8")
             for c0, c1 in chunks(ci, kb):
                 v0 = c0 // m * n
-                ctx.b.gemm(r, c1 - c0, c1 - c0, a_buf="wgt", a_addr=tv + v0 * 4, a_stride=vcols,
+                ctx.b.gemm(r, c1 - c0, c1 - c0, a_buf="wgt", a_addr=tv + v0 * esz, a_dtype=vdt,
+                           a_stride=vcols,
                            b_buf="act", b_addr=teye, b_stride=kb, c_addr=tc + c0 * 4, c_stride=ci,
                            n=n, m=m, idx_buf="wgt", idx_addr=ti + v0 * bits // 8, idx_stride=rb,
                            interleave=ctx.interleave,
