@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from satc.backends.sat.codegen.conv import NMOperand
 from satc.backends.sat.codegen.lowering import MAX_ROWS, LowerCtx, chunks, lowering
 from satc.backends.sat.codegen.memory import Compressed, TapMajor
 from satc.backends.sat.codegen.tiling import nm_k_quantum
@@ -49,7 +50,7 @@ def _nested_scratch(node: Node) -> dict[str, tuple[int, ...]]:
     [taps, Co, Ci]; none when the input is not itself an N:M prune along another axis."""
     src = node.inputs[0].producer
     if src is None or src.op != "nm_prune" or src.attrs["axis"] == node.attrs["axis"]:
-        return {}      # the input is dense state or a dense prune (read as stored)
+        return {}
     co, ci, *k = node.inputs[0].shape
     return {_nested_key(node): (math.prod(k), co, ci)}
 
@@ -170,9 +171,7 @@ def _pruned_rows(ctx: LowerCtx, n: int, m: int, taps_w: list[int], co: int, ci: 
                 ctx.b.sore(n, m, r, ci, src_buf="wgt", src_addr=tw, val_buf="wgt", val_addr=tv,
                            idx_buf="wgt", idx_addr=ti, axis=1)
             else:
-                row = t * co + r0
-                ctx.b.load("wgt", tv, source.values.addr + row * vcols * esz, r, vcols, dtype=vdt)
-                ctx.b.load("wgt", ti, source.indices.addr + row * rb, r, rb, dtype="u8")
+                NMOperand(source).load(ctx, [t], r0, r1, 0, ci, "wgt", tv, ti)
             for c0, c1 in chunks(ci, kb):
                 v0 = c0 // m * n
                 ctx.b.gemm(r, c1 - c0, c1 - c0, a_buf="wgt", a_addr=tv + v0 * esz, a_dtype=vdt,
