@@ -783,11 +783,24 @@ def _check_float32(module: torch.nn.Module, args: tuple) -> None:
                                 "with model.float() and pass float32 inputs")
 
 
+def _canonical_names(module: torch.nn.Module) -> dict[str, str]:
+    """Each parameter / buffer name -> the name torch itself reports for that tensor (the
+    first of its names: ``named_parameters()`` drops the later names of a tied weight, such
+    as an LM head sharing the token embedding's table)."""
+    canon: dict[str, str] = {}
+    for named in (module.named_parameters, module.named_buffers):
+        first: dict[int, str] = {}
+        for k, t in named(remove_duplicate=False):
+            canon[k] = first.setdefault(id(t), k)
+    return canon
+
+
 def import_torch(module: torch.nn.Module, example_args: Any, input_names: Sequence[str] | None = None,
                  name: str | None = None, train: bool = True) -> Graph:
     """Import ``module`` applied to ``example_args`` as a satc forward graph (stage FF).
 
-    A single user input is named ``x`` unless ``input_names`` says otherwise.
+    A single user input is named ``x`` unless ``input_names`` says otherwise. A tensor with
+    several names (tied weights) is one graph param under torch's name for it, the first.
     """
     args = tuple(example_args) if isinstance(example_args, (tuple, list)) else (example_args,)
     _check_float32(module, args)
@@ -803,6 +816,8 @@ def import_torch(module: torch.nn.Module, example_args: Any, input_names: Sequen
     env: dict[str, Any] = {}
     skipped: set[str] = set()
     state = {**ep.state_dict, **ep.constants}
+    canon = _canonical_names(module)
+    tied: dict[str, Value] = {}
     for node in gm.graph.nodes:
         if node.op == "placeholder":
             spec = specs[node.name]
@@ -816,8 +831,11 @@ def import_torch(module: torch.nn.Module, example_args: Any, input_names: Sequen
             elif kind == "CONSTANT_TENSOR":
                 env[node.name] = state[spec.target].detach()       # folded like any constant
             else:
-                arr = state[spec.target].detach().cpu().numpy().astype(np.float32)
-                env[node.name] = g.add_param(spec.target, arr, trainable=kind == "PARAMETER")
+                key = canon.get(spec.target, spec.target)
+                if key not in tied:
+                    arr = state[spec.target].detach().cpu().numpy().astype(np.float32)
+                    tied[key] = g.add_param(key, arr, trainable=kind == "PARAMETER")
+                env[node.name] = tied[key]
         elif node.op == "call_function":
             if node.target in IGNORED or any(getattr(a, "name", None) in skipped for a in node.args):
                 continue
