@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from satc.errors import FrontendError
 from satc.ir.graph import Graph, Value
 
 
@@ -43,3 +44,31 @@ class GraphEmitter:
         gamma = self._const_or(gamma, 1.0, shape, f"{layer}.gamma")
         beta = self._const_or(beta, 0.0, shape, f"{layer}.beta")
         return self.graph.add("layernorm", [x, gamma, beta], {"ndim": ndim, "eps": eps}, layer=layer)[0]
+
+    def window_sum(self, x: Value, axis: int, size: int, layer: str) -> Value:
+        """Sums of ``size`` consecutive elements along ``axis`` (stride 1, no padding: the axis
+        shrinks by ``size - 1``), as ``size`` slices and one ``sum``: the channel window of
+        local response normalisation."""
+        n = x.shape[axis] - size + 1
+        if n < 1:
+            raise FrontendError(f"{layer}: a window of {size} along axis {axis} of {x.shape} "
+                                "is longer than the axis")
+        parts = [self.graph.add1("slice", [x], {"axis": axis, "start": i, "end": i + n}, layer=layer)
+                 for i in range(size)]
+        return parts[0] if size == 1 else self.graph.add1("sum", parts, layer=layer)
+
+    def local_response_norm(self, x: Value, size: int, alpha: float, beta: float, bias: float,
+                            before: int, layer: str) -> Value:
+        """y = x * (bias + alpha/size * sum of x^2 over channels [c - before, c - before +
+        size))^-beta (ONNX LRN, torch's LocalResponseNorm), the window zero-padded at the
+        channel ends; pow, pad, :meth:`window_sum`, scale, add, pow and mul."""
+        sq = self.graph.add1("pow", [x], {"exponent": 2.0}, layer=layer)
+        padded = self.graph.add1("pad", [sq], {"axis": 1, "before": before,
+                                                "after": size - 1 - before}, layer=layer)
+        s = self.graph.add1("scale", [self.window_sum(padded, 1, size, layer)],
+                            {"factor": alpha / size}, layer=layer)
+        k = self.graph.add_constant(np.asarray(bias, np.float32), f"{layer}.lrn_bias")
+        d = self.graph.add1("add", [s, k], layer=layer)
+        return self.graph.add1("mul", [x, self.graph.add1("pow", [d], {"exponent": -beta},
+                                                          layer=layer)], layer=layer)
+

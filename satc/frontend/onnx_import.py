@@ -948,6 +948,15 @@ def _softplus(im, node, a):
     return im.emit("softplus", [im.value(node.input[0])], {"beta": 1.0, "threshold": F32_MAX})
 
 
+def _lrn(im, node, a):
+    """LRN across channels: the window [c - floor((size-1)/2), c + ceil((size-1)/2)]."""
+    x = im.value(node.input[0])
+    _need_nchw(x, "LRN")
+    size = int(a["size"])
+    return im.em.local_response_norm(x, size, _f32(a.get("alpha", 1e-4)), _f32(a.get("beta", 0.75)),
+                                     _f32(a.get("bias", 1.0)), (size - 1) // 2, im.layer)
+
+
 def _gelu(im, node, a):
     return im.emit("gelu", [im.value(node.input[0])], {"approximate": a.get("approximate", "none")})
 
@@ -956,7 +965,7 @@ ONNX_HANDLERS: dict[str, Handler] = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul,
     "BatchNormalization": _batchnorm, "LayerNormalization": _layernorm,
     "Relu": lambda im, node, a: im.emit("relu", [im.value(node.input[0])]),
-    "Gelu": _gelu, "Softmax": _softmax,
+    "Gelu": _gelu, "Softmax": _softmax, "LRN": _lrn,
     "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"), "HardSwish": _unary("hardswish"),
     "Clip": _clip, "HardSigmoid": _hard_sigmoid,
     "LeakyRelu": lambda im, node, a: im.emit("leaky_relu", [im.value(node.input[0])], {

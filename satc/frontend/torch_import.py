@@ -359,6 +359,21 @@ def _avg_pool2d(im, a, kw):
                                          "ceil_mode": ceil, "count_include_pad": include})
 
 
+def _avg_pool3d(im, a, kw):
+    """A window mean along the depth axis only (kernel (kd, 1, 1), stride 1, no padding): the
+    channel window of ``F.local_response_norm``, as slices, a sum and a scale."""
+    x = a[0]
+    k = list(a[1]) if isinstance(a[1], (list, tuple)) else [a[1]] * 3
+    s = list(a[2]) if len(a) > 2 and a[2] else k
+    s = s * 3 if len(s) == 1 else s
+    p = list(a[3]) if len(a) > 3 else [0]
+    if k[1:] != [1, 1] or s != [1, 1, 1] or any(p):
+        raise UnsupportedOpError(f"avg_pool3d with kernel {k}, stride {s}, padding {p}: only a "
+                                 "depth window (kd, 1, 1) at stride 1 without padding (local "
+                                 "response normalisation) is supported")
+    return im.emit("scale", [im.em.window_sum(x, 2, k[0], im.layer)], {"factor": 1.0 / k[0]})
+
+
 def _adaptive_avg_pool2d(im, a, kw):
     x, (oh, ow) = a[0], _pair(a[1])
     if (oh, ow) == (1, 1):
@@ -714,7 +729,7 @@ ATEN_HANDLERS: dict[Any, Handler] = {
     aten.split.Tensor: _split, aten.chunk.default: _chunk,
     aten.split_with_sizes.default: lambda im, a, kw: _split_sizes(im, a, kw, list(a[1])),
     aten.max_pool2d.default: _max_pool2d, aten.avg_pool2d.default: _avg_pool2d,
-    aten.adaptive_avg_pool2d.default: _adaptive_avg_pool2d,
+    aten.adaptive_avg_pool2d.default: _adaptive_avg_pool2d, aten.avg_pool3d.default: _avg_pool3d,
     aten.mean.dim: _mean_dim,
     aten.flatten.using_ints: _flatten, aten.view.default: _reshape,
     aten.reshape.default: _reshape, aten._unsafe_view.default: _reshape,
