@@ -246,6 +246,7 @@ VEC_FUNCS: tuple[VecFunc, ...] = (
        "d = s0 if s0 > imm else log(1 + exp(s0)) (imm: threshold)"),
     _f("softplus_grad", S01, _softplus_grad,
        "d = s1 if s0 > imm else s1 * sigmoid(s0) (s0: forward input, imm: threshold)"),
+    _f("log", S0, lambda x, _, p: np.log(x), "d = ln(s0) (-inf at 0, NaN below)"),
 )
 
 VEC_FUNC_NAMES: tuple[str, ...] = tuple(f.name for f in VEC_FUNCS)

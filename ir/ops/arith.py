@@ -1,11 +1,13 @@
-"""Powers and variance: pow by a constant exponent, rsqrt, variance over axes, and their gradients.
+"""Powers and variance: pow by a constant exponent, exp, log, rsqrt, variance over axes, and
+their gradients.
 
 These are what an RMSNorm written out in plain torch (``x * rsqrt(mean(x^2) + eps) * w``, as
 in LLaMA-style models) and a hand-written layer norm (``(x - mean) / sqrt(var + eps)``) import
 as. ``sqrt``, ``reciprocal`` and division by a tensor are ``pow`` with exponent 0.5 / -1 (a
 quotient ``a / b`` is ``a * pow(b, -1)``). The derivative rules are torch's: ``pow_backward``
 (``dy * p * x^(p-1)``, zero for ``p == 0``), ``rsqrt_backward`` (``-0.5 * dy * y^3`` from the
-output ``y``) and ``var_backward`` (``dy * 2 (x - mean) / (n - correction)``). Vector work:
+output ``y``), ``exp`` (``dy * y``), ``log`` (``dy / x``, as ``dy * pow(x, -1)``) and
+``var_backward`` (``dy * 2 (x - mean) / (n - correction)``). Vector work:
 no MACs are counted.
 """
 
@@ -140,3 +142,18 @@ register("reduce_var", infer=_var_infer, kernel=_var_kernel,
          doc="variance over 'axes', divided by n - correction (default 1; keepdims optional)")
 register("reduce_var_grad", infer=_var_grad_infer, kernel=_var_grad_kernel,
          doc="dy * 2 (x - mean(x)) / (n - correction), from dy and the input x")
+
+
+def _log_kernel(xs, attrs):
+    with np.errstate(divide="ignore", invalid="ignore"):     # torch: -inf at 0, NaN below
+        return [np.log(xs[0])]
+
+
+register("exp", infer=_same, kernel=lambda x, a: [np.exp(x[0])],
+         grad=lambda ctx, node, dys: [ctx.emit("mul", [dys[0], node.outputs[0]])],
+         doc="e ** x (the gradient dy * y, from the output)")
+register("log", infer=_same, kernel=_log_kernel,
+         grad=lambda ctx, node, dys: [ctx.emit("mul", [dys[0], ctx.emit(
+             "pow", [node.inputs[0]], {"exponent": -1.0})])],
+         doc="natural logarithm (the gradient dy / x)")
+

@@ -78,7 +78,6 @@ WEIGHT_OPS = ("Gemm", "MatMul")
 # Why ops that satc only takes inside a pattern or a constant subgraph were left over.
 ONLY_IN_PATTERNS = {
     "Erf": "only inside the exact GELU pattern x * 0.5 * (1 + Erf(x / sqrt 2))",
-    "Pow": "only on constants or inside the GELU / LayerNorm patterns",
     "Sqrt": "only on constants or inside the LayerNorm pattern"}
 
 Handler = Callable[["_Importer", onnx.NodeProto, dict[str, Any]], "Value | Sequence[Value | None]"]
@@ -957,6 +956,17 @@ def _lrn(im, node, a):
                                      _f32(a.get("bias", 1.0)), (size - 1) // 2, im.layer)
 
 
+def _pow(im, node, a):
+    """Pow outside the GELU / LayerNorm patterns: ``pow`` by a constant scalar exponent, else
+    ``exp(y * log(x))`` (ONNX's value for a positive base)."""
+    x = im.value(node.input[0])
+    p = im.const(node.input[1])
+    if p is not None and p.size == 1 and node.input[1] not in im.params:
+        e = float(p.reshape(-1)[0])
+        return x if e == 1.0 else im.emit("pow", [x], {"exponent": e})
+    return im.emit("exp", [im.emit("mul", [im.value(node.input[1]), im.emit("log", [x])])])
+
+
 def _gelu(im, node, a):
     return im.emit("gelu", [im.value(node.input[0])], {"approximate": a.get("approximate", "none")})
 
@@ -965,7 +975,8 @@ ONNX_HANDLERS: dict[str, Handler] = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul,
     "BatchNormalization": _batchnorm, "LayerNormalization": _layernorm,
     "Relu": lambda im, node, a: im.emit("relu", [im.value(node.input[0])]),
-    "Gelu": _gelu, "Softmax": _softmax, "LRN": _lrn,
+    "Gelu": _gelu, "Softmax": _softmax, "LRN": _lrn, "Pow": _pow,
+    "Exp": _unary("exp"), "Log": _unary("log"),
     "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"), "HardSwish": _unary("hardswish"),
     "Clip": _clip, "HardSigmoid": _hard_sigmoid,
     "LeakyRelu": lambda im, node, a: im.emit("leaky_relu", [im.value(node.input[0])], {

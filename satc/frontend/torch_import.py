@@ -21,6 +21,7 @@ models satc already covers do not change.
 from __future__ import annotations
 
 import functools
+import math
 import logging
 import operator
 from typing import Any, Callable, Sequence
@@ -486,11 +487,19 @@ def _div(im, a, kw):
 
 
 def _pow(im, a, kw):
-    """``x ** p`` for a constant exponent ``p`` (1: x itself)."""
-    p = a[1]
-    if isinstance(p, Value):
-        raise UnsupportedOpError("pow with a tensor exponent; satc takes a constant exponent")
-    return a[0] if float(p) == 1.0 else im.emit("pow", [a[0]], {"exponent": float(p)})
+    """``x ** p``: ``pow`` for a constant exponent (1: x itself); a tensor exponent as
+    ``exp(p * log(x))`` (torch's value for a positive base; a base <= 0 gives 0 / NaN, where
+    torch's integral powers of negative bases do not); a constant base ``c ** p`` (c > 0) as
+    ``exp(p * ln c)``."""
+    x, p = a[0], a[1]
+    if not isinstance(p, Value):
+        return x if float(p) == 1.0 else im.emit("pow", [x], {"exponent": float(p)})
+    if not isinstance(x, Value):
+        if float(x) <= 0:
+            raise UnsupportedOpError(f"pow of the constant base {float(x)} by a tensor; satc "
+                                     "takes a positive base (it computes exp(p * ln base))")
+        return im.emit("exp", [im.emit("scale", [p], {"factor": math.log(float(x))})])
+    return im.emit("exp", [_mul(im, [p, im.emit("log", [x])], {})])
 
 
 def _var(im, a, kw, unbiased_arg: bool = False):
@@ -738,7 +747,9 @@ ATEN_HANDLERS: dict[Any, Handler] = {
     aten.cat.default: _cat, aten.expand.default: _expand,
     aten.add.Tensor: _add, aten.add_.Tensor: _add, aten.sub.Tensor: _sub,
     aten.mul.Tensor: _mul, aten.mul_.Tensor: _mul, aten.div.Tensor: _div,
-    aten.pow.Tensor_Scalar: _pow, aten.rsqrt.default: _unary("rsqrt"),
+    aten.pow.Tensor_Scalar: _pow, aten.pow.Tensor_Tensor: _pow, aten.pow.Scalar: _pow,
+    aten.exp.default: _unary("exp"), aten.log.default: _unary("log"),
+    aten.rsqrt.default: _unary("rsqrt"),
     aten.sqrt.default: lambda im, a, kw: im.emit("pow", [a[0]], {"exponent": 0.5}),
     aten.reciprocal.default: lambda im, a, kw: im.emit("pow", [a[0]], {"exponent": -1.0}),
     aten.var.correction: _var, aten.var.dim: lambda im, a, kw: _var(im, a, kw, True),

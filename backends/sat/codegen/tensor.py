@@ -14,7 +14,7 @@ broadcasts.
   ``bias_grad``, ``reshape`` (a view of its input);
 * ``gelu`` / ``gelu_grad`` (exact erf), ``softmax`` / ``softmax_grad`` along
   the last axis: vector functions per chunk;
-* ``sigmoid``, ``tanh``, ``silu``, ``hardswish`` and their gradients: the
+* ``sigmoid``, ``tanh``, ``silu``, ``hardswish`` and their gradients, ``exp``, ``log``: the
   vector function of the same name per chunk; ``hardtanh`` (ReLU6):
   ``max_imm`` then ``min_imm``, its gradient ``pass_gt`` then ``pass_lt``;
 * ``leaky_relu``, ``elu`` (SELU, CELU), ``softplus`` and their gradients: the
@@ -400,9 +400,9 @@ def lower_gelu_grad(ctx: LowerCtx, node: Node) -> None:
     _map(ctx, "gelu_grad", [x, dy], node.outputs[0])
 
 
-@lowering("sigmoid", "tanh", "silu", "hardswish")
+@lowering("sigmoid", "tanh", "silu", "hardswish", "exp", "log")
 def lower_activation(ctx: LowerCtx, node: Node) -> None:
-    """sigmoid / tanh / silu / hardswish: the vector function of the same name."""
+    """sigmoid / tanh / silu / hardswish / exp / log: the vector function of the same name."""
     _elementwise(ctx, node.op, [node.inputs[0]], node.outputs[0])
 
 
