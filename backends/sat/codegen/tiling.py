@@ -312,19 +312,27 @@ def _candidates(full: int, quantum: int) -> list[int]:
     return sorted(set(x for x in out if x <= MAX_FIELD), reverse=True)
 
 
-@functools.lru_cache(maxsize=65536)
 def _tile_gemm_cycles(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, interleave: bool,
                       stationary_a: bool, cfg: HardwareConfig) -> int:
     """The cycle model's cycles of one tile GEMM of ``p`` (its buffers and element types: the
-    operand feed counts), memoised: the tile search asks often."""
-    n, m = p.nm if p.sparse else (0, 0)
+    operand feed counts)."""
+    nm = p.nm if p.sparse else (0, 0)
+    return _gemm_instruction_cycles(nm, p.sparse == "b", p.a_buf, p.b_buf, p.a_bytes, p.b_bytes,
+                                    mt, nt, kt, dataflow, interleave, stationary_a, cfg)
+
+
+@functools.lru_cache(maxsize=65536)
+def _gemm_instruction_cycles(nm: tuple[int, int], sparse_b: bool, a_buf: str, b_buf: str,
+                             a_bytes: int, b_bytes: int, mt: int, nt: int, kt: int, dataflow: str,
+                             interleave: bool, stationary_a: bool, cfg: HardwareConfig) -> int:
+    """:func:`_tile_gemm_cycles` memoised on what the cycle model reads (not the whole
+    problem, so tiles of different layers share entries: the tile search asks often)."""
     dtype = {2: "fp16", 4: "fp32"}
-    return gemm_cycles(Instruction("gemm", dataflow=dataflow, n=n, m=m, sparse_b=int(p.sparse == "b"),
-                                   a_buf=p.a_buf, b_buf=p.b_buf,
-                                   idx_buf=p.b_buf if p.sparse == "b" else p.a_buf,
-                                   a_dtype=dtype[p.a_bytes], b_dtype=dtype[p.b_bytes], mt=mt,
-                                   nt=nt, k=kt, interleave=int(interleave),
-                                   stationary_a=int(stationary_a)), cfg)
+    return gemm_cycles(Instruction("gemm", dataflow=dataflow, n=nm[0], m=nm[1],
+                                   sparse_b=int(sparse_b), a_buf=a_buf, b_buf=b_buf,
+                                   idx_buf=b_buf if sparse_b else a_buf, a_dtype=dtype[a_bytes],
+                                   b_dtype=dtype[b_bytes], mt=mt, nt=nt, k=kt,
+                                   interleave=int(interleave), stationary_a=int(stationary_a)), cfg)
 
 
 def gemm_instructions(p: GemmProblem, mt: int, nt: int, kt: int, taps: int = 1
