@@ -363,11 +363,15 @@ def _avg_pool2d(im, a, kw):
 def _avg_pool3d(im, a, kw):
     """A window mean along the depth axis only (kernel (kd, 1, 1), stride 1, no padding): the
     channel window of ``F.local_response_norm``, as slices, a sum and a scale."""
-    x = a[0]
-    k = list(a[1]) if isinstance(a[1], (list, tuple)) else [a[1]] * 3
-    s = list(a[2]) if len(a) > 2 and a[2] else k
-    s = s * 3 if len(s) == 1 else s
-    p = list(a[3]) if len(a) > 3 else [0]
+    def triple(v: Any) -> list[int]:
+        v = list(v) if isinstance(v, (list, tuple)) else [v]
+        return v * 3 if len(v) == 1 else v
+
+    x, k = a[0], triple(a[1])
+    s = triple(a[2]) if len(a) > 2 and a[2] not in (None, []) else k
+    p = triple(a[3]) if len(a) > 3 else [0]
+    if len(a) > 6 and a[6] is not None:
+        raise UnsupportedOpError("avg_pool3d divisor_override is not supported")
     if k[1:] != [1, 1] or s != [1, 1, 1] or any(p):
         raise UnsupportedOpError(f"avg_pool3d with kernel {k}, stride {s}, padding {p}: only a "
                                  "depth window (kd, 1, 1) at stride 1 without padding (local "
