@@ -156,4 +156,3 @@ register("log", infer=_same, kernel=_log_kernel,
          grad=lambda ctx, node, dys: [ctx.emit("mul", [dys[0], ctx.emit(
              "pow", [node.inputs[0]], {"exponent": -1.0})])],
          doc="natural logarithm (the gradient dy / x)")
-

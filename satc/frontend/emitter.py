@@ -57,6 +57,13 @@ class GraphEmitter:
                  for i in range(size)]
         return parts[0] if size == 1 else self.graph.add1("sum", parts, layer=layer)
 
+    def tensor_power(self, x: Value, exponent: Value, layer: str) -> Value:
+        """``x ** exponent`` for a tensor exponent, as ``exp(exponent * log(x))``: the value
+        for a positive base (a base <= 0 gives 0 / NaN)."""
+        log = self.graph.add1("log", [x], layer=layer)
+        return self.graph.add1("exp", [self.graph.add1("mul", [exponent, log], layer=layer)],
+                               layer=layer)
+
     def local_response_norm(self, x: Value, size: int, alpha: float, beta: float, bias: float,
                             before: int, layer: str) -> Value:
         """y = x * (bias + alpha/size * sum of x^2 over channels [c - before, c - before +
@@ -71,4 +78,3 @@ class GraphEmitter:
         d = self.graph.add1("add", [s, k], layer=layer)
         return self.graph.add1("mul", [x, self.graph.add1("pow", [d], {"exponent": -beta},
                                                           layer=layer)], layer=layer)
-

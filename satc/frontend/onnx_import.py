@@ -964,7 +964,7 @@ def _pow(im, node, a):
     if p is not None and p.size == 1 and node.input[1] not in im.params:
         e = float(p.reshape(-1)[0])
         return x if e == 1.0 else im.emit("pow", [x], {"exponent": e})
-    return im.emit("exp", [im.emit("mul", [im.value(node.input[1]), im.emit("log", [x])])])
+    return im.em.tensor_power(x, im.value(node.input[1]), im.layer)
 
 
 def _gelu(im, node, a):

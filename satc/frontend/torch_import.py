@@ -21,8 +21,8 @@ models satc already covers do not change.
 from __future__ import annotations
 
 import functools
-import math
 import logging
+import math
 import operator
 from typing import Any, Callable, Sequence
 
@@ -40,11 +40,14 @@ aten = torch.ops.aten
 Handler = Callable[["_Importer", Sequence[Any], dict], Any]
 
 
+def _repeat(v: Any, n: int) -> list[int]:
+    """An int, or a one-element list, as ``n`` copies; a longer list as it is."""
+    v = [v] if isinstance(v, int) else list(v)
+    return v * n if len(v) == 1 else v
+
+
 def _pair(v: Any) -> list[int]:
-    if isinstance(v, int):
-        return [v, v]
-    v = list(v)
-    return v * 2 if len(v) == 1 else v
+    return _repeat(v, 2)
 
 
 class _Importer:
@@ -363,13 +366,9 @@ def _avg_pool2d(im, a, kw):
 def _avg_pool3d(im, a, kw):
     """A window mean along the depth axis only (kernel (kd, 1, 1), stride 1, no padding): the
     channel window of ``F.local_response_norm``, as slices, a sum and a scale."""
-    def triple(v: Any) -> list[int]:
-        v = list(v) if isinstance(v, (list, tuple)) else [v]
-        return v * 3 if len(v) == 1 else v
-
-    x, k = a[0], triple(a[1])
-    s = triple(a[2]) if len(a) > 2 and a[2] not in (None, []) else k
-    p = triple(a[3]) if len(a) > 3 else [0]
+    x, k = a[0], _repeat(a[1], 3)
+    s = _repeat(a[2], 3) if len(a) > 2 and a[2] not in (None, []) else k
+    p = _repeat(a[3], 3) if len(a) > 3 else [0]
     if len(a) > 6 and a[6] is not None:
         raise UnsupportedOpError("avg_pool3d divisor_override is not supported")
     if k[1:] != [1, 1] or s != [1, 1, 1] or any(p):
@@ -503,7 +502,7 @@ def _pow(im, a, kw):
             raise UnsupportedOpError(f"pow of the constant base {float(x)} by a tensor; satc "
                                      "takes a positive base (it computes exp(p * ln base))")
         return im.emit("exp", [im.emit("scale", [p], {"factor": math.log(float(x))})])
-    return im.emit("exp", [_mul(im, [p, im.emit("log", [x])], {})])
+    return im.em.tensor_power(x, p, im.layer)
 
 
 def _var(im, a, kw, unbiased_arg: bool = False):
@@ -847,7 +846,7 @@ def import_torch(module: torch.nn.Module, example_args: Any, input_names: Sequen
     skipped: set[str] = set()
     state = {**ep.state_dict, **ep.constants}
     canon = _canonical_names(module)
-    tied: dict[str, Value] = {}
+    params: dict[str, Value] = {}       # canonical name -> its one graph param
     for node in gm.graph.nodes:
         if node.op == "placeholder":
             spec = specs[node.name]
@@ -862,10 +861,10 @@ def import_torch(module: torch.nn.Module, example_args: Any, input_names: Sequen
                 env[node.name] = state[spec.target].detach()       # folded like any constant
             else:
                 key = canon.get(spec.target, spec.target)
-                if key not in tied:
+                if key not in params:
                     arr = state[spec.target].detach().cpu().numpy().astype(np.float32)
-                    tied[key] = g.add_param(key, arr, trainable=kind == "PARAMETER")
-                env[node.name] = tied[key]
+                    params[key] = g.add_param(key, arr, trainable=kind == "PARAMETER")
+                env[node.name] = params[key]
         elif node.op == "call_function":
             if node.target in IGNORED or any(getattr(a, "name", None) in skipped for a in node.args):
                 continue
