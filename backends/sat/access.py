@@ -182,6 +182,7 @@ def vec_shapes(ins: Instruction) -> tuple[tuple[int, int], tuple[int, int]]:
         s1 = pooled if f.s1_shape == "pooled" else {"none": (r, c), "row": (1, c), "col": (r, 1),
                                                       "scalar": (1, 1)}[ins.bcast]
     d = {"same": (r, c), "pooled": pooled, "reduce": (r, 1) if ins.axis == 1 else (1, c),
+         "reduce_pair": (r, 2) if ins.axis == 1 else (2, c),
          "transposed": (c, r)}[f.out_shape]
     return s1, d
 

@@ -172,6 +172,8 @@ class ProgramBuilder:
                 d_stride = pooled_cols
             elif f.out_shape == "reduce":
                 d_stride = 1 if axis == 1 else cols
+            elif f.out_shape == "reduce_pair":
+                d_stride = 2 if axis == 1 else cols
             elif f.out_shape == "transposed":
                 d_stride = rows
             else:

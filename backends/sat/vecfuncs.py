@@ -10,7 +10,8 @@ by name. Kernels work along the last axis; the emulator transposes for
 Shapes: ``s0`` is ``rows x cols``. ``s1`` is ``rows x cols`` broadcast per
 the instruction's ``bcast`` field (``like_s0``) or the pooled shape
 (``pooled``). The result is ``rows x cols`` (``same``), ``rows x 1`` /
-``1 x cols`` for ``axis`` 1 / 0 (``reduce``),
+``1 x cols`` for ``axis`` 1 / 0 (``reduce``), ``rows x 2`` / ``2 x cols`` (``reduce_pair``:
+two reductions side by side),
 ``((rows-kh)//sh+1) x ((cols-kw)//sw+1)`` (``pooled``) or ``cols x rows``
 (``transposed``).
 """
@@ -34,7 +35,7 @@ class VecFunc:
     name: str
     sources: tuple[str, ...]          # which of "s0", "s1" it reads
     s1_shape: str                     # "like_s0" (bcast applies), "pooled" or "pair" (bcast: 2 values)
-    out_shape: str                    # "same", "reduce", "pooled" or "transposed"
+    out_shape: str                    # "same", "reduce", "reduce_pair", "pooled", "transposed"
     kernel: Kernel
     passes: int                       # element passes over s0 (pooled: per window element)
     doc: str
@@ -247,6 +248,18 @@ VEC_FUNCS: tuple[VecFunc, ...] = (
     _f("softplus_grad", S01, _softplus_grad,
        "d = s1 if s0 > imm else s1 * sigmoid(s0) (s0: forward input, imm: threshold)"),
     _f("log", S0, lambda x, _, p: np.log(x), "d = ln(s0) (-inf at 0, NaN below)"),
+    _f("affine_relu", S01, lambda x, ab, p: np.maximum(_affine(x, ab, p), np.float32(0)),
+       "d = max(s0 * a + b, 0): affine with a relu on its result (the batchnorm + relu "
+       "epilogue); s1 as for affine", s1_shape="pair"),
+    _f("reduce_sqdev", S01, lambda x, y, p: np.square(x - y).sum(axis=-1, keepdims=True),
+       "d = sum of (s0 - s1)^2 along axis, s1 broadcast per bcast (a shifted sum of squares: "
+       "variance pieces without cancellation)", out_shape="reduce"),
+    _f("reduce_sum_dot", S01, lambda x, y, p: np.concatenate(
+        [x.sum(axis=-1, keepdims=True), (x * y).sum(axis=-1, keepdims=True)], axis=-1),
+       "d = (sum of s0, sum of s0 * s1) along axis: two accumulators over one read of both "
+       "tiles (batchnorm backward's sum(dy) and sum(dy * xhat))", out_shape="reduce_pair"),
+    _f("sub_scale", S01, lambda x, y, p: (x - y) * np.float32(p.imm),
+       "d = (s0 - s1) * imm (with accumulate, the SR-STE term d += lam * (w - prune(w)))"),
 )
 
 VEC_FUNC_NAMES: tuple[str, ...] = tuple(f.name for f in VEC_FUNCS)

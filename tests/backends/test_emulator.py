@@ -163,6 +163,38 @@ def test_vector_affine_and_reduce_dot(small):
                                (x * y).sum(0, keepdims=True), rtol=1e-6)
 
 
+def test_vector_affine_relu_and_reduce_sqdev(small):
+    """The batchnorm epilogue and statistics: max(x*a + b, 0) with (a, b) per row; the sum of
+    (x - k)^2 along an axis with k broadcast per row (col) or per column (row)."""
+    x = np.array([[1, -2, 3], [4, 5, -6]], np.float32)
+    ab = np.array([[2, -1], [-1, 3]], np.float32)          # row 0: 2x - 1, row 1: -x + 3
+    assert np.array_equal(_vec_case(small, "affine_relu", x, ab, bcast="col", out_shape=(2, 3)),
+                          np.array([[1, 0, 5], [0, 0, 9]], np.float32))
+    k_rows = np.array([[1], [2]], np.float32)
+    # row 0: 0 + 9 + 4 = 13; row 1: 4 + 9 + 64 = 77
+    assert np.array_equal(_vec_case(small, "reduce_sqdev", x, k_rows, bcast="col",
+                                    out_shape=(2, 1)), np.array([[13], [77]], np.float32))
+    k_cols = np.array([[0, 1, -1]], np.float32)
+    # column 0: 1 + 16 = 17; column 1: 9 + 16 = 25; column 2: 16 + 25 = 41
+    assert np.array_equal(_vec_case(small, "reduce_sqdev", x, k_cols, bcast="row", axis=0,
+                                    out_shape=(1, 3)), np.array([[17, 25, 41]], np.float32))
+
+
+def test_vector_reduce_sum_dot_and_sub_scale(small):
+    """Two reductions side by side, (sum x, sum x*y), per row (rows x 2) or per column
+    (2 x cols); (x - y) * imm, accumulated onto the destination with accumulate."""
+    x = np.array([[1, -2, 3], [4, 5, -6]], np.float32)
+    y = np.array([[2, 1, 0], [-1, 1, 2]], np.float32)
+    # row 0: 2, 2 - 2 + 0 = 0; row 1: 3, -4 + 5 - 12 = -11
+    assert np.array_equal(_vec_case(small, "reduce_sum_dot", x, y, out_shape=(2, 2)),
+                          np.array([[2, 0], [3, -11]], np.float32))
+    # columns: sums 5, 3, -3; dots 2 - 4, -2 + 5, 0 - 12
+    assert np.array_equal(_vec_case(small, "reduce_sum_dot", x, y, axis=0, out_shape=(2, 3)),
+                          np.array([[5, 3, -3], [-2, 3, -12]], np.float32))
+    assert np.array_equal(_vec_case(small, "sub_scale", x, y, imm=0.5, out_shape=(2, 3)),
+                          np.array([[-0.5, -1.5, 1.5], [2.5, 2, -4]], np.float32))
+
+
 def test_affine_needs_a_pair_broadcast(small):
     from satc.backends.sat.access import check
     from satc.backends.sat.isa import Instruction

@@ -28,3 +28,43 @@ def test_batchnorm1d_step_matches_the_interpreter(sparsity):
     prog = satc.compile(_MLPBN(), example_inputs=(x,), sparsity=sparsity, hw="sat-small")
     assert {"batchnorm_relu", "batchnorm_grad"} <= {n.op for n in prog.graph.nodes}
     check_steps(prog, x.numpy(), y.numpy(), 1)
+
+
+class _ResidualBN(nn.Module):
+    """conv-BN-relu, then conv-BN + identity, relu (a ResNet block tail) over inputs whose
+    mean is far from zero compared with their spread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 6 * 6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.b1(self.c1(x)))
+        h = torch.relu(self.b2(self.c2(h)) + h)
+        return self.fc(h.flatten(1))
+
+
+def _data_passes(prog, node_op: str) -> list[list[str]]:
+    """Per node of ``node_op``: the vector functions over whole data tiles (more than one
+    row or column: the per-channel [C] vector steps are left out), in program order."""
+    ins, out = prog.program.instructions, {}
+    for i, lab in enumerate(prog.labels):
+        if lab.endswith("/" + node_op) and ins[i].op == "vec" and min(ins[i].rows, ins[i].cols) > 1:
+            out.setdefault(lab, []).append(ins[i].func)
+    return list(out.values())
+
+
+@pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
+def test_batchnorm2d_residual_relu_in_few_passes(sparsity):
+    """batchnorm_relu: two passes for the statistics (sum, shifted sum of squares), then one
+    affine_relu, or with a residual an accumulating affine onto the loaded residual and a
+    relu; the step still trains like the interpreter with a data offset 50x the spread."""
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 6, 6) * 0.5 + 25, torch.randint(0, 10, (4,))
+    prog = satc.compile(_ResidualBN(), example_inputs=(x,), sparsity=sparsity, hw="sat-small")
+    plain, residual = _data_passes(prog, "batchnorm_relu")
+    assert plain == ["reduce_sum", "reduce_sqdev"] * 4 + ["affine_relu"] * 4, plain
+    assert residual == ["reduce_sum", "reduce_sqdev"] * 4 + ["affine", "relu"] * 4, residual
+    check_steps(prog, x.numpy(), y.numpy(), 2)

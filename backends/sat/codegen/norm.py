@@ -125,14 +125,16 @@ class _Pair:
                 ctx.b.vec("copy", c.channels, 1, s0_addr=v, s0_stride=1, d_addr=self.addr + 4 * k,
                           d_stride=2)
 
-    def apply(self, rows: int, cols: int, c0: int, src: int, dst: int) -> None:
-        """dst = src * scale + shift over one chunk tile (channels from c0)."""
+    def apply(self, rows: int, cols: int, c0: int, src: int, dst: int, func: str = "affine",
+              accumulate: bool = False) -> None:
+        """dst (+)= src * scale + shift over one chunk tile (channels from c0); ``func``
+        ``affine_relu`` rectifies the result."""
         if self.c.rank == 2:
-            self.ctx.b.vec("affine", rows, cols, s0_addr=src, s1_addr=self.addr, d_addr=dst,
-                           bcast="row", s1_stride=self.c.channels)
+            self.ctx.b.vec(func, rows, cols, s0_addr=src, s1_addr=self.addr, d_addr=dst,
+                           bcast="row", s1_stride=self.c.channels, accumulate=accumulate)
         else:
-            self.ctx.b.vec("affine", rows, cols, s0_addr=src, s1_addr=self.addr + c0 * 8,
-                           d_addr=dst, bcast="col")
+            self.ctx.b.vec(func, rows, cols, s0_addr=src, s1_addr=self.addr + c0 * 8,
+                           d_addr=dst, bcast="col", accumulate=accumulate)
 
 
 def _xhat_pair(ctx: LowerCtx, c: _Channels, mean: int, invstd: int) -> _Pair:
@@ -143,39 +145,50 @@ def _xhat_pair(ctx: LowerCtx, c: _Channels, mean: int, invstd: int) -> _Pair:
     return _Pair(ctx, c, invstd, shift, "xhat pair")
 
 
-def _sums(ctx: LowerCtx, c: _Channels, r: _Resident, xhat: _Pair, dy_sum: int,
-          dyx_sum: int) -> None:
-    """dy_sum = sum(dy), dyx_sum = sum(dy * xhat) per channel (x, dy are r's tensors):
-    three passes per element (xhat, the dot product, the sum)."""
+def _sums(ctx: LowerCtx, c: _Channels, r: _Resident, xhat: _Pair) -> tuple[int, int]:
+    """Addresses of sum(dy) and sum(dy * xhat) per channel (x, dy are r's tensors): two
+    passes per element (xhat, then both sums in one ``reduce_sum_dot``)."""
+    sums = ctx.alloc("vec", _tile_bytes(2, c.channels), "sum dy, sum dy*xhat")
     seen: set[int] = set()
-    for i, (p0, p1, rows, cols, c0, _) in enumerate(r.chunks):
+    for i, (_, _, rows, cols, c0, _) in enumerate(r.chunks):
         tx, tdy = r.get(i)
         t1 = r.temps(i)[0]
         xhat.apply(rows, cols, c0, tx, t1)
         first = c0 not in seen if c.rank == 4 else i == 0
-        _reduce_channels(ctx, "reduce_sum", c, tdy, rows, cols, dy_sum, c0, first)
-        _reduce_channels(ctx, "reduce_dot", c, t1, rows, cols, dyx_sum, c0, first, s1=tdy)
+        if c.rank == 2:                  # [2, C]: the sums, then the dot products
+            ctx.b.vec("reduce_sum_dot", rows, cols, s0_addr=tdy, s1_addr=t1, d_addr=sums,
+                      axis=0, accumulate=not first)
+        else:                            # [C, 2]: (sum, dot) per channel
+            ctx.b.vec("reduce_sum_dot", rows, cols, s0_addr=tdy, s1_addr=t1,
+                      d_addr=sums + c0 * 8, axis=1, accumulate=not first)
         seen.add(c0)
+    if c.rank == 2:
+        return sums, sums + c.channels * 4
+    out = [ctx.alloc("vec", _tile_bytes(1, c.channels), n) for n in ("sum dy", "sum dy*xhat")]
+    for k, dst in enumerate(out):        # de-interleave the [C, 2] pairs
+        ctx.b.vec("copy", c.channels, 1, s0_addr=sums + 4 * k, s0_stride=2, d_addr=dst,
+                  d_stride=1)
+    return out[0], out[1]
 
 
-def _shifted_sums(ctx: LowerCtx, c: _Channels, r: _Resident, shift: int, s: int, q: int) -> None:
-    """From one read of x (r's tensor): shift = the per-channel mean of the first chunk that
-    holds the channel, s = sum(x - shift), q = sum((x - shift)^2) per channel. With a shift
-    near the mean, var = q/n - (s/n)^2 loses no precision to cancellation (the shifted-data
-    variance), so the statistics need no second read of x."""
+def _shifted_sums(ctx: LowerCtx, c: _Channels, r: _Resident, shift: int, sx: int, q: int) -> None:
+    """From one read of x (r's tensor), two passes per element: sx = sum(x), shift = the
+    per-channel mean of the first chunk that holds the channel, q = sum((x - shift)^2) per
+    channel (``reduce_sqdev``). With a shift near the mean, var = q/n - (mean - shift)^2
+    loses no precision to cancellation (the shifted-data variance), so the statistics need
+    no second read of x."""
     bc = _bcast(c)
     seen: set[int] = set()
     for i, (_, _, rows, cols, c0, _) in enumerate(r.chunks):
-        (tx,), t = r.get(i), r.temps(i)[0]
+        (tx,) = r.get(i)
         first = c0 not in seen if c.rank == 4 else i == 0
         off = c0 * 4 if c.rank == 4 else 0
+        _reduce_channels(ctx, "reduce_sum", c, tx, rows, cols, sx, c0, first)
         if first:
-            _reduce_channels(ctx, "reduce_sum", c, tx, rows, cols, shift, c0, True)
             n = (rows, 1 / cols) if c.rank == 4 else (c.channels, 1 / rows)
-            ctx.b.vec("mul_imm", 1, n[0], s0_addr=shift + off, d_addr=shift + off, imm=n[1])
-        ctx.b.vec("sub", rows, cols, s0_addr=tx, s1_addr=shift + off, d_addr=t, bcast=bc)
-        _reduce_channels(ctx, "reduce_sum", c, t, rows, cols, s, c0, first)
-        _reduce_channels(ctx, "reduce_sumsq", c, t, rows, cols, q, c0, first)
+            ctx.b.vec("mul_imm", 1, n[0], s0_addr=sx + off, d_addr=shift + off, imm=n[1])
+        _reduce_channels(ctx, "reduce_sqdev", c, tx, rows, cols, q, c0, first, s1=shift + off,
+                         bcast=bc)
         seen.add(c0)
 
 
@@ -198,29 +211,31 @@ def lower_batchnorm(ctx: LowerCtx, node: Node) -> None:
     vg, vb = _load_vector(ctx, gamma, "gamma"), _load_vector(ctx, beta, "beta")
     vrm, vrv = _load_vector(ctx, rm, "running mean"), _load_vector(ctx, rv, "running var")
     vs = [ctx.alloc("vec", _tile_bytes(1, c.channels), name)
-          for name in ("data shift", "shifted sum", "shifted sumsq", "mean - shift", "square",
+          for name in ("data shift", "sum", "shifted sumsq", "mean - shift", "square",
                        "mean", "var", "invstd", "scale", "shift", "running term")]
-    k, s, q, d, d2, mean, var, inv, scale, shift, term = vs
-    r = _Resident(ctx, c, [c.view], temps=1 + len(resv))
-    _shifted_sums(ctx, c, r, k, s, q)
-    _vec1(ctx, "mul_imm", c, s, d, imm=1.0 / cnt)
-    _vec1(ctx, "add", c, k, mean, s1=d)                   # mean = shift + s/n
+    k, sx, q, d, d2, mean, var, inv, scale, shift, term = vs
+    r = _Resident(ctx, c, [c.view], temps=1)
+    _shifted_sums(ctx, c, r, k, sx, q)
+    _vec1(ctx, "mul_imm", c, sx, mean, imm=1.0 / cnt)
+    _vec1(ctx, "sub", c, mean, d, s1=k)                   # d = mean - shift
     _vec1(ctx, "mul", c, d, d2, s1=d)
     _vec1(ctx, "mul_imm", c, q, var, imm=1.0 / cnt)
-    _vec1(ctx, "sub", c, var, var, s1=d2)                # var = q/n - (s/n)^2
+    _vec1(ctx, "sub", c, var, var, s1=d2)                # var = q/n - (mean - shift)^2
     _vec1(ctx, "rsqrt", c, var, inv, imm=eps)
     _vec1(ctx, "mul", c, vg, scale, s1=inv)
     _vec1(ctx, "mul", c, mean, shift, s1=scale)          # y = x * scale + (beta - mean * scale)
     _vec1(ctx, "sub", c, vb, shift, s1=shift)
     pair = _Pair(ctx, c, scale, shift, "scale/shift pair")
+    relu = node.op == "batchnorm_relu"
     for i, (p0, p1, rows, cols, c0, _) in enumerate(r.chunks):
-        (tx,), (t, *tres) = r.get(i), r.temps(i)
-        pair.apply(rows, cols, c0, tx, t)
-        for v, tr in zip(resv, tres):
-            ctx.dma3("load", v, p0, p1, "vec", tr)
-            ctx.b.vec("add", rows, cols, s0_addr=t, s1_addr=tr, d_addr=t)
-        if node.op == "batchnorm_relu":
-            ctx.b.vec("relu", rows, cols, s0_addr=t, d_addr=t)
+        (tx,), (t,) = r.get(i), r.temps(i)
+        if resv:                           # t = residual; t += x * scale + shift; relu
+            ctx.dma3("load", resv[0], p0, p1, "vec", t)
+            pair.apply(rows, cols, c0, tx, t, accumulate=True)
+            if relu:
+                ctx.b.vec("relu", rows, cols, s0_addr=t, d_addr=t)
+        else:
+            pair.apply(rows, cols, c0, tx, t, "affine_relu" if relu else "affine")
         ctx.dma3("store", yv, p0, p1, "vec", t)
     _store_vector(ctx, node.outputs[1], mean)
     _store_vector(ctx, node.outputs[2], inv)
@@ -236,7 +251,7 @@ def lower_batchnorm(ctx: LowerCtx, node: Node) -> None:
 @lowering("batchnorm_grad_input", "batchnorm_grad")
 def lower_batchnorm_grad_input(ctx: LowerCtx, node: Node) -> None:
     """dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy*xhat)) = k*dy + a + b*xhat with
-    k = gamma*invstd, a = -k*mean(dy), b = -k*mean(dy*xhat): the sums (three passes per
+    k = gamma*invstd, a = -k*mean(dy), b = -k*mean(dy*xhat): the sums (two passes per
     element), then dx = x * (b*invstd) + (a - b*mean*invstd) as one affine of x and
     dx += k*dy as one accumulating multiply (two more). ``batchnorm_grad``
     (passes/fusion.py) also stores the sums as dgamma = sum(dy*xhat) and dbeta = sum(dy)."""
@@ -247,11 +262,10 @@ def lower_batchnorm_grad_input(ctx: LowerCtx, node: Node) -> None:
     same_views(ctx, [c.view, dyv, dxv])
     vg = _load_vector(ctx, gamma, "gamma")
     vm, vi = _load_vector(ctx, mean, "mean"), _load_vector(ctx, invstd, "invstd")
-    dbeta, dgamma, k, a, b, bm = (ctx.alloc("vec", _tile_bytes(1, c.channels), n) for n in (
-        "sum dy", "sum dy*xhat", "gamma*invstd", "-k*mean(dy)", "-k*mean(dy*xhat)",
-        "b*invstd*mean"))
+    k, a, b, bm = (ctx.alloc("vec", _tile_bytes(1, c.channels), n) for n in (
+        "gamma*invstd", "-k*mean(dy)", "-k*mean(dy*xhat)", "b*invstd*mean"))
     r = _Resident(ctx, c, [c.view, dyv], temps=1)
-    _sums(ctx, c, r, _xhat_pair(ctx, c, vm, vi), dbeta, dgamma)
+    dbeta, dgamma = _sums(ctx, c, r, _xhat_pair(ctx, c, vm, vi))
     if node.op == "batchnorm_grad":
         _store_vector(ctx, node.outputs[1], dgamma)
         _store_vector(ctx, node.outputs[2], dbeta)
@@ -276,15 +290,14 @@ def lower_batchnorm_grad_input(ctx: LowerCtx, node: Node) -> None:
 
 @lowering("batchnorm_grad_params")
 def lower_batchnorm_grad_params(ctx: LowerCtx, node: Node) -> None:
-    """dgamma = sum(dy * xhat), dbeta = sum(dy) per channel (three passes per element)."""
+    """dgamma = sum(dy * xhat), dbeta = sum(dy) per channel (two passes per element)."""
     dy, x, mean, invstd = node.inputs
     c = _check(ctx, node, x)
     dyv = ctx.dense(dy).view3()
     same_views(ctx, [c.view, dyv])
     vm, vi = _load_vector(ctx, mean, "mean"), _load_vector(ctx, invstd, "invstd")
-    dbeta, dgamma = (ctx.alloc("vec", _tile_bytes(1, c.channels), n) for n in ("dbeta", "dgamma"))
     r = _Resident(ctx, c, [c.view, dyv], temps=1)
-    _sums(ctx, c, r, _xhat_pair(ctx, c, vm, vi), dbeta, dgamma)
+    dbeta, dgamma = _sums(ctx, c, r, _xhat_pair(ctx, c, vm, vi))
     _store_vector(ctx, node.outputs[0], dgamma)
     _store_vector(ctx, node.outputs[1], dbeta)
 

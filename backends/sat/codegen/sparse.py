@@ -200,8 +200,8 @@ def _prune_to_dense(ctx: LowerCtx, node: Node) -> None:
 
 @lowering("srste_grad")
 def lower_srste_grad(ctx: LowerCtx, node: Node) -> None:
-    """dw + lam * (w - prune(w)): SORE mask of w, identity N:M GEMM to expand, vector axpy
-    (a difference, then one accumulating multiply by lam)."""
+    """dw + lam * (w - prune(w)): SORE mask of w, identity N:M GEMM to expand, and one
+    accumulating vector pass dw += lam * (w - prune(w)) (``sub_scale``) per row block."""
     a = node.attrs
     n, m, lam = a["n"], a["m"], float(a["lam"])
     dw, w = node.inputs
@@ -212,10 +212,10 @@ def lower_srste_grad(ctx: LowerCtx, node: Node) -> None:
     taps_o, _, _ = _tap_matrices(ctx, node.outputs[0])
 
     def axpy(t, r0, r1, tw, tc, scratch):
-        tg, tt = scratch
+        (tg,) = scratch
         r = r1 - r0
-        ctx.b.vec("sub", r, ci, s0_buf="wgt", s0_addr=tw, s1_buf="acc", s1_addr=tc, d_addr=tt)
         ctx.b.load("vec", tg, taps_g[t] + r0 * ci * 4, r, ci)
-        ctx.b.vec("mul_imm", r, ci, s0_addr=tt, d_addr=tg, imm=lam, accumulate=True)
+        ctx.b.vec("sub_scale", r, ci, s0_buf="wgt", s0_addr=tw, s1_buf="acc", s1_addr=tc,
+                  d_addr=tg, imm=lam, accumulate=True)
         ctx.b.store("vec", tg, taps_o[t] + r0 * ci * 4, r, ci)
-    _pruned_rows(ctx, n, m, taps_w, co, ci, 2, axpy)
+    _pruned_rows(ctx, n, m, taps_w, co, ci, 1, axpy)

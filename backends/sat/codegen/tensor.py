@@ -311,14 +311,15 @@ def _store_vector(ctx: LowerCtx, v, addr: int) -> None:
 
 
 def _reduce_channels(ctx: LowerCtx, func: str, c: _Channels, t: int, rows: int, cols: int,
-                     dst: int, c0: int, first: bool, s1: int = 0) -> None:
-    """dst[c0:..] (+)= per-channel reduction of a chunk tile at ``t`` (and ``s1``: reduce_dot)."""
+                     dst: int, c0: int, first: bool, s1: int = 0, bcast: str = "none") -> None:
+    """dst[c0:..] (+)= per-channel reduction of a chunk tile at ``t`` (and ``s1``: reduce_dot,
+    or a per-channel vector with ``bcast``: reduce_sqdev)."""
     if c.rank == 2:
         ctx.b.vec(func, rows, cols, s0_addr=t, s1_addr=s1, d_addr=dst, axis=0,
-                  accumulate=not first)
+                  accumulate=not first, bcast=bcast)
     else:
         ctx.b.vec(func, rows, cols, s0_addr=t, s1_addr=s1, d_addr=dst + c0 * 4, axis=1,
-                  accumulate=not first)
+                  accumulate=not first, bcast=bcast)
 
 
 @lowering("bias_add")
