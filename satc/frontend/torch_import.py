@@ -271,6 +271,14 @@ def _softplus(im, a, kw):
     return im.emit("softplus", [a[0]], {"beta": float(beta), "threshold": float(threshold)})
 
 
+def _log_sigmoid(im, a, kw):
+    """aten.log_sigmoid(x) = -softplus(-x), softplus with torch's default threshold 20 (past
+    it softplus(z) = z: log1p(exp(-z)) is below fp32's resolution of z)."""
+    neg = im.emit("scale", [a[0]], {"factor": -1.0})
+    sp = im.emit("softplus", [neg], {"beta": 1.0, "threshold": 20.0})
+    return im.emit("scale", [sp], {"factor": -1.0})
+
+
 F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -734,7 +742,7 @@ ATEN_HANDLERS: dict[Any, Handler] = {
     aten.elu.default: _elu, aten.elu_.default: _elu,
     aten.selu.default: _selu, aten.selu_.default: _selu,
     aten.celu.default: _celu, aten.celu_.default: _celu,
-    aten.softplus.default: _softplus,
+    aten.softplus.default: _softplus, aten.log_sigmoid.default: _log_sigmoid,
     aten.conv2d.padding: _conv2d,
     aten.clamp.default: _clamp,
     aten.neg.default: lambda im, a, kw: im.emit("scale", [a[0]], {"factor": -1.0}),
