@@ -1,6 +1,6 @@
 """Fusion on a training graph: fewer nodes, so fewer DRAM round trips.
 
-:func:`fuse_batchnorm` makes two rewrites, :func:`fuse_matmul_bias` two, all exact
+:func:`fuse_batchnorm` makes three rewrites, :func:`fuse_matmul_bias` two, all exact
 (the fused kernels compute what the nodes they replace did):
 
 * ``batchnorm_grad_input`` and ``batchnorm_grad_params`` over the same
@@ -15,6 +15,11 @@
   separate nodes stored and reloaded the normalised and the summed tensors.
   The backward pass needs neither (``relu_grad`` reads the relu output,
   ``batchnorm_grad`` the batchnorm input).
+* a gradient ``sum`` read only by a ``relu_grad`` as its dy (the ResNet
+  block's skip and main-path gradients meeting at the previous block's relu)
+  becomes that ``relu_grad`` with the sum's terms as inputs after y: the SAT
+  lowering adds them in dy's tile before the mask, where the separate nodes
+  stored the sum and loaded it again.
 
 * a 2-D-weight ``matmul`` whose only reader is a ``bias_add`` along the last
   axis becomes one ``matmul_bias``: the SAT lowering loads the bias into the
@@ -45,6 +50,7 @@ def fuse_batchnorm(graph: Graph) -> Graph:
     g = graph.clone()
     _fuse_gradients(g)
     _fuse_relu_tails(g)
+    _fuse_gradient_sums(g)
     return g
 
 
@@ -179,6 +185,24 @@ def _fuse_relu_tails(g: Graph) -> None:
         for m in chain[:-1]:
             fused[id(m)] = None
         fused[id(tail)] = node
+    _replace(g, fused)
+
+
+def _fuse_gradient_sums(g: Graph) -> None:
+    """sum(a, b, ...) read only by a relu_grad as its dy: relu_grad(a, y, b, ...)."""
+    users = g.users()
+    outputs = {id(v) for v in (*g.outputs.values(), *g.state_updates.values())}
+    producer = {id(v): n for n in g.nodes for v in n.outputs}
+    fused: dict[int, Node | None] = {}
+    for rg in g.nodes:
+        s = producer.get(id(rg.inputs[0])) if rg.op == "relu_grad" and len(rg.inputs) == 2 \
+            else None
+        if s is None or s.op != "sum" or len(s.inputs) < 2 or s.stage != rg.stage \
+                or len(users.get(id(s.outputs[0]), [])) != 1 or id(s.outputs[0]) in outputs:
+            continue
+        fused[id(s)] = None
+        fused[id(rg)] = Node("relu_grad", (s.inputs[0], rg.inputs[1], *s.inputs[1:]),
+                             rg.outputs, dict(rg.attrs), rg.stage, rg.layer, rg.name)
     _replace(g, fused)
 
 

@@ -94,9 +94,19 @@ def _relu_grad_rule(ctx, node, dys):
 
 register("relu", infer=_same, kernel=lambda x, a: [np.maximum(x[0], 0).astype(x[0].dtype)],
          grad=_relu_grad_rule, doc="max(x, 0)")
-register("relu_grad", infer=lambda ts, a: [ts[0]],
-         kernel=lambda x, a: [np.where(x[1] > 0, x[0], 0).astype(x[0].dtype)],
-         doc="dy * (y > 0), from dy and the relu output y")
+def _relu_grad_infer(ts, attrs):
+    expect(len(ts) >= 2, "relu_grad needs dy and the relu output y")
+    return _sum_infer(ts, attrs)
+
+
+def _relu_grad_kernel(xs, attrs):
+    dy = _sum_kernel([xs[0], *xs[2:]], attrs)[0]   # the terms of a fused gradient sum
+    return [np.where(xs[1] > 0, dy, 0).astype(xs[0].dtype)]
+
+
+register("relu_grad", infer=_relu_grad_infer, kernel=_relu_grad_kernel,
+         doc="dy * (y > 0), from dy and the relu output y; inputs after y are added to dy "
+             "first (dy + d2 + ...: a gradient sum fused in, passes/fusion.py)")
 
 
 def _erf(x: np.ndarray) -> np.ndarray:

@@ -91,6 +91,47 @@ def test_fused_block_trains_like_the_interpreter_and_moves_fewer_bytes(sparsity)
     assert fused < dram
 
 
+class _Skip(nn.Module):
+    """A relu output read by the next conv and by an identity skip: its gradient is a sum
+    read only by the relu_grad."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(4, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.b1(self.c1(x)))
+        return self.fc(torch.relu(self.b2(self.c2(h)) + h).flatten(1))
+
+
+@pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
+def test_gradient_sum_folds_into_its_relu_grad(sparsity):
+    """The skip's gradient sum (conv input gradient + the block tail's relu_grad) is read only
+    by h's relu_grad: one relu_grad(dy, y, term) node; the step trains like the interpreter
+    and never stores the sum."""
+    from tests.satc.test_compile import check_steps
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 4, 4, 4) * 2 + 0.5, torch.randint(0, 10, (4,))
+    tg = satc.build_training_graph(satc.import_torch(_Skip(), (x,)))
+    fg = fuse_batchnorm(tg)
+    grads = [n for n in fg.nodes if n.op == "relu_grad"]
+    assert sorted(len(n.inputs) for n in grads) == [2, 3]
+    assert "sum" in {n.op for n in tg.nodes} and "sum" not in {n.op for n in fg.nodes}
+    assert [n.op for n in fuse_batchnorm(fg).nodes] == [n.op for n in fg.nodes]
+    assert_same_interpretation(tg, fg, {"x": x.numpy(), "y": y.numpy()})
+    prog = satc.compile(_Skip(), example_inputs=(x,), sparsity=sparsity, hw="sat-small")
+    check_steps(prog, x.numpy(), y.numpy(), 2)
+    # the sum is never stored: its terms are added in the relu_grad's dy tile
+    ins = prog.program.instructions
+    stored = {lab.split("/")[2] for i, lab in zip(ins, prog.labels) if i.op == "store"}
+    assert "sum" not in stored and "relu_grad" in stored
+    fused_rg = [i.func for i, lab in zip(ins, prog.labels)
+                if i.op == "vec" and lab.endswith("/relu_grad")]
+    assert set(fused_rg) == {"add", "relu_grad"}
+
+
 class _Linears(nn.Module):
     """A conv with a bias (axis 1: not a matmul, not fused), then two Linears with biases."""
 

@@ -175,9 +175,12 @@ def lower_relu(ctx: LowerCtx, node: Node) -> None:
 
 @lowering("relu_grad")
 def lower_relu_grad(ctx: LowerCtx, node: Node) -> None:
-    """relu_grad(dy, y) = dy where y > 0: vec relu_grad(s0=y, s1=dy)."""
-    dy, y = node.inputs
-    _elementwise(ctx, "relu_grad", [y, dy], node.outputs[0])
+    """relu_grad(dy, y, *terms) = (dy + terms...) where y > 0: accumulating vec adds of the
+    fused gradient sum's terms onto dy's tile, then vec relu_grad(s0=y, s1=dy)."""
+    dy, y, *terms = node.inputs
+    adds: list[Step] = [("add", 1, j, 1, 0.0) for j in range(2, 2 + len(terms))]
+    _chain(ctx, [y, dy, *terms], node.outputs[0], [*adds, ("relu_grad", 0, 1, 0, 0.0)],
+           "relu_grad")
 
 
 @lowering("add", "sum")
