@@ -41,6 +41,8 @@ now defines later.
 
 from __future__ import annotations
 
+from typing import Callable
+
 from satc.ir.graph import Graph, Node, Value
 
 
@@ -157,14 +159,21 @@ def _fuse_gradients(g: Graph) -> None:
     _replace(g, fused)
 
 
-def _fuse_relu_tails(g: Graph) -> None:
+def _only_reader(g: Graph) -> Callable[[Value], Node | None]:
+    """A lookup of a value's one reader: None when it has several or none, or is a graph
+    output or state update (a fused node would stop defining it)."""
     users = g.users()
     outputs = {id(v) for v in (*g.outputs.values(), *g.state_updates.values())}
 
     def only_reader(v: Value) -> Node | None:
         readers = users.get(id(v), [])
         return readers[0] if len(readers) == 1 and id(v) not in outputs else None
+    return only_reader
 
+
+def _fuse_relu_tails(g: Graph) -> None:
+    users = g.users()
+    only_reader = _only_reader(g)
     fused: dict[int, Node] = {}
     for bn in g.nodes:
         if bn.op != "batchnorm" or not bn.attrs.get("training"):
@@ -190,15 +199,12 @@ def _fuse_relu_tails(g: Graph) -> None:
 
 def _fuse_gradient_sums(g: Graph) -> None:
     """sum(a, b, ...) read only by a relu_grad as its dy: relu_grad(a, y, b, ...)."""
-    users = g.users()
-    outputs = {id(v) for v in (*g.outputs.values(), *g.state_updates.values())}
-    producer = {id(v): n for n in g.nodes for v in n.outputs}
+    only_reader = _only_reader(g)
     fused: dict[int, Node | None] = {}
     for rg in g.nodes:
-        s = producer.get(id(rg.inputs[0])) if rg.op == "relu_grad" and len(rg.inputs) == 2 \
-            else None
+        s = rg.inputs[0].producer if rg.op == "relu_grad" and len(rg.inputs) == 2 else None
         if s is None or s.op != "sum" or len(s.inputs) < 2 or s.stage != rg.stage \
-                or len(users.get(id(s.outputs[0]), [])) != 1 or id(s.outputs[0]) in outputs:
+                or only_reader(s.outputs[0]) is not rg:
             continue
         fused[id(s)] = None
         fused[id(rg)] = Node("relu_grad", (s.inputs[0], rg.inputs[1], *s.inputs[1:]),

@@ -32,3 +32,20 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, what: str,
     """np.testing.assert_allclose with the project tolerances and a name in the message."""
     np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), rtol=rtol, atol=atol,
                                err_msg=what)
+
+
+def assert_interpreted_step_matches_autograd(model: torch.nn.Module, graph, x: np.ndarray,
+                                             y: np.ndarray) -> None:
+    """The interpreted training graph of ``graph`` (``model`` imported) gives torch
+    autograd's cross-entropy loss and every parameter gradient on (x, y)."""
+    import pytest
+
+    import satc
+    from satc.ir.interpreter import interpret
+
+    out = interpret(satc.build_training_graph(graph), {"x": x, "y": y})
+    loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
+    loss.backward()
+    assert out.loss == pytest.approx(loss.item(), rel=1e-5)
+    for k, p in model.named_parameters():
+        assert_close(out.grads[k], p.grad.numpy(), f"grad {k}")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from onnx import helper
 
 import satc
@@ -17,7 +16,7 @@ from satc.frontend.torch_import import import_torch
 from satc.ir.interpreter import interpret
 from tests.satc.test_compile import check_steps
 from tests.satc.test_onnx_import import _model, _vi
-from tests.torch_reference import assert_close
+from tests.torch_reference import assert_close, assert_interpreted_step_matches_autograd
 
 
 class PowNet(torch.nn.Module):
@@ -46,12 +45,7 @@ def test_pow_exp_log_step_matches_autograd():
     x, y = _data()
     g = import_torch(model, (torch.from_numpy(x),))
     assert {"exp", "log"} <= {n.op for n in g.nodes}
-    out = interpret(satc.build_training_graph(g), {"x": x, "y": y})
-    loss = F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
-    loss.backward()
-    assert out.loss == pytest.approx(loss.item(), rel=1e-5)
-    for k, p in model.named_parameters():
-        assert_close(out.grads[k], p.grad.numpy(), f"grad {k}")
+    assert_interpreted_step_matches_autograd(model, g, x, y)
 
 
 def test_log_of_zero_and_negatives_follows_torch():

@@ -13,7 +13,7 @@ import satc
 from satc.frontend.torch_import import import_torch
 from satc.ir.interpreter import interpret
 from tests.satc.test_compile import check_steps
-from tests.torch_reference import assert_close
+from tests.torch_reference import assert_close, assert_interpreted_step_matches_autograd
 
 
 class LogSigmoidNet(torch.nn.Module):
@@ -53,12 +53,7 @@ def test_logsigmoid_step_matches_autograd():
     h = model.fc1(torch.from_numpy(x).flatten(1)) * 12.0
     assert (h.abs() > 20).any() and (h.abs() < 20).any()
     g = import_torch(model, (torch.from_numpy(x),))
-    out = interpret(satc.build_training_graph(g), {"x": x, "y": y})
-    loss = F.cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
-    loss.backward()
-    assert out.loss == pytest.approx(loss.item(), rel=1e-5)
-    for k, p in model.named_parameters():
-        assert_close(out.grads[k], p.grad.numpy(), f"grad {k}")
+    assert_interpreted_step_matches_autograd(model, g, x, y)
 
 
 @pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
