@@ -1,7 +1,8 @@
 """Fusion on a training graph: fewer nodes, so fewer DRAM round trips.
 
-:func:`fuse_batchnorm` makes three rewrites, :func:`fuse_matmul_bias` two, all exact
-(the fused kernels compute what the nodes they replace did):
+:func:`fuse_batchnorm` makes three rewrites, :func:`fuse_layernorm` and
+:func:`fuse_matmul_bias` two each, all exact (the fused kernels compute what the nodes
+they replace did):
 
 * ``batchnorm_grad_input`` and ``batchnorm_grad_params`` over the same
   ``(dy, x, mean, invstd)`` become one ``batchnorm_grad`` with outputs
@@ -20,6 +21,15 @@
   becomes that ``relu_grad`` with the sum's terms as inputs after y: the SAT
   lowering adds them in dy's tile before the mask, where the separate nodes
   stored the sum and loaded it again.
+
+:func:`fuse_layernorm` makes the same gradient-pair rewrite for layernorm
+(``layernorm_grad`` with outputs ``(dx, dgamma, dbeta)``: one read of ``x`` and
+``dy`` and one ``xhat`` serve both halves) and then folds the residual stream's
+gradient ``sum`` that is the only reader of that dx into the node: the sum's
+other terms become inputs after ``invstd`` and the node defines the sum's output
+(the SAT lowering loads the terms into dx's tile and accumulates onto them).
+
+:func:`fuse_matmul_bias`:
 
 * a 2-D-weight ``matmul`` whose only reader is a ``bias_add`` along the last
   axis becomes one ``matmul_bias``: the SAT lowering loads the bias into the
@@ -53,6 +63,16 @@ def fuse_batchnorm(graph: Graph) -> Graph:
     _fuse_gradients(g)
     _fuse_relu_tails(g)
     _fuse_gradient_sums(g)
+    return g
+
+
+def fuse_layernorm(graph: Graph) -> Graph:
+    """IR -> IR: a copy of ``graph`` with each layernorm gradient pair as one
+    ``layernorm_grad`` node, and the gradient ``sum`` that is the only reader of its dx
+    folded in as that node's terms (module docstring)."""
+    g = graph.clone()
+    _fuse_gradients(g, "layernorm")
+    _fuse_layernorm_sums(g)
     return g
 
 
@@ -99,12 +119,13 @@ def _is_weight_gradient(n: Node, dy: Value) -> bool:
                              and a.producer.inputs[0] is dy)))
 
 
-def _merge_pair(g: Graph, p: Node, q: Node, node: Node) -> None:
+def _merge_pair(g: Graph, p: Node, q: Node, node: Node, internal: Value | None = None) -> None:
     """Replace ``p`` and ``q`` by ``node`` at the later one's place; nodes between them that
-    depend on the earlier one move (in order) to right after ``node``."""
+    depend on the earlier one move (in order) to right after ``node``. ``internal``: an
+    output of the earlier node that only the later one reads (the fused node drops it)."""
     pos = {id(n): i for i, n in enumerate(g.nodes)}
     first, last = sorted((p, q), key=lambda n: pos[id(n)])
-    tainted = {id(v) for v in first.outputs}
+    tainted = {id(v) for v in first.outputs if v is not internal}
     moved = []
     for n in g.nodes[pos[id(first)] + 1:pos[id(last)]]:
         if any(id(v) in tainted for v in n.inputs):
@@ -142,18 +163,20 @@ def _fuse_forward_bias(g: Graph) -> None:
     _replace(g, fused)
 
 
-def _fuse_gradients(g: Graph) -> None:
-    params = {tuple(id(v) for v in n.inputs): n for n in g.nodes if n.op == "batchnorm_grad_params"}
+def _fuse_gradients(g: Graph, norm: str = "batchnorm") -> None:
+    """``{norm}_grad_input`` + ``{norm}_grad_params`` over the same (dy, x, mean, invstd)
+    -> one ``{norm}_grad``."""
+    params = {tuple(id(v) for v in n.inputs): n for n in g.nodes if n.op == f"{norm}_grad_params"}
     fused: dict[int, Node] = {}          # id(replaced node) -> the node in its place (or None)
     for n in g.nodes:
-        if n.op != "batchnorm_grad_input":
+        if n.op != f"{norm}_grad_input":
             continue
         dy, x, _, mean, invstd = n.inputs
         p = params.get((id(dy), id(x), id(mean), id(invstd)))
-        if p is None:
+        if p is None or p.attrs != n.attrs:
             continue
-        node = Node("batchnorm_grad", n.inputs, (n.outputs[0], *p.outputs), {}, n.stage, n.layer,
-                    n.name.removesuffix("_input"))
+        node = Node(f"{norm}_grad", n.inputs, (n.outputs[0], *p.outputs), dict(n.attrs), n.stage,
+                    n.layer, n.name.removesuffix("_input"))
         first, second = sorted((n, p), key=g.nodes.index)
         fused[id(first)], fused[id(second)] = node, None
     _replace(g, fused)
@@ -210,6 +233,22 @@ def _fuse_gradient_sums(g: Graph) -> None:
         fused[id(rg)] = Node("relu_grad", (s.inputs[0], rg.inputs[1], *s.inputs[1:]),
                              rg.outputs, dict(rg.attrs), rg.stage, rg.layer, rg.name)
     _replace(g, fused)
+
+
+def _fuse_layernorm_sums(g: Graph) -> None:
+    """sum(..., dx, ...) the only reader of a layernorm_grad's dx: layernorm_grad(dy, x, gamma,
+    mean, invstd, *the sum's other terms) defining the sum's output (at the sum's place)."""
+    only_reader = _only_reader(g)
+    for ln in [n for n in g.nodes if n.op == "layernorm_grad" and len(n.inputs) == 5]:
+        dx = ln.outputs[0]
+        s = only_reader(dx)
+        if s is None or s.op != "sum" or s.stage != ln.stage \
+                or sum(v is dx for v in s.inputs) != 1:
+            continue
+        terms = [v for v in s.inputs if v is not dx]
+        node = Node("layernorm_grad", (*ln.inputs, *terms), (s.outputs[0], *ln.outputs[1:]),
+                    dict(ln.attrs), ln.stage, ln.layer, ln.name)
+        _merge_pair(g, ln, s, node, internal=dx)
 
 
 def _defined_in_time(g: Graph, chain: list[Node], users: dict[int, list[Node]]) -> bool:

@@ -196,9 +196,29 @@ def _ln_params_infer(ts, attrs):
     return [TensorType(norm, "float32")] * 2
 
 
+def _ln_grad_infer(ts, attrs):
+    expect(len(ts) >= 5, f"layernorm_grad takes dy, x, gamma, mean, invstd and optional terms, "
+                         f"got {len(ts)} inputs")
+    for t in ts[5:]:
+        expect(t.shape == ts[1].shape, f"layernorm_grad term must be {ts[1].shape}, got {t.shape}")
+    return [ts[1], *_ln_params_infer(ts, attrs)]
+
+
+def _ln_grad_kernel(xs, attrs):
+    dy, x, gamma, mean, invstd, *terms = xs
+    (dx,) = _ln_grad_input_kernel(xs[:5], attrs)
+    for t in terms:
+        dx = dx + t
+    return [dx.astype(dy.dtype), *_ln_grad_params_kernel([dy, x, mean, invstd], attrs)]
+
+
 register("layernorm", infer=_ln_infer, kernel=_ln_kernel, grad=_ln_grad,
          doc="layer normalisation over the last 'ndim' axes (attr eps)")
 register("layernorm_grad_input", infer=lambda ts, a: [ts[1]], kernel=_ln_grad_input_kernel,
          doc="dx of layernorm from (dy, x, gamma, mean, invstd)")
 register("layernorm_grad_params", infer=_ln_params_infer, kernel=_ln_grad_params_kernel,
          doc="(dgamma, dbeta) of layernorm from (dy, x, mean, invstd)")
+register("layernorm_grad", infer=_ln_grad_infer, kernel=_ln_grad_kernel,
+         doc="(dx + sum(terms), dgamma, dbeta) of layernorm from (dy, x, gamma, mean, invstd, "
+             "*terms): layernorm_grad_input, layernorm_grad_params and the gradient sum that "
+             "reads dx in one node (passes/fusion.py)")

@@ -22,14 +22,18 @@ is read once per pass.
 
 Layer normalisation over the trailing axes (rows of a ``[rows, cols]`` matrix):
 
-* ``layernorm`` -- two passes per chunk as the reference: mean, then the
-  variance of ``x - mean``; ``y = (x - mean) * invstd * gamma + beta``;
-  ``layernorm_grad_input`` -- ``dx = invstd * (g - mean(g) - xhat *
-  mean(g * xhat))`` with ``g = dy * gamma``; ``layernorm_grad_params`` --
-  ``dgamma = sum(dy * xhat)``, ``dbeta = sum(dy)`` over rows.
+* ``layernorm`` -- the mean, then the sum of squares about it (the exact
+  two-pass variance), then ``y = xhat * gamma + beta`` as two affines (a
+  per-row and a per-column pair): four passes per element;
+* ``layernorm_grad`` (passes/fusion.py; also its halves ``layernorm_grad_input``
+  and ``layernorm_grad_params``) -- ``dx = invstd * (g - mean(g) - xhat *
+  mean(g * xhat))`` with ``g = dy * gamma``, ``dgamma = sum(dy * xhat)``,
+  ``dbeta = sum(dy)`` over rows, from one xhat: six passes per element for both,
+  plus the fused gradient sum's terms accumulated in dx's tile.
 
-Variance over the trailing axes (``reduce_var``, ``reduce_var_grad``): the same two passes
-per row chunk; the gradient ``(x - mean) * dy * 2 / (n - correction)``.
+Variance over the trailing axes (``reduce_var``, ``reduce_var_grad``): the mean and the sum
+of squares about it per row chunk; the gradient ``(x - mean) * dy * 2 / (n - correction)``
+as one affine.
 """
 
 from __future__ import annotations
@@ -305,42 +309,45 @@ def lower_batchnorm_grad_params(ctx: LowerCtx, node: Node) -> None:
 # ---------------------------------------------------------------- layernorm
 @lowering("layernorm")
 def lower_layernorm(ctx: LowerCtx, node: Node) -> None:
-    """y = (x - mean) * invstd * gamma + beta over the trailing axes; also mean and invstd."""
+    """y = (x - mean) * invstd * gamma + beta over the trailing axes; also mean and invstd.
+    Four passes per element: the row sums (mean), the sums of squares about that mean
+    (``reduce_sqdev``: the two-pass variance), xhat = x * invstd - mean * invstd (an affine
+    with a per-row pair) and y = xhat * gamma + beta (an affine with the per-column pair)."""
     x, gamma, beta = node.inputs
     y, mean, invstd = node.outputs
     d = _norm_cols(node, x)
     xv, yv = _matrix(ctx, x, d), _matrix(ctx, y, d)
     mdram, idram = _flat(ctx, mean).region.addr, _flat(ctx, invstd).region.addr
-    vg, vb = _load_row_vector(ctx, gamma, "gamma"), _load_row_vector(ctx, beta, "beta")
+    affine = ctx.alloc("vec", _tile_bytes(2, d), "gamma/beta pair")     # [2, d]
+    for k, v in enumerate((gamma, beta)):
+        ctx.b.load("vec", affine + k * d * 4, _flat(ctx, v).region.addr, 1, d)
     eps = float(node.attrs["eps"])
-    step, slots = _row_tiles(ctx, xv.planes, {"x": d, "y": d, "mean": 1, "var": 1, "inv": 1},
-                             "layernorm")
+    step, slots = _row_tiles(ctx, xv.planes, {"x": d, "y": d, "mean": 1, "var": 1, "inv": 1,
+                                              "pair": 2}, "layernorm")
     for i, (r0, r1) in enumerate(chunks(xv.planes, step)):
         t, r = slots[i % len(slots)], r1 - r0
         ctx.dma3("load", xv, r0, r1, "vec", t["x"])
-        _row_deviation(ctx, r, d, t["x"], t["mean"], t["y"])
-        ctx.b.vec("reduce_sumsq", r, d, s0_addr=t["y"], d_addr=t["var"], axis=1)
+        _row_mean(ctx, r, d, t["x"], t["mean"])
+        ctx.b.vec("reduce_sqdev", r, d, s0_addr=t["x"], s1_addr=t["mean"], d_addr=t["var"],
+                  axis=1, bcast="col")
         _col(ctx, "mul_imm", r, t["var"], t["var"], imm=1.0 / d)
         _col(ctx, "rsqrt", r, t["var"], t["inv"], imm=eps)
-        ctx.b.vec("mul", r, d, s0_addr=t["y"], s1_addr=t["inv"], d_addr=t["y"], bcast="col")
-        ctx.b.vec("mul", r, d, s0_addr=t["y"], s1_addr=vg, d_addr=t["y"], bcast="row")
-        ctx.b.vec("add", r, d, s0_addr=t["y"], s1_addr=vb, d_addr=t["y"], bcast="row")
+        _row_pair(ctx, r, t["inv"], t["mean"], t["pair"])
+        ctx.b.vec("affine", r, d, s0_addr=t["x"], s1_addr=t["pair"], d_addr=t["y"], bcast="col")
+        ctx.b.vec("affine", r, d, s0_addr=t["y"], s1_addr=affine, d_addr=t["y"], bcast="row")
         ctx.dma3("store", yv, r0, r1, "vec", t["y"])
         ctx.b.store("vec", t["mean"], mdram + r0 * 4, 1, r)
         ctx.b.store("vec", t["inv"], idram + r0 * 4, 1, r)
 
 
-def _row_deviation(ctx: LowerCtx, r: int, d: int, src: int, mean: int, dst: int) -> None:
-    """mean <- the mean of each of ``r`` rows of ``d`` at ``src``; dst <- src - mean."""
-    ctx.b.vec("reduce_sum", r, d, s0_addr=src, d_addr=mean, axis=1)
-    _col(ctx, "mul_imm", r, mean, mean, imm=1.0 / d)
-    ctx.b.vec("sub", r, d, s0_addr=src, s1_addr=mean, d_addr=dst, bcast="col")
-
-
-def _xhat(ctx: LowerCtx, t: dict[str, int], r: int, d: int) -> None:
-    """t['x'] <- (x - mean) * invstd in place."""
-    ctx.b.vec("sub", r, d, s0_addr=t["x"], s1_addr=t["mean"], d_addr=t["x"], bcast="col")
-    ctx.b.vec("mul", r, d, s0_addr=t["x"], s1_addr=t["inv"], d_addr=t["x"], bcast="col")
+def _row_pair(ctx: LowerCtx, r: int, scale: int, mean: int, dst: int) -> None:
+    """dst <- the [r, 2] per-row pairs (scale, -mean * scale) of ``r``-value columns, for an
+    ``affine`` with ``col`` broadcast: x * scale - mean * scale."""
+    ctx.b.vec("copy", r, 1, s0_addr=scale, s0_stride=1, d_addr=dst, d_stride=2)
+    ctx.b.vec("mul", r, 1, s0_addr=mean, s0_stride=1, s1_addr=scale, s1_stride=1,
+              d_addr=dst + 4, d_stride=2)
+    ctx.b.vec("mul_imm", r, 1, s0_addr=dst + 4, s0_stride=2, d_addr=dst + 4, d_stride=2,
+              imm=-1.0)
 
 
 def _load_ln_chunk(ctx: LowerCtx, views: dict[str, View3], stats: tuple[int, int],
@@ -351,54 +358,73 @@ def _load_ln_chunk(ctx: LowerCtx, views: dict[str, View3], stats: tuple[int, int
     ctx.b.load("vec", t["inv"], stats[1] + r0 * 4, 1, r1 - r0)
 
 
-@lowering("layernorm_grad_input")
-def lower_layernorm_grad_input(ctx: LowerCtx, node: Node) -> None:
-    """dx = invstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma, per row."""
-    dy, x, gamma, mean, invstd = node.inputs
+@lowering("layernorm_grad", "layernorm_grad_input", "layernorm_grad_params")
+def lower_layernorm_grad(ctx: LowerCtx, node: Node) -> None:
+    """Layernorm's backward over row chunks of x and dy, xhat = x * invstd - mean * invstd
+    computed once (one affine pass) for both halves:
+
+    * parameters: (dbeta, dgamma) = column sums of (dy, dy * xhat), one ``reduce_sum_dot``
+      pass accumulated over the chunks;
+    * input: g = dy * gamma (one pass), the row sums of (g, g * xhat) (one pass), then
+      dx = xhat * b + a + g * invstd with a = -invstd * mean(g), b = -invstd * mean(g * xhat)
+      (an affine and an accumulating multiply). ``layernorm_grad``'s terms (the fused
+      gradient sum, passes/fusion.py) are loaded into dx's tile first and accumulated onto.
+
+    ``layernorm_grad`` does both (six passes per element), ``layernorm_grad_input`` the
+    input half (five), ``layernorm_grad_params`` the parameter half (two)."""
+    want_dx, want_params = node.op != "layernorm_grad_params", node.op != "layernorm_grad_input"
+    if want_dx:
+        dy, x, gamma, mean, invstd, *terms = node.inputs
+    else:
+        (dy, x, mean, invstd), terms = node.inputs, []
     d = _norm_cols(node, x)
     views = {"x": _matrix(ctx, x, d), "dy": _matrix(ctx, dy, d)}
-    out = _matrix(ctx, node.outputs[0], d)
+    term_views = [_matrix(ctx, v, d) for v in terms]
     stats = (_flat(ctx, mean).region.addr, _flat(ctx, invstd).region.addr)
-    vg = _load_row_vector(ctx, gamma, "gamma")
-    step, slots = _row_tiles(ctx, out.planes, {"x": d, "dy": d, "t": d, "mean": 1, "inv": 1,
-                                                "a": 1, "b": 1}, "layernorm_grad_input")
-    for i, (r0, r1) in enumerate(chunks(out.planes, step)):
-        t, r = slots[i % len(slots)], r1 - r0
-        _load_ln_chunk(ctx, views, stats, t, r0, r1)
-        _xhat(ctx, t, r, d)
-        ctx.b.vec("mul", r, d, s0_addr=t["dy"], s1_addr=vg, d_addr=t["dy"], bcast="row")
-        ctx.b.vec("reduce_sum", r, d, s0_addr=t["dy"], d_addr=t["a"], axis=1)
-        ctx.b.vec("mul", r, d, s0_addr=t["dy"], s1_addr=t["x"], d_addr=t["t"])
-        ctx.b.vec("reduce_sum", r, d, s0_addr=t["t"], d_addr=t["b"], axis=1)
-        _col(ctx, "mul_imm", r, t["a"], t["a"], imm=1.0 / d)
-        _col(ctx, "mul_imm", r, t["b"], t["b"], imm=1.0 / d)
-        ctx.b.vec("mul", r, d, s0_addr=t["x"], s1_addr=t["b"], d_addr=t["t"], bcast="col")
-        ctx.b.vec("sub", r, d, s0_addr=t["dy"], s1_addr=t["t"], d_addr=t["t"])
-        ctx.b.vec("sub", r, d, s0_addr=t["t"], s1_addr=t["a"], d_addr=t["t"], bcast="col")
-        ctx.b.vec("mul", r, d, s0_addr=t["t"], s1_addr=t["inv"], d_addr=t["t"], bcast="col")
-        ctx.dma3("store", out, r0, r1, "vec", t["t"])
-
-
-@lowering("layernorm_grad_params")
-def lower_layernorm_grad_params(ctx: LowerCtx, node: Node) -> None:
-    """dgamma = sum over rows of dy * xhat, dbeta = sum over rows of dy."""
-    dy, x, mean, invstd = node.inputs
-    d = _norm_cols(node, x)
-    views = {"x": _matrix(ctx, x, d), "dy": _matrix(ctx, dy, d)}
-    stats = (_flat(ctx, mean).region.addr, _flat(ctx, invstd).region.addr)
-    dgamma, dbeta = (ctx.alloc("vec", d * 4, n) for n in ("dgamma", "dbeta"))
+    per_row = {"x": d, "dy": d, "mean": 1, "inv": 1, "pair": 2}
+    if want_dx:
+        vg = _load_row_vector(ctx, gamma, "gamma")
+        out = _matrix(ctx, node.outputs[0], d)
+        per_row |= {"dx": d, "sums": 2, "dx pair": 2} | ({"term": d} if len(terms) > 1 else {})
+    if want_params:
+        psums = ctx.alloc("vec", _tile_bytes(2, d), "sum dy, sum dy*xhat")    # [2, d]
     rows = views["x"].planes
-    step, slots = _row_tiles(ctx, rows, {"x": d, "dy": d, "mean": 1, "inv": 1},
-                             "layernorm_grad_params")
+    step, slots = _row_tiles(ctx, rows, per_row, node.op)
     for i, (r0, r1) in enumerate(chunks(rows, step)):
         t, r = slots[i % len(slots)], r1 - r0
         _load_ln_chunk(ctx, views, stats, t, r0, r1)
-        _xhat(ctx, t, r, d)
-        ctx.b.vec("mul", r, d, s0_addr=t["x"], s1_addr=t["dy"], d_addr=t["x"])
-        ctx.b.vec("reduce_sum", r, d, s0_addr=t["x"], d_addr=dgamma, axis=0, accumulate=i > 0)
-        ctx.b.vec("reduce_sum", r, d, s0_addr=t["dy"], d_addr=dbeta, axis=0, accumulate=i > 0)
-    for v, addr in zip(node.outputs, (dgamma, dbeta)):
-        ctx.b.store("vec", addr, _flat(ctx, v).region.addr, 1, d)
+        _row_pair(ctx, r, t["inv"], t["mean"], t["pair"])
+        ctx.b.vec("affine", r, d, s0_addr=t["x"], s1_addr=t["pair"], d_addr=t["x"], bcast="col")
+        if want_params:
+            ctx.b.vec("reduce_sum_dot", r, d, s0_addr=t["dy"], s1_addr=t["x"], d_addr=psums,
+                      axis=0, accumulate=i > 0)
+        if want_dx:
+            _layernorm_dx(ctx, t, r, d, vg, term_views, r0, r1)
+            ctx.dma3("store", out, r0, r1, "vec", t["dx"])
+    if want_params:
+        dgamma, dbeta = node.outputs[-2:]
+        ctx.b.store("vec", psums + d * 4, _flat(ctx, dgamma).region.addr, 1, d)
+        ctx.b.store("vec", psums, _flat(ctx, dbeta).region.addr, 1, d)
+
+
+def _layernorm_dx(ctx: LowerCtx, t: dict[str, int], r: int, d: int, gamma: int,
+                  terms: list[View3], r0: int, r1: int) -> None:
+    """t['dx'] <- (terms +) dx of one chunk, t['x'] holding xhat and t['dy'] dy (made g)."""
+    ctx.b.vec("mul", r, d, s0_addr=t["dy"], s1_addr=gamma, d_addr=t["dy"], bcast="row")
+    ctx.b.vec("reduce_sum_dot", r, d, s0_addr=t["dy"], s1_addr=t["x"], d_addr=t["sums"], axis=1)
+    # (b, a) per row = -invstd / d * (sum g * xhat, sum g)
+    for k in (0, 1):
+        ctx.b.vec("mul", r, 1, s0_addr=t["sums"] + 4 * (1 - k), s0_stride=2, s1_addr=t["inv"],
+                  s1_stride=1, d_addr=t["dx pair"] + 4 * k, d_stride=2)
+    _col(ctx, "mul_imm", 2 * r, t["dx pair"], t["dx pair"], imm=-1.0 / d)
+    for k, v in enumerate(terms):
+        ctx.dma3("load", v, r0, r1, "vec", t["dx"] if k == 0 else t["term"])
+        if k:
+            ctx.b.vec("add", r, d, s0_addr=t["dx"], s1_addr=t["term"], d_addr=t["dx"])
+    ctx.b.vec("affine", r, d, s0_addr=t["x"], s1_addr=t["dx pair"], d_addr=t["dx"], bcast="col",
+              accumulate=bool(terms))
+    ctx.b.vec("mul", r, d, s0_addr=t["dy"], s1_addr=t["inv"], d_addr=t["dx"], bcast="col",
+              accumulate=True)
 
 
 # ---------------------------------------------------------------- variance (ir/ops/arith.py)
@@ -417,37 +443,46 @@ def _var_cols(ctx: LowerCtx, node: Node, x) -> int:
     return n
 
 
+def _row_mean(ctx: LowerCtx, r: int, n: int, src: int, mean: int) -> None:
+    """mean <- the mean of each of ``r`` rows of ``n`` at ``src`` (one pass)."""
+    ctx.b.vec("reduce_sum", r, n, s0_addr=src, d_addr=mean, axis=1)
+    _col(ctx, "mul_imm", r, mean, mean, imm=1.0 / n)
+
+
 @lowering("reduce_var")
 def lower_reduce_var(ctx: LowerCtx, node: Node) -> None:
-    """Variance along rows, two passes as the reference: mean, then the sum of squares of
-    ``x - mean`` times 1 / (n - correction)."""
+    """Variance along rows, two passes as the reference: the mean, then the sum of squares
+    about it (``reduce_sqdev``) times 1 / (n - correction)."""
     x = node.inputs[0]
     n = _var_cols(ctx, node, x)
     xv, out = _matrix(ctx, x, n), _flat(ctx, node.outputs[0]).region.addr
-    step, slots = _row_tiles(ctx, xv.planes, {"x": n, "s": 1}, "reduce_var")
+    step, slots = _row_tiles(ctx, xv.planes, {"x": n, "mean": 1, "s": 1}, "reduce_var")
     for i, (r0, r1) in enumerate(chunks(xv.planes, step)):
         t, r = slots[i % len(slots)], r1 - r0
         ctx.dma3("load", xv, r0, r1, "vec", t["x"])
-        _row_deviation(ctx, r, n, t["x"], t["s"], t["x"])
-        ctx.b.vec("reduce_sumsq", r, n, s0_addr=t["x"], d_addr=t["s"], axis=1)
+        _row_mean(ctx, r, n, t["x"], t["mean"])
+        ctx.b.vec("reduce_sqdev", r, n, s0_addr=t["x"], s1_addr=t["mean"], d_addr=t["s"],
+                  axis=1, bcast="col")
         _col(ctx, "mul_imm", r, t["s"], t["s"], imm=1.0 / (n - node.attrs.get("correction", 1)))
         ctx.b.store("vec", t["s"], out + r0 * 4, 1, r)
 
 
 @lowering("reduce_var_grad")
 def lower_reduce_var_grad(ctx: LowerCtx, node: Node) -> None:
-    """dx = (x - mean) * dy * 2 / (n - correction) per row (dy one value per row, ``col``)."""
+    """dx = (x - mean) * dy * 2 / (n - correction) per row (dy one value per row): the mean
+    (one pass), then one affine x * k - mean * k with k = dy * 2 / (n - correction)."""
     dy, x = node.inputs
     n = _var_cols(ctx, node, x)
     xv, ov = _matrix(ctx, x, n), _matrix(ctx, node.outputs[0], n)
     dram = _flat(ctx, dy).region.addr
-    step, slots = _row_tiles(ctx, xv.planes, {"x": n, "s": 1, "dy": 1}, "reduce_var_grad")
+    step, slots = _row_tiles(ctx, xv.planes, {"x": n, "mean": 1, "dy": 1, "pair": 2},
+                             "reduce_var_grad")
     for i, (r0, r1) in enumerate(chunks(xv.planes, step)):
         t, r = slots[i % len(slots)], r1 - r0
         ctx.dma3("load", xv, r0, r1, "vec", t["x"])
         ctx.b.load("vec", t["dy"], dram + r0 * 4, 1, r)
-        _row_deviation(ctx, r, n, t["x"], t["s"], t["x"])
-        ctx.b.vec("mul", r, n, s0_addr=t["x"], s1_addr=t["dy"], d_addr=t["x"], bcast="col")
-        ctx.b.vec("mul_imm", r, n, s0_addr=t["x"], d_addr=t["x"],
-                  imm=2.0 / (n - node.attrs.get("correction", 1)))
+        _row_mean(ctx, r, n, t["x"], t["mean"])
+        _col(ctx, "mul_imm", r, t["dy"], t["dy"], imm=2.0 / (n - node.attrs.get("correction", 1)))
+        _row_pair(ctx, r, t["dy"], t["mean"], t["pair"])
+        ctx.b.vec("affine", r, n, s0_addr=t["x"], s1_addr=t["pair"], d_addr=t["x"], bcast="col")
         ctx.dma3("store", ov, r0, r1, "vec", t["x"])
