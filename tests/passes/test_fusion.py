@@ -210,3 +210,64 @@ def test_matmul_bias_trains_like_the_interpreter_with_no_vector_bias_pass(sparsi
     plain = generate(tg, cfg).program.instructions
     vec_adds = sum(i.op == "vec" and i.func == "add" for i in ins)
     assert vec_adds < sum(i.op == "vec" and i.func == "add" for i in plain)
+
+
+class _PreNorm(nn.Module):
+    """An input Linear, a pre-norm residual MLP block on tokens, a final norm and a
+    token-mean head: norm1's dx is read only by the residual gradient sum; the final norm's
+    by that sum and by fc2's gradients (not folded)."""
+
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.inp, self.norm1, self.norm = nn.Linear(d, d), nn.LayerNorm(d), nn.LayerNorm(d)
+        self.fc1, self.fc2, self.head = nn.Linear(d, 16), nn.Linear(16, d), nn.Linear(d, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        h = h + self.fc2(torch.relu(self.fc1(self.norm1(h))))
+        return self.head(self.norm(h).mean(1))
+
+
+def _prenorm_graph():
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 8) * 3 + 1.0
+    return x, satc.build_training_graph(satc.import_torch(_PreNorm(), (x,)))
+
+
+def test_layernorm_gradient_pairs_and_sums_fuse_and_keep_every_number():
+    from satc.passes.fusion import fuse_layernorm
+    x, tg = _prenorm_graph()
+    y = np.array([1, 0, 3, 9])
+    fg = fuse_layernorm(tg)
+    grads = {n.layer: len(n.inputs) for n in fg.nodes if n.op == "layernorm_grad"}
+    assert grads == {"norm": 5, "norm1": 6}        # norm1: dx + the residual's term
+    ops = [n.op for n in fg.nodes]
+    assert not {"layernorm_grad_input", "layernorm_grad_params"} & set(ops)
+    # 2 pairs -> 2 nodes, one sum folded
+    assert len(fg.nodes) == len(tg.nodes) - 3
+    pos = {id(n): i for i, n in enumerate(fg.nodes)}
+    for n in fg.nodes:                             # every value defined before it is read
+        for v in n.inputs:
+            assert v.producer is None or pos[id(v.producer)] < pos[id(n)], (n.name, v.name)
+    assert [n.op for n in fuse_layernorm(fg).nodes] == ops
+    assert_same_interpretation(tg, fg, {"x": x.numpy(), "y": y})
+
+
+@pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
+def test_fused_layernorm_trains_like_the_interpreter(sparsity):
+    """Two emulated steps of the fused program equal the interpreter (every gradient, all
+    state); the folded sum is never stored and the norm's backward reads x and dy once."""
+    from tests.satc.test_compile import check_steps
+    x, _ = _prenorm_graph()
+    y = np.array([1, 0, 3, 9])
+    prog = satc.compile(_PreNorm(), example_inputs=(x,), sparsity=sparsity, hw="sat-small")
+    check_steps(prog, x.numpy(), y, 2)
+    ins = prog.program.instructions
+    vec = [i.func for i, lab in zip(ins, prog.labels)
+           if i.op == "vec" and lab.startswith("norm1/") and lab.endswith("/layernorm_grad")
+           and i.rows * i.cols == 24 * 8]
+    # xhat, (dbeta, dgamma) sums, g = dy * gamma, row sums, dx affine, dx += g * invstd
+    assert vec == ["affine", "reduce_sum_dot", "mul", "reduce_sum_dot", "affine", "mul"]
+    fwd = [i.func for i, lab in zip(ins, prog.labels)
+           if i.op == "vec" and lab == "norm1/FF/layernorm" and i.rows * i.cols == 24 * 8]
+    assert fwd == ["reduce_sum", "reduce_sqdev", "affine", "affine"]
