@@ -91,3 +91,20 @@ def test_folded_convolutions_train_like_the_interpreter(sparsity):
     ops = {n.op for n in prog.graph.nodes if n.name in plan and plan[n.name].tile.taps > 1}
     assert {"conv2d", "conv2d_grad_input", "conv2d_grad_weight"} <= ops
     check_steps(prog, x.numpy(), y.numpy(), 1)
+
+
+def test_stride_phases_load_each_row_phase_once():
+    """c2 (3x3, stride 2, pad 1, 8x8 -> 4x4) reads four stride phases of its padded 10x10
+    input: rows 0, 2, .. (5 rows) and 1, 3, .. (4 rows), each loaded once over the 9
+    columns both column phases read (DRAM row stride 2 x 10), then split on the vector unit:
+    phase b = 0 takes 5 of 9 columns, b = 1 4 of the 7 from column 1."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 8, 8)
+    prog = satc.compile(_Convs(), example_inputs=(x,), sparsity="dense", hw="sat-small")
+    mine = [i for i, lab in zip(prog.program.instructions, prog.labels) if lab == "c2/FF/conv2d"]
+    loads = [i for i in mine if i.op == "load" and i.buf == "vec"]
+    pools = [i for i in mine if i.op == "vec" and i.func == "maxpool"]
+    assert loads and all(i.cols == 9 and i.dram_row_stride == 20 for i in loads)
+    assert sorted({i.rows for i in loads}) == [4, 5]
+    assert len(pools) == 2 * len(loads)
+    assert sorted({(i.cols, i.s0_stride, i.sw) for i in pools}) == [(7, 9, 2), (9, 9, 2)]

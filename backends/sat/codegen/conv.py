@@ -451,37 +451,46 @@ def _derived(node: Node) -> dict[str, tuple[int, ...]]:
     return dict(_phase_keys(node).values())
 
 
-def _phase_split(ctx: LowerCtx, st: Dense, ph: Dense, a: int, b: int, sh: int, sw: int,
+def _phase_split(ctx: LowerCtx, st: Dense, phases: dict[int, Dense], a: int, sh: int, sw: int,
                  pt: int, pl: int) -> None:
-    """Write phase (a, b) of ``st``: DMA picks every sh-th row (row stride), the vector unit
-    every sw-th element of a row (``maxpool`` with a 1x1 window and column stride sw)."""
-    n, c, ha, wb = ph.shape
+    """Write the phases (a, b) of ``st`` for the b in ``phases``: one DMA per chunk picks
+    every sh-th row (row stride) over the columns all of them read, then per phase the vector
+    unit takes every sw-th element of a row from the phase's first column (``maxpool`` with a
+    1x1 window and column stride sw), so the rows are loaded once for all sw column phases."""
     hp, wp = st.hw_padded
-    r0, c0 = st.pads[0] - pt + a, st.pads[1] - pl + b
-    cw = sw * (wb - 1) + 1
-    per_plane = ha * cw * 4 + (ha * wb * 4 if sw > 1 else 0)
+    n, c, ha = next(iter(phases.values())).shape[:3]
+    r0 = st.pads[0] - pt + a
+    first = {b: st.pads[1] - pl + b for b in phases}               # first column of phase b
+    span = {b: sw * (ph.shape[3] - 1) + 1 for b, ph in phases.items()}
+    c0 = min(first.values())
+    width = max(first[b] + span[b] for b in phases) - c0
+    out_bytes = sum(ha * ph.shape[3] * 4 for ph in phases.values()) if sw > 1 else 0
+    per_plane = ha * width * 4 + out_bytes
     ctx.fresh_arena()
     free = ctx.arena.free_bytes("vec")
+    tiles_per_slot = 1 + (len(phases) if sw > 1 else 0)
     limit = min(n * c, MAX_PLANES, MAX_ROWS // ha)
-    step, slots = min(limit, (free - 256) // (2 * per_plane)), 2
+    step, slots = min(limit, (free - 128 * tiles_per_slot) // (2 * per_plane)), 2
     if step < 1:
-        step, slots = min(limit, (free - 128) // per_plane), 1
+        step, slots = min(limit, (free - 64 * tiles_per_slot) // per_plane), 1
     if step < 1:
-        raise ctx.fail(f"one {ha}x{cw} plane of the stride-phase split does not fit the vec buffer",
-                       "raise vec_buffer_bytes")
-    tiles = [(ctx.alloc("vec", step * ha * cw * 4, "phase source"),
-              ctx.alloc("vec", step * ha * wb * 4, "phase") if sw > 1 else None)
+        raise ctx.fail(f"one {ha}x{width} plane of the stride-phase split does not fit the vec "
+                       "buffer", "raise vec_buffer_bytes")
+    tiles = [(ctx.alloc("vec", step * ha * width * 4, "phase source"),
+              {b: ctx.alloc("vec", step * ha * ph.shape[3] * 4, "phase")
+               for b, ph in phases.items()} if sw > 1 else {})
              for _ in range(slots)]
-    view = ph.view3()
+    views = {b: ph.view3() for b, ph in phases.items()}
     for i, (p0, p1) in enumerate(chunks(n * c, step)):
-        tin, tout = tiles[i % slots]
-        ctx.b.load("vec", tin, st.region.addr + ((p0 * hp + r0) * wp + c0) * 4, ha, cw,
+        tin, touts = tiles[i % slots]
+        ctx.b.load("vec", tin, st.region.addr + ((p0 * hp + r0) * wp + c0) * 4, ha, width,
                    planes=p1 - p0, dram_plane_stride=hp * wp, dram_row_stride=sh * wp,
-                   buf_plane_stride=ha * cw)
-        if sw > 1:
-            ctx.b.vec("maxpool", (p1 - p0) * ha, cw, s0_addr=tin, d_addr=tout,
-                      window=(1, 1, 1, sw))
-        ctx.dma3("store", view, p0, p1, "vec", tout if sw > 1 else tin)
+                   buf_plane_stride=ha * width)
+        for b, view in views.items():
+            if sw > 1:
+                ctx.b.vec("maxpool", (p1 - p0) * ha, span[b], s0_addr=tin + (first[b] - c0) * 4,
+                          s0_stride=width, d_addr=touts[b], window=(1, 1, 1, sw))
+            ctx.dma3("store", view, p0, p1, "vec", touts[b] if sw > 1 else tin)
 
 
 def _conv_pads(node: Node) -> dict[int, tuple[int, int, int, int]]:
@@ -506,11 +515,13 @@ def _x_window(ctx: LowerCtx, node: Node, channels_are_k: bool) -> WindowOperand:
     if (sh, sw) == (1, 1):
         return WindowOperand(lambda t: (s, s.pads[0] - pt + t // kw, s.pads[1] - pl + t % kw),
                              (ho, wo), channels_are_k)
-    phases = {}
+    phases, new = {}, {}
     for (a, b), (key, _) in _phase_keys(node).items():
         ph = phases[(a, b)] = ctx.storage[key]
         if ctx.first_use(key):
-            _phase_split(ctx, s, ph, a, b, sh, sw, pt, pl)
+            new.setdefault(a, {})[b] = ph
+    for a, row_phases in new.items():
+        _phase_split(ctx, s, row_phases, a, sh, sw, pt, pl)
     return WindowOperand(lambda t: (phases[(t // kw % sh, t % kw % sw)], t // kw // sh,
                                     t % kw // sw), (ho, wo), channels_are_k)
 
