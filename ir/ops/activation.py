@@ -3,7 +3,7 @@
 Each activation ``f`` has a backward op ``f_grad(dy, v)``: ``v`` is the
 output ``y`` where the derivative is a function of it (sigmoid, tanh) and
 the input ``x`` otherwise (SiLU, hardtanh, hardswish, leaky ReLU, ELU,
-softplus). Kernels compute in
+softplus, abs). Kernels compute in
 the input's dtype; the derivative rules follow torch's backward kernels,
 including which side of a kink gets which slope.
 """
@@ -150,6 +150,11 @@ register("hardswish", infer=_same, kernel=lambda x, a: [hardswish(x[0])],
 register("hardswish_grad", infer=_grad_infer,
          kernel=lambda x, a: [(x[0] * hardswish_slope(x[1])).astype(x[0].dtype)],
          doc="dy * hardswish'(x), from dy and the input x")
+register("abs", infer=_same, kernel=lambda x, a: [np.abs(x[0])], grad=_from_input("abs_grad"),
+         doc="|x|")
+register("abs_grad", infer=_grad_infer,
+         kernel=lambda x, a: [(x[0] * np.sign(x[1])).astype(x[0].dtype)],
+         doc="dy * sign(x), from dy and the input x (torch: 0 at x = 0)")
 register("leaky_relu", infer=_leaky_relu_infer,
          kernel=lambda x, a: [np.where(x[0] > 0, x[0], x[0] * a["negative_slope"]).astype(x[0].dtype)],
          grad=_from_input("leaky_relu_grad"), doc="x where x > 0, else negative_slope * x")

@@ -976,7 +976,7 @@ ONNX_HANDLERS: dict[str, Handler] = {
     "BatchNormalization": _batchnorm, "LayerNormalization": _layernorm,
     "Relu": lambda im, node, a: im.emit("relu", [im.value(node.input[0])]),
     "Gelu": _gelu, "Softmax": _softmax, "LRN": _lrn, "Pow": _pow,
-    "Exp": _unary("exp"), "Log": _unary("log"),
+    "Exp": _unary("exp"), "Log": _unary("log"), "Abs": _unary("abs"),
     "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"), "HardSwish": _unary("hardswish"),
     "Clip": _clip, "HardSigmoid": _hard_sigmoid,
     "LeakyRelu": lambda im, node, a: im.emit("leaky_relu", [im.value(node.input[0])], {

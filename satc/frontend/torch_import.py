@@ -760,6 +760,7 @@ ATEN_HANDLERS: dict[Any, Handler] = {
     aten.mul.Tensor: _mul, aten.mul_.Tensor: _mul, aten.div.Tensor: _div,
     aten.pow.Tensor_Scalar: _pow, aten.pow.Tensor_Tensor: _pow, aten.pow.Scalar: _pow,
     aten.exp.default: _unary("exp"), aten.log.default: _unary("log"),
+    aten.abs.default: _unary("abs"),
     aten.rsqrt.default: _unary("rsqrt"),
     aten.sqrt.default: lambda im, a, kw: im.emit("pow", [a[0]], {"exponent": 0.5}),
     aten.reciprocal.default: lambda im, a, kw: im.emit("pow", [a[0]], {"exponent": -1.0}),

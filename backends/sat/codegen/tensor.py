@@ -17,6 +17,8 @@ broadcasts.
 * ``sigmoid``, ``tanh``, ``silu``, ``hardswish`` and their gradients, ``exp``, ``log``: the
   vector function of the same name per chunk; ``hardtanh`` (ReLU6):
   ``max_imm`` then ``min_imm``, its gradient ``pass_gt`` then ``pass_lt``;
+* ``abs``: ``leaky_relu`` with slope -1; its gradient dy * sign(x) as ``pass_gt`` minus
+  ``pass_lt`` (x loaded twice, so x = 0 gets 0 as in torch);
 * ``leaky_relu``, ``elu`` (SELU, CELU), ``softplus`` and their gradients: the
   vector function of the same name with one attribute in ``imm``, ELU's
   ``scale`` / ``input_scale`` and softplus' ``beta`` as ``mul_imm`` steps
@@ -432,6 +434,22 @@ def lower_hardtanh_grad(ctx: LowerCtx, node: Node) -> None:
     lo, hi = float(node.attrs["min_val"]), float(node.attrs["max_val"])
     _chain(ctx, [x, dy], node.outputs[0],
            [("pass_gt", 0, 1, 1, lo), ("pass_lt", 0, 1, 1, hi)], "hardtanh_grad", result=1)
+
+
+@lowering("abs")
+def lower_abs(ctx: LowerCtx, node: Node) -> None:
+    """|x|: vec leaky_relu with slope -1 (x if x > 0 else -x)."""
+    _elementwise(ctx, "leaky_relu", [node.inputs[0]], node.outputs[0], imm=-1.0)
+
+
+@lowering("abs_grad")
+def lower_abs_grad(ctx: LowerCtx, node: Node) -> None:
+    """dy * sign(x) = where(x > 0, dy, 0) - where(x < 0, dy, 0): tiles (dy, x, x), pass_gt and
+    pass_lt each over one x tile, then sub into dy's tile."""
+    dy, x = node.inputs
+    _chain(ctx, [dy, x, x], node.outputs[0],
+           [("pass_gt", 1, 0, 1, 0.0), ("pass_lt", 2, 0, 2, 0.0), ("sub", 1, 2, 0, 0.0)],
+           "abs_grad")
 
 
 @lowering("leaky_relu")
