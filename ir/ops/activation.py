@@ -3,7 +3,9 @@
 Each activation ``f`` has a backward op ``f_grad(dy, v)``: ``v`` is the
 output ``y`` where the derivative is a function of it (sigmoid, tanh) and
 the input ``x`` otherwise (SiLU, hardtanh, hardswish, leaky ReLU, ELU,
-softplus, abs). Kernels compute in
+softplus, abs). ``minimum`` / ``maximum`` (two same-shape operands) have
+``minmax_grad(dy, this, other) {mode}``, the gradient of one operand: dy where it is the
+one selected, half of dy at ties (torch's rule). Kernels compute in
 the input's dtype; the derivative rules follow torch's backward kernels,
 including which side of a kink gets which slope.
 """
@@ -115,6 +117,36 @@ def _from_input(grad_op: str):
     return lambda ctx, node, dys: [ctx.emit(grad_op, [dys[0], node.inputs[0]], node.attrs)]
 
 
+def _minmax_infer(ts, attrs):
+    expect(len(ts) == 2 and ts[0].shape == ts[1].shape and ts[0].dtype == ts[1].dtype,
+           f"minimum / maximum take two tensors of one shape and dtype, got "
+           f"{[(t.shape, t.dtype) for t in ts]}")
+    return [ts[0]]
+
+
+def _minmax_grad(mode: str):
+    def grad(ctx, node, dys):
+        a, b = node.inputs
+        return [ctx.emit("minmax_grad", [dys[0], a, b], {"mode": mode}, wrt=0),
+                ctx.emit("minmax_grad", [dys[0], b, a], {"mode": mode}, wrt=1)]
+    return grad
+
+
+def _minmax_grad_infer(ts, attrs):
+    expect(attrs.get("mode") in ("min", "max"), f"minmax_grad mode must be 'min' or 'max', "
+           f"got {attrs.get('mode')!r}")
+    expect(len(ts) == 3 and ts[0].shape == ts[1].shape == ts[2].shape,
+           f"minmax_grad takes dy, this, other of one shape, got {[t.shape for t in ts]}")
+    return [ts[0]]
+
+
+def _minmax_grad_kernel(xs, attrs):
+    dy, this, other = xs
+    chosen = this < other if attrs["mode"] == "min" else this > other
+    half = dy * dy.dtype.type(0.5)
+    return [np.where(chosen, dy, np.where(this == other, half, 0)).astype(dy.dtype)]
+
+
 def _hardtanh_mask(x: np.ndarray, attrs) -> np.ndarray:
     return (x > attrs["min_val"]) & (x < attrs["max_val"])
 
@@ -155,6 +187,13 @@ register("abs", infer=_same, kernel=lambda x, a: [np.abs(x[0])], grad=_from_inpu
 register("abs_grad", infer=_grad_infer,
          kernel=lambda x, a: [(x[0] * np.sign(x[1])).astype(x[0].dtype)],
          doc="dy * sign(x), from dy and the input x (torch: 0 at x = 0)")
+register("minimum", infer=_minmax_infer, kernel=lambda x, a: [np.minimum(x[0], x[1])],
+         grad=_minmax_grad("min"), doc="elementwise min of two same-shape tensors")
+register("maximum", infer=_minmax_infer, kernel=lambda x, a: [np.maximum(x[0], x[1])],
+         grad=_minmax_grad("max"), doc="elementwise max of two same-shape tensors")
+register("minmax_grad", infer=_minmax_grad_infer, kernel=_minmax_grad_kernel,
+         doc="dy where this operand is selected (mode min: this < other; max: this > other), "
+             "dy / 2 at ties")
 register("leaky_relu", infer=_leaky_relu_infer,
          kernel=lambda x, a: [np.where(x[0] > 0, x[0], x[0] * a["negative_slope"]).astype(x[0].dtype)],
          grad=_from_input("leaky_relu_grad"), doc="x where x > 0, else negative_slope * x")

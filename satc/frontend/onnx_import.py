@@ -924,6 +924,18 @@ def _unary(op: str) -> Handler:
     return lambda im, node, a: im.emit(op, [im.value(node.input[0])])
 
 
+def _min_max(op: str) -> Handler:
+    """Min / Max of two inputs of one shape (the variadic, broadcasting forms are refused)."""
+    def handler(im, node, a):
+        xs = [im.value(i) for i in node.input]
+        if len(xs) != 2 or xs[0].shape != xs[1].shape:
+            raise UnsupportedOpError(f"{node.op_type} of {len(xs)} inputs of shapes "
+                                     f"{[x.shape for x in xs]}: satc takes two of one shape "
+                                     f"(expand or chain them first)")
+        return im.emit(op, xs)
+    return handler
+
+
 # ONNX's default alpha per op of the ELU family (Selu's gamma: 1.05070102214813232421875).
 ELU_ALPHA = {"Elu": 1.0, "Selu": 1.67326319217681884765625, "Celu": 1.0}
 
@@ -975,8 +987,10 @@ ONNX_HANDLERS: dict[str, Handler] = {
     "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul,
     "BatchNormalization": _batchnorm, "LayerNormalization": _layernorm,
     "Relu": lambda im, node, a: im.emit("relu", [im.value(node.input[0])]),
+    "Neg": lambda im, node, a: im.emit("scale", [im.value(node.input[0])], {"factor": -1.0}),
     "Gelu": _gelu, "Softmax": _softmax, "LRN": _lrn, "Pow": _pow,
     "Exp": _unary("exp"), "Log": _unary("log"), "Abs": _unary("abs"),
+    "Min": _min_max("minimum"), "Max": _min_max("maximum"),
     "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"), "HardSwish": _unary("hardswish"),
     "Clip": _clip, "HardSigmoid": _hard_sigmoid,
     "LeakyRelu": lambda im, node, a: im.emit("leaky_relu", [im.value(node.input[0])], {

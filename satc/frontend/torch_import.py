@@ -318,6 +318,18 @@ def _unary(op: str) -> Handler:
     return lambda im, a, kw: im.emit(op, [a[0]])
 
 
+def _minmax(op: str) -> Handler:
+    def handler(im, a, kw):
+        x, y = a[0], a[1]
+        if not (isinstance(x, Value) and isinstance(y, Value)) or x.shape != y.shape:
+            shapes = [getattr(v, "shape", type(v).__name__) for v in (x, y)]
+            raise UnsupportedOpError(f"{op} of {shapes[0]} and {shapes[1]}: satc takes two "
+                                     f"tensors of one shape (expand the smaller one first, or "
+                                     f"use clamp for a constant bound)")
+        return im.emit(op, [x, y])
+    return handler
+
+
 def _convolution(im, a, kw):
     if a[6]:
         raise UnsupportedOpError("transposed convolution is not supported")
@@ -761,6 +773,7 @@ ATEN_HANDLERS: dict[Any, Handler] = {
     aten.pow.Tensor_Scalar: _pow, aten.pow.Tensor_Tensor: _pow, aten.pow.Scalar: _pow,
     aten.exp.default: _unary("exp"), aten.log.default: _unary("log"),
     aten.abs.default: _unary("abs"),
+    aten.minimum.default: _minmax("minimum"), aten.maximum.default: _minmax("maximum"),
     aten.rsqrt.default: _unary("rsqrt"),
     aten.sqrt.default: lambda im, a, kw: im.emit("pow", [a[0]], {"exponent": 0.5}),
     aten.reciprocal.default: lambda im, a, kw: im.emit("pow", [a[0]], {"exponent": -1.0}),

@@ -17,28 +17,13 @@ from satc.ir.ops import get_op
 from satc.ir.interpreter import interpret
 from tests.satc.test_compile import check_steps
 from tests.satc.test_onnx_import import _assert_same_step, _export
-from tests.torch_reference import assert_close, assert_interpreted_step_matches_autograd
+from tests.satc.hidden_activation import HiddenActivationNet, check_step_matches_autograd, data
+from tests.torch_reference import assert_close
 
 
-class AbsNet(torch.nn.Module):
-    """A classifier with an |h| hidden activation; hidden unit 0 has a zero weight row and
-    bias, so |h| sees exact zeros there (its gradient is 0, so the row stays zero)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = torch.nn.Linear(12, 16)
-        self.fc2 = torch.nn.Linear(16, 5)
-        with torch.no_grad():
-            self.fc1.weight[0] = 0.0
-            self.fc1.bias[0] = 0.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.abs(self.fc1(x.flatten(1))))
-
-
-def _data():
-    rng = np.random.default_rng(0)
-    return rng.standard_normal((4, 3, 2, 2)).astype(np.float32), np.array([0, 3, 1, 4])
+def _abs_net() -> HiddenActivationNet:
+    """|h| with hidden unit 0 exactly zero (its gradient is 0, so the row stays zero)."""
+    return HiddenActivationNet(torch.abs, zero_unit=True)
 
 
 def test_abs_values_and_gradient_at_zero_equal_torch():
@@ -60,18 +45,14 @@ def test_abs_values_and_gradient_at_zero_equal_torch():
 
 def test_abs_step_matches_autograd():
     torch.manual_seed(0)
-    model = AbsNet()
-    x, y = _data()
-    g = import_torch(model, (torch.from_numpy(x),))
-    assert "abs" in {n.op for n in g.nodes}
-    assert_interpreted_step_matches_autograd(model, g, x, y)
+    check_step_matches_autograd(_abs_net(), {"abs"})
 
 
 @pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
 def test_abs_steps_on_the_emulator_match_the_interpreter(sparsity):
     torch.manual_seed(0)
-    x, y = _data()
-    model = AbsNet()
+    x, y = data()
+    model = _abs_net()
     prog = satc.compile(model, example_inputs=(torch.from_numpy(x),), sparsity=sparsity,
                         hw="sat-small")
     funcs = [i.func for i in prog.program.instructions if i.op == "vec"]
@@ -82,8 +63,8 @@ def test_abs_steps_on_the_emulator_match_the_interpreter(sparsity):
 @pytest.mark.parametrize("opset", [13, 17])
 def test_onnx_abs_step_matches_torch(opset):
     torch.manual_seed(0)
-    model = AbsNet()
-    x, y = _data()
+    model = _abs_net()
+    x, y = data()
     g = import_onnx(_export(model, torch.from_numpy(x), opset))
     assert "abs" in {n.op for n in g.nodes}
     _assert_same_step(g, import_torch(copy.deepcopy(model), (torch.from_numpy(x),)), model, x, y)

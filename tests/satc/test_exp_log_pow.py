@@ -16,36 +16,21 @@ from satc.frontend.torch_import import import_torch
 from satc.ir.interpreter import interpret
 from tests.satc.test_compile import check_steps
 from tests.satc.test_onnx_import import _model, _vi
-from tests.torch_reference import assert_close, assert_interpreted_step_matches_autograd
+from tests.satc.hidden_activation import HiddenActivationNet, check_step_matches_autograd, data
+from tests.torch_reference import assert_close
 
 
-class PowNet(torch.nn.Module):
+def _pow_net() -> HiddenActivationNet:
     """Positive bases (sigmoid + 0.5) raised to data-dependent exponents, exp and log."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = torch.nn.Linear(12, 16)
-        self.fc2 = torch.nn.Linear(16, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.fc1(x.flatten(1))
+    def act(h: torch.Tensor) -> torch.Tensor:
         base, e = torch.sigmoid(h) + 0.5, torch.tanh(h)
-        z = base ** e + torch.log(base) + 2.0 ** e - torch.exp(-0.5 * h * h)
-        return self.fc2(z)
-
-
-def _data():
-    rng = np.random.default_rng(0)
-    return rng.standard_normal((4, 3, 2, 2)).astype(np.float32), np.array([0, 3, 1, 4])
+        return base ** e + torch.log(base) + 2.0 ** e - torch.exp(-0.5 * h * h)
+    return HiddenActivationNet(act)
 
 
 def test_pow_exp_log_step_matches_autograd():
     torch.manual_seed(0)
-    model = PowNet()
-    x, y = _data()
-    g = import_torch(model, (torch.from_numpy(x),))
-    assert {"exp", "log"} <= {n.op for n in g.nodes}
-    assert_interpreted_step_matches_autograd(model, g, x, y)
+    check_step_matches_autograd(_pow_net(), {"exp", "log"})
 
 
 def test_log_of_zero_and_negatives_follows_torch():
@@ -71,8 +56,8 @@ def test_constant_negative_base_is_refused():
 @pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
 def test_pow_exp_log_steps_on_the_emulator_match_the_interpreter(sparsity):
     torch.manual_seed(0)
-    x, y = _data()
-    prog = satc.compile(PowNet(), example_inputs=(torch.from_numpy(x),), sparsity=sparsity,
+    x, y = data()
+    prog = satc.compile(_pow_net(), example_inputs=(torch.from_numpy(x),), sparsity=sparsity,
                         hw="sat-small", optimizer=satc.SGD(lr=0.05, momentum=0.9))
     assert {"exp", "log"} <= {i.func for i in prog.program.instructions if i.op == "vec"}
     check_steps(prog, x, y, 2)

@@ -19,6 +19,10 @@ broadcasts.
   ``max_imm`` then ``min_imm``, its gradient ``pass_gt`` then ``pass_lt``;
 * ``abs``: ``leaky_relu`` with slope -1; its gradient dy * sign(x) as ``pass_gt`` minus
   ``pass_lt`` (x loaded twice, so x = 0 gets 0 as in torch);
+* ``minimum`` / ``maximum``: exact selects from the sign of a - b (``pass_gt`` /
+  ``pass_lt`` pass one operand or 0, and x - x = 0, x + 0 = x), five passes over tiles
+  (a, b, a); ``minmax_grad`` as (dy + pass_chosen - pass_other) / 2 from the sign of
+  this - other (dy, 0 or dy / 2 exactly), six passes;
 * ``leaky_relu``, ``elu`` (SELU, CELU), ``softplus`` and their gradients: the
   vector function of the same name with one attribute in ``imm``, ELU's
   ``scale`` / ``input_scale`` and softplus' ``beta`` as ``mul_imm`` steps
@@ -450,6 +454,37 @@ def lower_abs_grad(ctx: LowerCtx, node: Node) -> None:
     _chain(ctx, [dy, x, x], node.outputs[0],
            [("pass_gt", 1, 0, 1, 0.0), ("pass_lt", 2, 0, 2, 0.0), ("sub", 1, 2, 0, 0.0)],
            "abs_grad")
+
+
+#: min / max: the pass that keeps the other operand where it is selected (sign of a - b).
+_OTHER_WINS = {"minimum": "pass_gt", "maximum": "pass_lt"}
+_FLIP = {"pass_gt": "pass_lt", "pass_lt": "pass_gt"}
+
+
+@lowering("minimum", "maximum")
+def lower_minmax(ctx: LowerCtx, node: Node) -> None:
+    """min(a, b) = b where a > b, plus a - (a where a > b) (max: with a < b). Tiles (a, b, a):
+    the third becomes a - b, the second b where b wins, the third a where b wins, then the
+    first a - that + the second. Every step is exact for finite operands (an infinite
+    losing a, or a NaN in b alone, gives NaN / the other operand, where torch does not)."""
+    a, b = node.inputs
+    wins = _OTHER_WINS[node.op]
+    _chain(ctx, [a, b, a], node.outputs[0],
+           [("sub", 2, 1, 2, 0.0), (wins, 2, 1, 1, 0.0), (wins, 2, 0, 2, 0.0),
+            ("sub", 0, 2, 0, 0.0), ("add", 0, 1, 0, 0.0)], node.op)
+
+
+@lowering("minmax_grad")
+def lower_minmax_grad(ctx: LowerCtx, node: Node) -> None:
+    """dy where this operand is selected, dy / 2 at ties: (dy + chosen - lost) / 2 with chosen
+    = dy where this wins and lost = dy where other wins, from the sign of this - other.
+    Tiles (dy, this, other)."""
+    dy, this, other = node.inputs
+    mine = "pass_lt" if node.attrs["mode"] == "min" else "pass_gt"
+    _chain(ctx, [dy, this, other], node.outputs[0],
+           [("sub", 1, 2, 1, 0.0), (mine, 1, 0, 2, 0.0), (_FLIP[mine], 1, 0, 1, 0.0),
+            ("add", 0, 2, 0, 0.0), ("sub", 0, 1, 0, 0.0), ("mul_imm", 0, None, 0, 0.5)],
+           "minmax_grad")
 
 
 @lowering("leaky_relu")
