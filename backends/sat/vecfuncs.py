@@ -161,6 +161,11 @@ def _affine(x, ab, p):
     return x * ab[:1] + ab[1:]
 
 
+def _mul_imm(x, _, p):
+    with np.errstate(over="ignore"):                  # IEEE: overflow is +-inf, as in hardware
+        return x * np.float32(p.imm)
+
+
 def _pow_imm(x, imm):
     e = float(imm)
     return np.power(x, int(e) if e.is_integer() else np.float32(e)).astype(np.float32)
@@ -178,7 +183,7 @@ VEC_FUNCS: tuple[VecFunc, ...] = (
     _f("sub", S01, lambda x, y, p: x - y, "d = s0 - s1"),
     _f("mul", S01, lambda x, y, p: x * y, "d = s0 * s1"),
     _f("add_imm", S0, lambda x, _, p: x + np.float32(p.imm), "d = s0 + imm"),
-    _f("mul_imm", S0, lambda x, _, p: x * np.float32(p.imm), "d = s0 * imm"),
+    _f("mul_imm", S0, _mul_imm, "d = s0 * imm (overflows to +-inf)"),
     _f("relu", S0, lambda x, _, p: np.maximum(x, np.float32(0)), "d = max(s0, 0)"),
     _f("relu_grad", S01, lambda x, y, p: np.where(x > 0, y, np.float32(0)),
        "d = s1 where s0 > 0 else 0 (s0: forward input, s1: upstream grad)"),
@@ -260,6 +265,8 @@ VEC_FUNCS: tuple[VecFunc, ...] = (
        "tiles (batchnorm backward's sum(dy) and sum(dy * xhat))", out_shape="reduce_pair"),
     _f("sub_scale", S01, lambda x, y, p: (x - y) * np.float32(p.imm),
        "d = (s0 - s1) * imm (with accumulate, the SR-STE term d += lam * (w - prune(w)))"),
+    _f("log1p", S0, lambda x, _, p: np.log1p(x),
+       "d = ln(1 + s0), exact for small s0 (-inf at -1, NaN below)"),
 )
 
 VEC_FUNC_NAMES: tuple[str, ...] = tuple(f.name for f in VEC_FUNCS)

@@ -117,6 +117,11 @@ def _from_input(grad_op: str):
     return lambda ctx, node, dys: [ctx.emit(grad_op, [dys[0], node.inputs[0]], node.attrs)]
 
 
+def sign(x: np.ndarray) -> np.ndarray:
+    """torch.sign: (x > 0) - (x < 0) in x's dtype, so NaN gives 0."""
+    return ((x > 0).astype(x.dtype) - (x < 0).astype(x.dtype)).astype(x.dtype)
+
+
 def _minmax_infer(ts, attrs):
     expect(len(ts) == 2 and ts[0].shape == ts[1].shape and ts[0].dtype == ts[1].dtype,
            f"minimum / maximum take two tensors of one shape and dtype, got "
@@ -187,6 +192,8 @@ register("abs", infer=_same, kernel=lambda x, a: [np.abs(x[0])], grad=_from_inpu
 register("abs_grad", infer=_grad_infer,
          kernel=lambda x, a: [(x[0] * np.sign(x[1])).astype(x[0].dtype)],
          doc="dy * sign(x), from dy and the input x (torch: 0 at x = 0)")
+register("sign", infer=_same, kernel=lambda x, a: [sign(x[0])], grad=lambda ctx, node, dys: [None],
+         doc="-1, 0 or 1 by the sign of x (torch: 0 at 0 and NaN); no gradient flows through it")
 register("minimum", infer=_minmax_infer, kernel=lambda x, a: [np.minimum(x[0], x[1])],
          grad=_minmax_grad("min"), doc="elementwise min of two same-shape tensors")
 register("maximum", infer=_minmax_infer, kernel=lambda x, a: [np.maximum(x[0], x[1])],

@@ -1,12 +1,13 @@
-"""Powers and variance: pow by a constant exponent, exp, log, rsqrt, variance over axes, and
-their gradients.
+"""Powers and variance: pow by a constant exponent, exp, log, log1p, rsqrt, variance over axes,
+and their gradients.
 
 These are what an RMSNorm written out in plain torch (``x * rsqrt(mean(x^2) + eps) * w``, as
 in LLaMA-style models) and a hand-written layer norm (``(x - mean) / sqrt(var + eps)``) import
 as. ``sqrt``, ``reciprocal`` and division by a tensor are ``pow`` with exponent 0.5 / -1 (a
 quotient ``a / b`` is ``a * pow(b, -1)``). The derivative rules are torch's: ``pow_backward``
 (``dy * p * x^(p-1)``, zero for ``p == 0``), ``rsqrt_backward`` (``-0.5 * dy * y^3`` from the
-output ``y``), ``exp`` (``dy * y``), ``log`` (``dy / x``, as ``dy * pow(x, -1)``) and
+output ``y``), ``exp`` (``dy * y``), ``log`` (``dy / x``, as ``dy * pow(x, -1)``), ``log1p`` (``dy / (1 + x)``, one op
+``log1p_grad``) and
 ``var_backward`` (``dy * 2 (x - mean) / (n - correction)``). Vector work:
 no MACs are counted.
 """
@@ -61,10 +62,13 @@ register("pow_grad", infer=_pow_grad_infer, kernel=_pow_grad_kernel,
          doc="dy * exponent * x^(exponent - 1), from dy and the input x (0 for exponent 0)")
 
 
-def _rsqrt_grad_infer(ts, attrs):
-    expect(len(ts) == 2 and ts[0].shape == ts[1].shape,
-           f"rsqrt_grad takes dy and y of one shape, got {[t.shape for t in ts]}")
-    return [ts[0]]
+def _pair_infer(op: str, second: str):
+    """The shape rule of ``op(dy, second)``: two inputs of one shape, the result dy's type."""
+    def infer(ts, attrs):
+        expect(len(ts) == 2 and ts[0].shape == ts[1].shape,
+               f"{op} takes dy and {second} of one shape, got {[t.shape for t in ts]}")
+        return [ts[0]]
+    return infer
 
 
 def _rsqrt_grad_kernel(xs, attrs):
@@ -76,7 +80,7 @@ register("rsqrt", infer=_same,
          kernel=lambda x, a: [(x[0].dtype.type(1) / np.sqrt(x[0])).astype(x[0].dtype)],
          grad=lambda ctx, node, dys: [ctx.emit("rsqrt_grad", [dys[0], node.outputs[0]])],
          doc="1 / sqrt(x)")
-register("rsqrt_grad", infer=_rsqrt_grad_infer, kernel=_rsqrt_grad_kernel,
+register("rsqrt_grad", infer=_pair_infer("rsqrt_grad", "y"), kernel=_rsqrt_grad_kernel,
          doc="-0.5 * dy * y^3, from dy and the rsqrt output y")
 
 
@@ -156,3 +160,21 @@ register("log", infer=_same, kernel=_log_kernel,
          grad=lambda ctx, node, dys: [ctx.emit("mul", [dys[0], ctx.emit(
              "pow", [node.inputs[0]], {"exponent": -1.0})])],
          doc="natural logarithm (the gradient dy / x)")
+
+
+def _log1p_kernel(xs, attrs):
+    with np.errstate(divide="ignore", invalid="ignore"):     # torch: -inf at -1, NaN below
+        return [np.log1p(xs[0])]
+
+
+def _log1p_grad_kernel(xs, attrs):
+    dy, x = xs
+    with np.errstate(divide="ignore"):
+        return [(dy / (x + x.dtype.type(1))).astype(dy.dtype)]
+
+
+register("log1p", infer=_same, kernel=_log1p_kernel,
+         grad=lambda ctx, node, dys: [ctx.emit("log1p_grad", [dys[0], node.inputs[0]])],
+         doc="ln(1 + x), exact for small x")
+register("log1p_grad", infer=_pair_infer("log1p_grad", "x"), kernel=_log1p_grad_kernel,
+         doc="dy / (1 + x), from dy and the input x")

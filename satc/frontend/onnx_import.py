@@ -989,7 +989,7 @@ ONNX_HANDLERS: dict[str, Handler] = {
     "Relu": lambda im, node, a: im.emit("relu", [im.value(node.input[0])]),
     "Neg": lambda im, node, a: im.emit("scale", [im.value(node.input[0])], {"factor": -1.0}),
     "Gelu": _gelu, "Softmax": _softmax, "LRN": _lrn, "Pow": _pow,
-    "Exp": _unary("exp"), "Log": _unary("log"), "Abs": _unary("abs"),
+    "Exp": _unary("exp"), "Log": _unary("log"), "Abs": _unary("abs"), "Sign": _unary("sign"),
     "Min": _min_max("minimum"), "Max": _min_max("maximum"),
     "Sigmoid": _unary("sigmoid"), "Tanh": _unary("tanh"), "HardSwish": _unary("hardswish"),
     "Clip": _clip, "HardSigmoid": _hard_sigmoid,

@@ -14,8 +14,10 @@ broadcasts.
   ``bias_grad``, ``reshape`` (a view of its input);
 * ``gelu`` / ``gelu_grad`` (exact erf), ``softmax`` / ``softmax_grad`` along
   the last axis: vector functions per chunk;
-* ``sigmoid``, ``tanh``, ``silu``, ``hardswish`` and their gradients, ``exp``, ``log``: the
-  vector function of the same name per chunk; ``hardtanh`` (ReLU6):
+* ``sigmoid``, ``tanh``, ``silu``, ``hardswish`` and their gradients, ``exp``, ``log``,
+  ``log1p``: the vector function of the same name per chunk (``log1p_grad``: ``add_imm``,
+  ``pow_imm`` -1, ``mul``); ``sign``: two ``mul_imm`` by 2^75, a clamp to [-1, 1] and a
+  ``pass_lt`` that maps NaN to torch's 0; ``hardtanh`` (ReLU6):
   ``max_imm`` then ``min_imm``, its gradient ``pass_gt`` then ``pass_lt``;
 * ``abs``: ``leaky_relu`` with slope -1; its gradient dy * sign(x) as ``pass_gt`` minus
   ``pass_lt`` (x loaded twice, so x = 0 gets 0 as in torch);
@@ -459,6 +461,33 @@ def lower_abs_grad(ctx: LowerCtx, node: Node) -> None:
 #: min / max: the pass that keeps the other operand where it is selected (sign of a - b).
 _OTHER_WINS = {"minimum": "pass_gt", "maximum": "pass_lt"}
 _FLIP = {"pass_gt": "pass_lt", "pass_lt": "pass_gt"}
+
+
+@lowering("sign")
+def lower_sign(ctx: LowerCtx, node: Node) -> None:
+    """torch.sign: x * 2^75 * 2^75 (every nonzero finite fp32 x, denormals included, reaches
+    |x| >= 2), clamped to [-1, 1] by max_imm / min_imm, then pass_lt 2 over itself turns NaN
+    into torch's 0; +-0 and +-inf come out as torch's. Five passes on one tile."""
+    big = float(2.0 ** 75)
+    _chain(ctx, [node.inputs[0]], node.outputs[0],
+           [("mul_imm", 0, None, 0, big), ("mul_imm", 0, None, 0, big),
+            ("max_imm", 0, None, 0, -1.0), ("min_imm", 0, None, 0, 1.0),
+            ("pass_lt", 0, 0, 0, 2.0)], "sign")
+
+
+@lowering("log1p")
+def lower_log1p(ctx: LowerCtx, node: Node) -> None:
+    """ln(1 + x): vec log1p (exact near 0, where add_imm 1 then log would round x away)."""
+    _elementwise(ctx, "log1p", [node.inputs[0]], node.outputs[0])
+
+
+@lowering("log1p_grad")
+def lower_log1p_grad(ctx: LowerCtx, node: Node) -> None:
+    """dy / (1 + x): tiles (dy, x); add_imm 1 and pow_imm -1 on x's tile, then mul into dy's."""
+    dy, x = node.inputs
+    _chain(ctx, [dy, x], node.outputs[0],
+           [("add_imm", 1, None, 1, 1.0), ("pow_imm", 1, None, 1, -1.0), ("mul", 0, 1, 0, 0.0)],
+           "log1p_grad")
 
 
 @lowering("minimum", "maximum")
