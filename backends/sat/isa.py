@@ -285,17 +285,17 @@ class Instruction:
         object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
-        """A field's readable value, decoded on first access and kept in the instance
-        ``__dict__`` (so later reads are plain attribute lookups; ``raw`` is not changed
-        after construction)."""
-        try:
-            raw = object.__getattribute__(self, "raw")
-            f = _FIELD_BY_NAME[object.__getattribute__(self, "op")][name]
-        except KeyError:
-            raise AttributeError(name) from None
-        value = _from_raw(f, raw[name])
-        self.__dict__[name] = value
-        return value
+        """A field's readable value: on the first field read every field is decoded into the
+        instance ``__dict__`` (so later reads are plain attribute lookups; ``raw`` is not
+        changed after construction)."""
+        raw = object.__getattribute__(self, "raw")
+        if name not in raw:
+            raise AttributeError(name)
+        decoded = self.__dict__
+        decoded.update(raw)                     # unsigned fields read as their raw value
+        for f in _CODED_FIELDS[object.__getattribute__(self, "op")]:
+            decoded[f.name] = _from_raw(f, raw[f.name])
+        return decoded[name]
 
     def replace(self, **values: Any) -> "Instruction":
         """A copy with some fields changed (readable values)."""
@@ -314,6 +314,9 @@ class Instruction:
 
 
 _FIELD_BY_NAME = {o.name: {f.name: f for f in HEADER + o.fields} for o in OPS}
+#: Per op, the fields whose readable value differs from the raw one (enums, deps, f32).
+_CODED_FIELDS = {o.name: tuple(s.field for s in LAYOUT[o.name][1:] if s.field.kind != "uint")
+                 for o in OPS}
 
 
 def field_width(op: str, field: str) -> int:
@@ -361,10 +364,15 @@ def _from_raw(f: Field, v: int) -> Any:
     if f.kind == "enum":
         return f.values[v]
     if f.kind == "deps":
-        return tuple(e for i, e in enumerate(ENGINES) if v >> i & 1)
+        return _DEPS_BY_MASK[v]
     if f.kind == "f32":
         return _bits_f32(v)
     return v
+
+
+#: The engine names of every wait / signal mask.
+_DEPS_BY_MASK = tuple(tuple(e for i, e in enumerate(ENGINES) if mask >> i & 1)
+                      for mask in range(1 << len(ENGINES)))
 
 
 # ---------------------------------------------------------------- binary

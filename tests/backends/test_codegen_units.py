@@ -6,7 +6,9 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
+import satc
 from satc.backends.sat.builder import ProgramBuilder
 from satc.backends.sat.config import load_hardware
 from satc.backends.sat.codegen.memory import Arena, Compressed, Dense, OneHot, TapMajor
@@ -19,6 +21,7 @@ from satc.errors import CompileError
 from satc.ir.graph import Node
 from satc.ir.nm import nm_mask
 from satc.ir.types import Stage
+from satc.models.small import MLP
 from satc.backends.sat.codegen import tiling
 from satc.backends.sat.codegen.tiling import GemmProblem, choose_tile, estimate_cycles, gemm_work, nm_k_quantum
 
@@ -153,3 +156,20 @@ def test_choose_tile_charges_dma_that_compute_would_hide(monkeypatch):
     assert fastest_alone.cycles == 612936 < chosen.cycles == 631368   # 3% more alone ...
     assert dma(chosen) < 0.7 * dma(fastest_alone)                      # ... for 32% less DMA
     assert chosen.cycles + 0.25 * dma(chosen) <= fastest_alone.cycles + 0.25 * dma(fastest_alone)
+
+
+def test_layers_of_one_gemm_shape_share_one_tile_search(monkeypatch):
+    """Two identical hidden Linear layers (and their BP / WU GEMMs) are searched once per
+    distinct GemmProblem; every node still gets the tile a search of its own would choose."""
+    prog = satc.compile(MLP(64, (32, 32, 32), 10), example_inputs=(torch.randn(8, 64),),
+                        hw="sat-small")
+    searched = []
+    real = tiling.choose_tile
+    monkeypatch.setattr(tiling, "choose_tile",
+                        lambda node, p, cfg, il=True: searched.append(p) or real(node, p, cfg, il))
+    plan = tiling.plan_tiles(prog.graph, prog.config)
+    problems = [t.problem for t in plan.values()]
+    assert len(searched) == len(set(problems)) < len(problems)
+    for name, t in plan.items():
+        node = next(n for n in prog.graph.nodes if n.name == name)
+        assert t.tile == real(node, t.problem, prog.config)

@@ -160,6 +160,22 @@ def test_fields_are_read_only_and_replace_makes_changed_copies():
     assert encode(ins) == encode(ins.replace(cols=8))
 
 
+def test_every_field_kind_reads_its_readable_value_whichever_field_is_read_first():
+    """The first field read decodes all of them: enums as names, deps as engine tuples, f32 as
+    floats, unsigned fields as their raw value -- the same as decoding each one alone."""
+    made = dict(func="mul_imm", rows=3, cols=5, s0_buf="vec", s1_buf="vec", d_buf="act", imm=-0.375,
+                wait="load|stce", signal="store")
+    for first in ("rows", "imm", "wait", "d_buf", "func"):
+        ins = Instruction("vec", **made)
+        getattr(ins, first)
+        assert (ins.func, ins.rows, ins.cols, ins.s0_buf, ins.d_buf, ins.imm) == \
+            ("mul_imm", 3, 5, "vec", "act", -0.375)
+        assert ins.wait == ("load", "stce") and ins.signal == ("store",)
+        assert ins.raw["d_buf"] != "act" and ins.raw["wait"] == 0b101
+    with pytest.raises(AttributeError):
+        Instruction("vec", **made).bogus
+
+
 def test_field_limits_come_from_the_field_table():
     assert isa.field_width("load", "buf_addr") == 24 and isa.field_max("gemm", "mt") == 0xFFFF
     assert isa.field_max("load", "planes") == 0xFFF and isa.field_max("load", "opcode") == 0xF

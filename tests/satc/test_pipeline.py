@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 
 import satc
+import satc.backends.sat.codegen as codegen_pkg
 from satc.errors import CompileError, IRError
 from satc.ir.graph import Graph
 from satc.models import get_model
@@ -74,3 +77,20 @@ def test_one_loader_for_zoo_names_modules_and_graphs():
     assert load_model(by_name.graph).graph is by_name.graph
     with pytest.raises(CompileError, match="example_inputs"):
         load_model(get_model("mlp"))
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_codegen_pauses_the_cyclic_gc_and_restores_its_state(monkeypatch, enabled):
+    seen = []
+    real = codegen_pkg.generate
+    monkeypatch.setattr(codegen_pkg, "generate",
+                        lambda *a, **k: seen.append(gc.isenabled()) or real(*a, **k))
+    options = CompileOptions(sparsity="bdwp:2:8", hw="sat-small")
+    g = run_passes(_forward(), options)
+    (gc.enable if enabled else gc.disable)()
+    try:
+        code = codegen(g, options)
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable()
+    assert seen == [False] and len(code.program.instructions) > 0

@@ -443,14 +443,18 @@ def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: boo
     for mt in _candidates(p.m, p.m_quantum):
         for nt in _candidates(p.n, p.n_quantum):
             for kt in _candidates(p.k, p.k_quantum):
+                work: dict[tuple, tuple[float, float]] = {}    # the same for either slot count
                 for taps, slots, wide in _layouts(p, nt, kt):
                     use = p.wide_buffer_use(mt, nt, kt, slots) if wide else \
                         p.buffer_use(mt, nt, kt, slots, taps)
                     if any(use[b] > room[b] for b in use):
                         continue
                     for df, sa in _orientations(p, cfg):
-                        compute, dma = wide_work(p, mt, nt, kt, df, cfg, interleave, sa) if wide \
-                            else gemm_work(p, mt, nt, kt, df, cfg, interleave, sa, taps)
+                        key = (taps, wide, df, sa)
+                        if key not in work:
+                            work[key] = wide_work(p, mt, nt, kt, df, cfg, interleave, sa) if wide \
+                                else gemm_work(p, mt, nt, kt, df, cfg, interleave, sa, taps)
+                        compute, dma = work[key]
                         t = Tile(mt, nt, kt, df, slots, _overlapped(compute, dma, slots),
                                  interleave, sa, taps, wide)
                         cost = t.cycles + DMA_WEIGHT * dma
@@ -490,10 +494,13 @@ def plan_tiles(graph: Graph, cfg: HardwareConfig, interleave: bool = True) -> Ti
     ``interleave=False`` maps without interleave mapping (an ablation): every
     array pass then waits for the previous one to drain."""
     plan: TilePlan = {}
+    chosen: dict[GemmProblem, Tile] = {}     # layers of one shape share their search
     for node in graph.nodes:
         p = gemm_problem(node, cfg)
         if p is not None:
-            plan[node.name] = TiledGemm(p, choose_tile(node, p, cfg, interleave))
+            if p not in chosen:
+                chosen[p] = choose_tile(node, p, cfg, interleave)
+            plan[node.name] = TiledGemm(p, chosen[p])
     return plan
 
 
