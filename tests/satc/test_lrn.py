@@ -11,7 +11,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import helper
+from onnx import helper, version_converter
+from onnx.reference import ReferenceEvaluator
+from onnx.reference.op_run import OpRun
 
 import satc
 from satc.errors import UnsupportedOpError
@@ -20,6 +22,7 @@ from satc.frontend.torch_import import import_torch
 from satc.ir.interpreter import interpret
 from tests.satc.test_compile import check_steps
 from tests.satc.test_onnx_import import _model, _vi
+from tests.satc.test_onnx_zoo import _randomized
 from tests.torch_reference import assert_close
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
@@ -155,3 +158,29 @@ def test_zoo_graphs_with_lrn_build_a_training_graph(name):
     tg = satc.sparsify(satc.build_training_graph(g), "bdwp:2:8")
     lrn_pows = [n for n in g.nodes if n.op == "pow" and n.attrs["exponent"] == -0.75]
     assert lrn_pows and any(n.op == "pow_grad" for n in tg.nodes)
+
+
+class LRN(OpRun):
+    """LRN for onnx.reference by the operator spec (:func:`_spec_lrn`), replacing the
+    evaluator's own kernel, which loops over the batch axis (``new_ops`` matches by class
+    name, so the class is called LRN)."""
+
+    op_domain = ""
+
+    def _run(self, x, alpha=None, beta=None, bias=None, size=None):
+        return (_spec_lrn(x, size, alpha, beta, bias).astype(x.dtype),)
+
+
+@pytest.mark.parametrize("name", ["bvlc_alexnet", "zfnet512",
+                                  pytest.param("inception_v1", marks=pytest.mark.slow)])  # 10 s
+def test_zoo_graphs_with_lrn_eval_forward_equals_the_reference_evaluator(name):
+    """The whole opset-9 graph (seeded random weights) in the interpreter against
+    onnx.reference on its opset-15 conversion, with the spec's LRN."""
+    model, input_name, x = _randomized(LIGHT / f"light_{name}.onnx")
+    evaluator = ReferenceEvaluator(version_converter.convert_version(model, 15), new_ops=[LRN])
+    (ref,) = evaluator.run(None, {input_name: x})
+    g = import_onnx(model, bn_training=False)
+    (ours,) = interpret(g, {g.inputs[0].name: x}).outputs.values()
+    scale = float(np.abs(ref).max())
+    assert ref.max() - ref.min() > 1e-3 * scale, "the random weights should give a non-uniform output"
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
