@@ -37,6 +37,14 @@ from satc.ir.types import Stage
 FF_AXIS, BP_AXIS = 1, 0  # weights are [Co, Ci, ...] (conv) or [out, in] (linear)
 
 
+def _axes(ff_node: Node) -> tuple[int, int]:
+    """(Ci axis, Co axis) of the FF GEMM's weight: (1, 0) for conv and ``x @ W^T`` (torch's
+    Linear, [out, in]); (0, 1) for ``x @ W`` (a weight stored [in, out], GPT-2's Conv1D)."""
+    if ff_node.op == "matmul" and not ff_node.attrs.get("trans_b"):
+        return BP_AXIS, FF_AXIS
+    return FF_AXIS, BP_AXIS
+
+
 @dataclass(frozen=True)
 class WeightSparsity:
     """How one weight is treated: ``ff`` / ``bp`` are 'N:M along Ci/Co' or 'dense'."""
@@ -71,13 +79,14 @@ class SparsityReport:
 
 
 def _weight_gemms(g: Graph) -> list[Node]:
-    """FF nodes that multiply by a trainable weight: conv2d, and linear-style matmul."""
+    """FF nodes that multiply by a trainable weight: conv2d, and matmul by a 2-D weight
+    ([out, in] read transposed, or [in, out])."""
     out = []
     for n in g.nodes:
         if n.stage != Stage.FF or len(n.inputs) < 2 or n.inputs[1].name not in g.params:
             continue
         if n.op == "conv2d" or (n.op == "matmul" and n.inputs[1].type.rank == 2
-                                and n.attrs.get("trans_b") and not n.attrs.get("trans_a")):
+                                and not n.attrs.get("trans_a")):
             out.append(n)
     return out
 
@@ -129,32 +138,33 @@ def _sparsify_weight(g: Graph, spec: SparsitySpec, ff_node: Node, pregenerate: b
     name, layer = w.name, ff_node.layer
     nm = f"{spec.n}:{spec.m}"
     init = g.initializers[name]
-    ff_attrs = {"n": spec.n, "m": spec.m, "axis": FF_AXIS}
-    bp_attrs = {"n": spec.n, "m": spec.m, "axis": BP_AXIS}
+    ff_axis, bp_axis = _axes(ff_node)
+    ff_attrs = {"n": spec.n, "m": spec.m, "axis": ff_axis}
+    bp_attrs = {"n": spec.n, "m": spec.m, "axis": bp_axis}
     if pregenerate:
-        w_ff = g.add_param(f"{name}.ff", _prune(init, spec, FF_AXIS), trainable=False)
+        w_ff = g.add_param(f"{name}.ff", _prune(init, spec, ff_axis), trainable=False)
     else:  # pruned at the start of FF, on its critical path
         w_ff = _insert_before(g, ff_node, "nm_prune", [w], ff_attrs, Stage.SORE, f"{layer}.sore_ff")
     _replace_input(ff_node, w, w_ff)
-    ff_node.attrs["nm"] = [spec.n, spec.m, FF_AXIS]
+    ff_node.attrs["nm"] = [spec.n, spec.m, ff_axis]
     bp_desc = "none (no BP)"
     bp_node = _bp_node(g, w)
     if bp_node is not None:
         if spec.sparse_bp:
             if pregenerate:
-                src = _prune(init, spec, FF_AXIS) if spec.mode == "bdwp-nested" else init
-                w_bp = g.add_param(f"{name}.bp", _prune(src, spec, BP_AXIS), trainable=False)
+                src = _prune(init, spec, ff_axis) if spec.mode == "bdwp-nested" else init
+                w_bp = g.add_param(f"{name}.bp", _prune(src, spec, bp_axis), trainable=False)
             else:
                 src_v = w_ff if spec.mode == "bdwp-nested" else w
                 w_bp = _insert_before(g, bp_node, "nm_prune", [src_v], bp_attrs, Stage.SORE,
                                       f"{layer}.sore_bp")
             _replace_input(bp_node, w, w_bp)
-            bp_node.attrs["nm"] = [spec.n, spec.m, BP_AXIS]
+            bp_node.attrs["nm"] = [spec.n, spec.m, bp_axis]
             bp_desc = f"{nm} along Co"
         else:  # W_ff is N:M along Ci, not along Co, the axis BP reduces over: a dense GEMM on
             # a dense-stored copy of W_ff (the FF copy is kept compressed for the N:M GEMM)
             if pregenerate:
-                w_ffd = g.add_param(f"{name}.ff_dense", _prune(init, spec, FF_AXIS), trainable=False)
+                w_ffd = g.add_param(f"{name}.ff_dense", _prune(init, spec, ff_axis), trainable=False)
             else:
                 w_ffd = _insert_before(g, bp_node, "nm_prune", [w], ff_attrs, Stage.SORE,
                                        f"{layer}.sore_ff_dense")
@@ -165,11 +175,20 @@ def _sparsify_weight(g: Graph, spec: SparsitySpec, ff_node: Node, pregenerate: b
     if grad_key in g.outputs and spec.srste_lambda > 0:
         dw = g.outputs[grad_key]
         attrs = {"n": spec.n, "m": spec.m, "axis": FF_AXIS, "lam": spec.srste_lambda}
-        refined = g.add1("srste_grad", [dw, w], attrs, Stage.WU, layer, name=f"{layer}.srste_grad")
-        node = g.nodes.pop()
-        g.nodes.insert(g.nodes.index(dw.producer) + 1, node)
+        if ff_axis == FF_AXIS:
+            refined = g.add1("srste_grad", [dw, w], attrs, Stage.WU, layer,
+                             name=f"{layer}.srste_grad")
+        else:  # an [in, out] weight: SR-STE along Ci of the transposed weight, as SORE prunes
+            t = {"perm": [1, 0]}
+            dwt = g.add1("transpose", [dw], t, Stage.WU, layer, name=f"{layer}.srste_dw_t")
+            wt = g.add1("transpose", [w], t, Stage.WU, layer, name=f"{layer}.srste_w_t")
+            rt = g.add1("srste_grad", [dwt, wt], attrs, Stage.WU, layer, name=f"{layer}.srste_grad")
+            refined = g.add1("transpose", [rt], t, Stage.WU, layer, name=f"{layer}.srste_t")
+        added = [g.nodes.pop() for _ in range(1 if ff_axis == FF_AXIS else 4)][::-1]
+        at = g.nodes.index(dw.producer) + 1
+        g.nodes[at:at] = added
         for n in g.nodes:
-            if n is not node:
+            if n not in added:
                 _replace_input(n, dw, refined)
         g.outputs[grad_key] = refined
 

@@ -464,7 +464,9 @@ def _permute(im, a, kw):
 
 
 def _cat(im, a, kw):
-    xs = list(a[0])
+    """``cat``; like torch, 1-D empty inputs are skipped (an empty key / value cache that a
+    decoder concatenates its first keys to)."""
+    xs = [x for x in a[0] if tuple(x.shape) != (0,)]
     dim = a[1] if len(a) > 1 else kw.get("dim", 0)
     return xs[0] if len(xs) == 1 else im.emit("concat", xs, {"axis": dim % xs[0].type.rank})
 
@@ -568,6 +570,22 @@ def _softmax(im, a, kw):
 
 def _matmul(im, a, kw):
     return im.emit("matmul", [a[0], a[1]])
+
+
+def _addmm(im, a, kw):
+    """``addmm(bias, x, w, beta, alpha)`` = beta * bias + alpha * (x @ w) for a 2-D ``x`` and a
+    weight ``w`` of shape [in, out] (GPT-2's Conv1D): a matmul and a bias_add of the [out] row."""
+    bias, x, w = a[0], a[1], a[2]
+    beta, alpha = kw.get("beta", 1), kw.get("alpha", 1)
+    if not isinstance(bias, Value) or bias.type.rank != 1:
+        raise UnsupportedOpError(f"addmm with a {getattr(bias, 'shape', 'constant')} bias; satc "
+                                 "takes a [out] bias row (write it as x @ w + b)")
+    y = im.emit("matmul", [x, w])
+    if alpha != 1:
+        y = im.emit("scale", [y], {"factor": float(alpha)})
+    if beta != 1:
+        bias = im.emit("scale", [bias], {"factor": float(beta)})
+    return im.emit("bias_add", [y, bias], {"axis": -1})
 
 
 def _expand(im, a, kw):
@@ -699,6 +717,19 @@ def _embedding(im, a, kw):
                    else {})
 
 
+def _smallest_broadcast(m: np.ndarray) -> np.ndarray:
+    """``m`` cut to one slice along every axis it does not vary on, leading 1s dropped: the same
+    values under broadcasting (a causal mask that a library expands over batch and heads is one
+    [T, S] plane, which the SAT lowering broadcasts over the leading axes)."""
+    for axis in range(m.ndim):
+        first = np.take(m, [0], axis=axis)
+        if m.shape[axis] > 1 and (m == first).all():
+            m = first
+    while m.ndim > 2 and m.shape[0] == 1:
+        m = m[0]
+    return m
+
+
 def _sdpa(im, a, kw):
     """``scaled_dot_product_attention`` as torch's math backend computes it: ``softmax(q k^T *
     scale + mask) v`` with the causal or boolean mask an additive constant (0 / -inf)."""
@@ -720,11 +751,13 @@ def _sdpa(im, a, kw):
         mask = torch.ones(t, s, dtype=torch.bool).tril()
     if mask is not None:
         if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
-            m = mask.cpu().numpy()
+            m = _smallest_broadcast(mask.cpu().numpy())
             if not np.broadcast_to(m, np.broadcast_shapes(m.shape, scores.shape)).any(-1).all():
                 raise UnsupportedOpError("attention mask with a fully masked query row (torch "
                                          "returns zeros there, satc's softmax would not)")
-            scores = im.emit("add", [scores, _const(im, np.where(m, 0.0, -np.inf), "attn_mask")])
+            if not m.all():                   # an all-true mask (a library's default) adds 0
+                scores = im.emit("add", [scores, _const(im, np.where(m, 0.0, -np.inf),
+                                                        "attn_mask")])
         else:
             mask = im.lift(mask)
             if mask.dtype != "float32":
@@ -781,9 +814,10 @@ ATEN_HANDLERS: dict[Any, Handler] = {
     aten.var.correction: _var, aten.var.dim: lambda im, a, kw: _var(im, a, kw, True),
     aten.var_mean.correction: _var_mean,
     aten.add.Scalar: _add, aten.add_.Scalar: _add,
-    aten.to.dtype: _to_dtype, aten._to_copy.default: _to_dtype,
+    aten.to.dtype: _to_dtype, aten._to_copy.default: _to_dtype, aten.to.dtype_layout: _to_dtype,
     aten.softmax.int: _softmax, aten._softmax.default: _softmax,
     aten.matmul.default: _matmul, aten.mm.default: _matmul, aten.bmm.default: _matmul,
+    aten.addmm.default: _addmm,
     aten.dropout.default: _dropout, aten.dropout_.default: _dropout,
     aten.slice.Tensor: _slice, aten.select.int: _select,
     aten.pad.default: _pad, aten.constant_pad_nd.default: _pad,
@@ -868,6 +902,7 @@ def import_torch(module: torch.nn.Module, example_args: Any, input_names: Sequen
     env: dict[str, Any] = {}
     skipped: set[str] = set()
     state = {**ep.state_dict, **ep.constants}
+    mutated = {s.target for s in ep.graph_signature.output_specs if s.kind.name == "BUFFER_MUTATION"}
     canon = _canonical_names(module)
     params: dict[str, Value] = {}       # canonical name -> its one graph param
     for node in gm.graph.nodes:
@@ -880,8 +915,12 @@ def import_torch(module: torch.nn.Module, example_args: Any, input_names: Sequen
                                              TensorType(tuple(t.shape), str(t.dtype).replace("torch.", "")))
             elif spec.target.endswith("num_batches_tracked"):
                 skipped.add(node.name)
-            elif kind == "CONSTANT_TENSOR":
-                env[node.name] = state[spec.target].detach()       # folded like any constant
+            elif kind == "CONSTANT_TENSOR" or (kind == "BUFFER" and spec.target not in mutated and (
+                    not state[spec.target].is_floating_point() or spec.persistent is False)):
+                # folded like any constant: integer / bool buffers (BERT's position ids, mask
+                # tables) and non-persistent ones (LLaMA's rotary inv_freq) that the forward
+                # does not write are not training state
+                env[node.name] = state[spec.target].detach()
             else:
                 key = canon.get(spec.target, spec.target)
                 if key not in params:

@@ -3,6 +3,7 @@ masks, trained like torch autograd, and compiled to SAT (dense and bdwp:2:8)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,7 @@ import satc
 from satc.errors import UnsupportedOpError
 from tests.ir.test_activations import check_against_torch
 from tests.satc.test_compile import check_steps
+from tests.torch_reference import assert_interpreted_step_matches_autograd
 
 T, D, HEADS = 6, 8, 2
 
@@ -66,22 +68,42 @@ def test_attention_matches_torch(mode):
     g = check_against_torch(_model(mode), _tokens(), mode)
     ops = [n.op for n in g.nodes]
     assert ops.count("softmax") == 1 and ops.count("matmul") >= 2, ops
-    if mode != "plain":                     # the mask is one constant added to the scores
+    if mode != "plain":                     # the mask is one constant added to the scores,
         (add,) = [n for n in g.nodes if n.op == "add" and n.inputs[1].name in g.constants]
-        assert add.inputs[1].shape == (T, T)
+        # cut to the axes it varies on: the padding mask is the same for every query
+        assert add.inputs[1].shape == ((1, T) if mode == "bool_mask" else (T, T))
 
 
 def test_data_dependent_masks_are_refused_with_the_fix():
-    class Bad(nn.Module):            # a mask buffer is state, not an import-time constant
+    """A condition that is a graph value, not a constant (a mask computed from data), is
+    refused naming the fix."""
+    from types import SimpleNamespace
+
+    from satc.frontend.torch_import import _constant_array
+    from satc.ir.graph import Graph
+    from satc.ir.types import TensorType
+
+    g = Graph("masks")
+    data_mask = g.add_input("m", TensorType((4,), "float32"))
+    with pytest.raises(UnsupportedOpError, match="known at import time"):
+        _constant_array(SimpleNamespace(g=g), data_mask, "masked_fill")
+
+
+def test_a_bool_mask_buffer_is_an_import_time_constant():
+    class Masked(nn.Module):         # a mask table in a bool buffer: not trained, not state
         def __init__(self):
             super().__init__()
-            self.register_buffer("keep", torch.ones(4, dtype=torch.bool))
+            self.fc = nn.Linear(4, 3)
+            self.register_buffer("keep", torch.tensor([True, False, True, False]))
 
         def forward(self, x):
-            return x.masked_fill(self.keep, 0.0)
+            return self.fc(x.masked_fill(self.keep, 0.0))
 
-    with pytest.raises(UnsupportedOpError, match="known at import time"):
-        satc.import_torch(Bad(), (torch.randn(2, 4),))
+    torch.manual_seed(0)
+    model, x = Masked(), torch.randn(2, 4)
+    g = satc.import_torch(model, (x,))
+    assert "keep" not in g.state and sorted(g.state) == ["fc.bias", "fc.weight"]
+    assert_interpreted_step_matches_autograd(model, g, x.numpy(), np.array([0, 2]))
 
 
 def test_fully_masked_rows_are_refused():

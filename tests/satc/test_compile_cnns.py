@@ -114,14 +114,15 @@ def test_resnet18_imagenet_stem(sparsity):
 
 def test_imagenet_stem_gradient_is_order_limited():
     """Why the ImageNet stem needs a scaled atol: the fp32 reference's stem gradient is
-    more than 1e-5 off the float64 result, and the emulator is closer to it than that."""
+    more than 1e-5 off the float64 result, and the emulator is as close to it (within 1.2x:
+    which of the two fp32 sums is closer depends on the CPU's BLAS; 1.04x on an AVX2 EPYC)."""
     prog, res, feeds, state = _step("resnet18", "dense")
     r32 = interpret(prog.graph, feeds, state)
     r64 = interpret(prog.graph, feeds, state, compute_dtype="float64")
     k = "stem.0.weight"
     ref_err = np.abs(r32.grads[k] - r64.grads[k]).max()
     ours_err = np.abs(res.grads[k] - r64.grads[k]).max()
-    assert ref_err > ATOL and ours_err < ref_err
+    assert ref_err > ATOL and ours_err < 1.2 * ref_err
 
 
 @pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])

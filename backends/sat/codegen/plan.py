@@ -6,7 +6,9 @@ Decisions, in order:
    as padded conv windows; a tensor gets the largest halo any reader asks;
 2. pruned weights: a state read as the N:M operand of a GEMM
    (``attrs['nm']``) is stored only compressed (:class:`Compressed`);
-3. labels: int64 inputs read by the loss are stored one-hot;
+3. labels and token ids: int64 inputs and constants read by the loss or an
+   embedding are stored one-hot (constants with their one-hot image: a
+   position or token-type id table); an int64 reshape is a view of them;
 4. rank-4 weight-side tensors (state, and values made in WU / OPT / SORE)
    are tap-major; other rank-4 tensors are NCHW;
 5. aliasing: a state update is written in place into the state's storage
@@ -130,6 +132,7 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
     ignore_index: dict[str, int] = {}
     derived: dict[str, tuple[int, ...]] = {}
     derived_span: dict[str, list[int]] = {}
+    id_root: dict[str, str] = {}                   # int64 reshape output -> the ids it views
     for i, node in enumerate(graph.nodes):
         low = LOWERINGS.get(node.op)
         if low is None:
@@ -154,15 +157,20 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
             spec = tuple(node.attrs["nm"])
             if nm_state.setdefault(w.name, spec) != spec:
                 raise CompileError(f"state {w.name!r} is read with two N:M patterns")
+        if node.op == "reshape" and node.inputs[0].dtype == "int64":
+            src = node.inputs[0].name
+            id_root[node.outputs[0].name] = id_root.get(src, src)
         if node.op in ("cross_entropy", "cross_entropy_grad"):
-            classes[node.inputs[1].name] = node.inputs[0].shape[1]
+            ids = id_root.get(node.inputs[1].name, node.inputs[1].name)
+            classes[ids] = node.inputs[0].shape[1]
             if node.attrs.get("ignore_index") is not None:   # stored as zero one-hot rows
-                ignore_index[node.inputs[1].name] = int(node.attrs["ignore_index"])
+                ignore_index[ids] = int(node.attrs["ignore_index"])
         if node.op in ("embedding", "embedding_grad"):     # ids stored one-hot [R, vocab]
             vocab = node.inputs[0].shape[0] if node.op == "embedding" else node.outputs[0].shape[0]
-            if classes.setdefault(node.inputs[1].name, vocab) != vocab:
-                raise CompileError(f"int64 input %{node.inputs[1].name} is read with two class "
-                                   "counts (a loss and an embedding of different sizes)")
+            ids = id_root.get(node.inputs[1].name, node.inputs[1].name)
+            if classes.setdefault(ids, vocab) != vocab:
+                raise CompileError(f"int64 input %{ids} is read with two class counts (a loss "
+                                   "and an embedding of different sizes)")
 
     position = {id(n): i for i, n in enumerate(graph.nodes)}
     last_read: dict[str, int] = {}
@@ -245,11 +253,21 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
     for k, v in graph.constants.items():
         if v.dtype == "float32":
             storage[k] = make(v, False, permanent, graph.initializers[k])
+        elif k in classes:                             # constant token ids: a one-hot table
+            ids = np.asarray(graph.initializers[k]).reshape(-1)
+            if ids.size and (ids.min() < 0 or ids.max() >= classes[k]):
+                raise CompileError(f"constant ids %{k} lie in [{ids.min()}, {ids.max()}], outside "
+                                   f"the embedding's [0, {classes[k]})")
+            image = np.eye(classes[k], dtype=np.float32)[ids]
+            storage[k] = OneHot(b.alloc(k, image.shape, init=image), classes[k])
     out_names = {v.name for v in graph.outputs.values()}
     halo_owner: dict[str, int] = {}
     for i, node in enumerate(graph.nodes):
         low = LOWERINGS[node.op]
         for j, v in enumerate(node.outputs):
+            if v.name in id_root:                      # int64 reshape: the same one-hot rows
+                storage[v.name] = storage[id_root[v.name]]
+                continue
             if id(v) in update_of:
                 storage[v.name] = states[update_of[id(v)]]
                 continue

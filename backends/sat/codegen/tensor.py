@@ -373,7 +373,10 @@ def lower_bias_grad(ctx: LowerCtx, node: Node) -> None:
 # ---------------------------------------------------------------- layout
 @lowering("reshape", alias=view_alias)
 def lower_reshape(ctx: LowerCtx, node: Node) -> None:
-    """A view when the planner aliased the storage; otherwise a DMA copy in logical order."""
+    """A view when the planner aliased the storage (always for int64 ids, whose one-hot rows
+    do not depend on the shape); otherwise a DMA copy in logical order."""
+    if isinstance(ctx.st(node.inputs[0]), OneHot):
+        return
     src, dst = ctx.dense(node.inputs[0]), ctx.dense(node.outputs[0])
     if dst.regions == src.regions and not src.padded:
         return
@@ -1078,13 +1081,14 @@ def lower_embedding(ctx: LowerCtx, node: Node) -> None:
 @lowering("embedding_grad")
 def lower_embedding_grad(ctx: LowerCtx, node: Node) -> None:
     """dweight [V, D] = onehot(ids)^T [V, R] @ dy [R, D] (the scatter-add as a dense GEMM,
-    A read transposed from the one-hot rows), accumulated over row slices."""
+    A read transposed from the one-hot rows), accumulated over row slices; with a
+    ``padding_idx`` its row is then overwritten with zeros (torch leaves it ungraded)."""
     dy, ids = node.inputs
-    if node.attrs.get("padding_idx", -1) >= 0:
-        raise ctx.fail("embedding padding_idx on SAT (its gradient row must stay zero)",
-                       "drop padding_idx, or train this model with the interpreter")
     vocab, dim = node.outputs[0].shape
     rows = int(np.prod(ids.shape))
+    out = _flat(ctx, node.outputs[0]).region.addr
     _one_hot_gemm(ctx, _one_hot_ids(ctx, ids), vocab, vocab, rows, dim,
-                  _flat(ctx, dy).region.addr, _flat(ctx, node.outputs[0]).region.addr,
-                  transposed=True)
+                  _flat(ctx, dy).region.addr, out, transposed=True)
+    pad = node.attrs.get("padding_idx", -1)
+    if pad >= 0:
+        _move_blocks(ctx, [], [(out + pad * dim * 4, dim, 1, dim)], "padding row")
