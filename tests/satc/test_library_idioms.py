@@ -202,3 +202,38 @@ def test_library_masks_reduce_to_what_sat_broadcasts(causal):
     assert_interpreted_step_matches_autograd(model, g, x.numpy(), y.numpy())
     prog = satc.compile(model, example_inputs=(x,), sparsity="bdwp:2:8", hw="sat-small")
     check_steps(prog, x.numpy(), y.numpy(), 1)
+
+
+class PaddedAttention(torch.nn.Module):
+    """Attention with an additive float padding mask given per sequence, [N, 1, 1, S] (what
+    BERT-style encoders add to the scores): SAT adds it per sequence, broadcast over heads and
+    queries."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv, self.head = torch.nn.Linear(DIM, 3 * DIM), torch.nn.Linear(DIM, 4)
+
+    def forward(self, x, mask):
+        n, t, d = x.shape
+        q, k, v = (z.view(n, t, 2, d // 2).transpose(1, 2) for z in self.qkv(x).split(d, -1))
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.head(a.transpose(1, 2).reshape(n, t, d).mean(1))
+
+
+@pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
+def test_a_per_sequence_padding_mask_compiles(sparsity):
+    torch.manual_seed(0)
+    model, x, y = PaddedAttention(), torch.randn(2, T, DIM), torch.tensor([1, 3])
+    mask = torch.zeros(2, 1, 1, T)
+    mask[1, ..., 5:] = -1e9                       # the second sequence: 3 padding tokens
+    prog = satc.compile(model, example_inputs=(x, mask),
+                        sparsity=sparsity, hw="sat-small", optimizer=satc.SGD(lr=0.05, momentum=0.9))
+    feeds = {"x": x.numpy(), "mask": mask.numpy(), "y": y.numpy()}
+    state = prog.graph.initial_state()
+    ref = satc.interpret(prog.graph, feeds, state)
+    res = prog.step(feeds)
+    assert res.loss == pytest.approx(ref.loss, rel=1e-5)
+    for k, g in ref.grads.items():
+        assert_close(res.grads[k], g, f"grad {k}")
+    if sparsity == "dense":                         # and the loss is torch's
+        assert res.loss == pytest.approx(F.cross_entropy(model(x, mask), y).item(), rel=1e-5)

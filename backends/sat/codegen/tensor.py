@@ -911,30 +911,40 @@ def lower_broadcast_to(ctx: LowerCtx, node: Node) -> None:
 
 def broadcast_add(ctx: LowerCtx, a: Value, b: Value, out: Value, func: str = "add") -> None:
     """out = a + b (``func`` of a and b) where one operand is broadcast over leading axes of the
-    other (a position embedding over the batch): the small operand stays in vec, row-broadcast
-    over chunks."""
+    other (a position embedding over the batch), after any leading axes both share (a padding
+    mask [N, 1, 1, S] over scores [N, H, T, S]: one block per n): the small operand's block
+    stays in vec, row-broadcast over chunks of the big one's."""
     shape = tuple(out.shape)
     big, small = (a, b) if tuple(a.shape) == shape else (b, a)
     ss = (1,) * (len(shape) - len(small.shape)) + tuple(small.shape)
-    k = 0
+    j = 0                                      # shared leading axes: a loop of blocks
+    while j < len(shape) - 1 and ss[j] == shape[j]:
+        j += 1
+    k = j
     while k < len(shape) and ss[k] == 1 and shape[k] != 1:
         k += 1
     if tuple(big.shape) != shape or ss[k:] != shape[k:]:
         raise ctx.fail(f"{func} of {a.shape} and {b.shape}",
-                       "the SAT lowering broadcasts one operand over leading axes, or over the "
-                       "trailing axes of one plane (mul), only")
+                       "the SAT lowering broadcasts one operand over leading axes (after axes "
+                       "both share), or over the trailing axes of one plane (mul), only")
     inner = int(np.prod(shape[k:]))
     if inner > MAX_ROWS:
         raise ctx.fail(f"a broadcast operand of {inner} elements",
                        "the vector unit's cols field is 16 bits; split the tensor")
-    vs = _load_row_vector(ctx, small, "broadcast operand")
-    bv, ov = _matrix(ctx, big, inner), _matrix(ctx, out, inner)
-    step, slots = _row_tiles(ctx, bv.planes, {"x": inner}, "broadcast add")
-    for i, (r0, r1) in enumerate(chunks(bv.planes, step)):
-        t = slots[i % len(slots)]["x"]
-        ctx.dma3("load", bv, r0, r1, "vec", t)
-        ctx.b.vec(func, r1 - r0, inner, s0_addr=t, s1_addr=vs, d_addr=t, bcast="row")
-        ctx.dma3("store", ov, r0, r1, "vec", t)
+    outer, rows = int(np.prod(shape[:j])), int(np.prod(shape[j:k]))
+    sa, ba, oa = (_flat(ctx, v).region.addr for v in (small, big, out))
+    vs = ctx.alloc("vec", inner * 4, "broadcast operand")
+    step, slots = _row_tiles(ctx, rows, {"x": inner}, "broadcast add")
+    for o in range(outer):
+        ctx.b.load("vec", vs, sa + o * inner * 4, 1, inner)
+        block = o * rows * inner * 4
+        bv = View3(rows, 1, inner, ba + block, inner, inner, "logical")
+        ov = View3(rows, 1, inner, oa + block, inner, inner, "logical")
+        for i, (r0, r1) in enumerate(chunks(rows, step)):
+            t = slots[i % len(slots)]["x"]
+            ctx.dma3("load", bv, r0, r1, "vec", t)
+            ctx.b.vec(func, r1 - r0, inner, s0_addr=t, s1_addr=vs, d_addr=t, bcast="row")
+            ctx.dma3("store", ov, r0, r1, "vec", t)
 
 
 # ---------------------------------------------------------------- slice, pad, concat
