@@ -730,6 +730,48 @@ def _smallest_broadcast(m: np.ndarray) -> np.ndarray:
     return m
 
 
+def _gather_rows(im, x: Value, axis: int, ids: Any) -> Value:
+    """``x`` indexed along ``axis`` by int64 ``ids`` (torch's shape: x.shape[:axis] + ids.shape +
+    x.shape[axis + 1:]) as an ``embedding`` of ``x`` viewed [x.shape[axis], rest]: a gather
+    whose gradient is the scatter-add, and on SAT a one-hot GEMM (constant ids as a one-hot
+    table, ids from an input as its one-hot rows)."""
+    ids = im.lift(ids)
+    if not isinstance(ids, Value) or ids.dtype != "int64":
+        raise UnsupportedOpError(f"indexing by {getattr(ids, 'dtype', type(ids).__name__)} "
+                                 "indices; satc gathers by int64 indices only")
+    if ids.name in im.g.constants:
+        arr = np.asarray(im.g.initializers[ids.name])
+        if arr.size and (arr.min() < 0 or arr.max() >= x.shape[axis]):
+            raise UnsupportedOpError(f"index {arr.min()}..{arr.max()} into an axis of size "
+                                     f"{x.shape[axis]} (negative or out of range)")
+    r, n = x.type.rank, x.shape[axis]
+    rest = [d for i, d in enumerate(x.shape) if i != axis]
+    front = [axis] + [i for i in range(r) if i != axis]
+    t = x if axis == 0 else im.emit("transpose", [x], {"perm": front})
+    table = im.emit("reshape", [t], {"shape": [n, int(np.prod(rest))]})
+    y = im.emit("embedding", [table, ids])
+    y = im.emit("reshape", [y], {"shape": list(ids.shape) + rest})
+    if axis == 0:
+        return y
+    k = len(ids.shape)                 # move the index dims from the front to ``axis``
+    perm = list(range(k, k + axis)) + list(range(k)) + list(range(k + axis, k + r - 1))
+    return im.emit("transpose", [y], {"perm": perm})
+
+
+def _index(im, a, kw):
+    """``x[..., ids, ...]`` (``aten.index.Tensor``) with one int64 index tensor: a gather."""
+    x, idx = a[0], list(a[1])
+    used = [i for i, v in enumerate(idx) if v is not None]
+    if not isinstance(x, Value) or len(used) != 1:
+        raise UnsupportedOpError(f"indexing with {len(used)} index tensors; satc gathers along "
+                                 "one axis (index one axis at a time)")
+    return _gather_rows(im, x, used[0], idx[used[0]])
+
+
+def _index_select(im, a, kw):
+    return _gather_rows(im, a[0], a[1] % a[0].type.rank, a[2])
+
+
 def _sdpa(im, a, kw):
     """``scaled_dot_product_attention`` as torch's math backend computes it: ``softmax(q k^T *
     scale + mask) v`` with the causal or boolean mask an additive constant (0 / -inf)."""
@@ -818,6 +860,7 @@ ATEN_HANDLERS: dict[Any, Handler] = {
     aten.softmax.int: _softmax, aten._softmax.default: _softmax,
     aten.matmul.default: _matmul, aten.mm.default: _matmul, aten.bmm.default: _matmul,
     aten.addmm.default: _addmm,
+    aten.index.Tensor: _index, aten.index_select.default: _index_select,
     aten.dropout.default: _dropout, aten.dropout_.default: _dropout,
     aten.slice.Tensor: _slice, aten.select.int: _select,
     aten.pad.default: _pad, aten.constant_pad_nd.default: _pad,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import satc
-from satc.errors import CompileError
+from satc.errors import CompileError, UnsupportedOpError
 from satc.sparsity import convert
 from tests.satc.test_compile import check_steps
 from tests.torch_reference import assert_close, assert_interpreted_step_matches_autograd
@@ -237,3 +237,39 @@ def test_a_per_sequence_padding_mask_compiles(sparsity):
         assert_close(res.grads[k], g, f"grad {k}")
     if sparsity == "dense":                         # and the loss is torch's
         assert res.loss == pytest.approx(F.cross_entropy(model(x, mask), y).item(), rel=1e-5)
+
+
+class Gathers(torch.nn.Module):
+    """``h[:, ids]`` and ``index_select`` along the last axis with constant ids (repeats and
+    reorders): a gather whose gradient is the scatter-add."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = torch.nn.Linear(6, 8), torch.nn.Linear(4 * 8, 3)
+
+    def forward(self, x):
+        h = self.fc(x)                                       # [N, 5, 8]
+        a = h[:, torch.tensor([4, 0, 0, 2])]                 # [N, 4, 8]
+        b = torch.index_select(h, 2, torch.tensor([1, 3, 3, 7, 0, 1, 2, 5]))
+        c = a + b[:, :4]
+        return self.head(c.reshape(c.shape[0], -1))
+
+
+@pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
+def test_index_by_constant_ids_trains_and_compiles(sparsity):
+    torch.manual_seed(0)
+    model, x, y = Gathers(), torch.randn(2, 5, 6), torch.tensor([0, 2])
+    g = satc.import_torch(model, (x,))
+    assert [n.op for n in g.nodes].count("embedding") == 2
+    assert_interpreted_step_matches_autograd(model, g, x.numpy(), y.numpy())
+    prog = satc.compile(model, example_inputs=(x,), sparsity=sparsity, hw="sat-small")
+    check_steps(prog, x.numpy(), y.numpy(), 2)
+
+
+def test_index_by_two_tensors_is_refused_with_the_fix():
+    class Two(torch.nn.Module):
+        def forward(self, x):
+            return x[torch.tensor([0, 1]), torch.tensor([1, 0])]
+
+    with pytest.raises(UnsupportedOpError, match="gathers along one axis"):
+        satc.import_torch(Two(), (torch.randn(2, 3),))
