@@ -273,3 +273,39 @@ def test_index_by_two_tensors_is_refused_with_the_fix():
 
     with pytest.raises(UnsupportedOpError, match="gathers along one axis"):
         satc.import_torch(Two(), (torch.randn(2, 3),))
+
+
+class InputGather(torch.nn.Module):
+    """``h[:, ids]`` with ids given as an int64 input: known only when the step runs."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.head = torch.nn.Linear(6, 8), torch.nn.Linear(3 * 8, 3)
+
+    def forward(self, x, ids):
+        a = self.fc(x)[:, ids]
+        return self.head(a.reshape(a.shape[0], -1))
+
+
+@pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
+def test_index_by_input_ids_runs_on_sat_with_new_ids_each_step(sparsity):
+    torch.manual_seed(0)
+    model, x, y = InputGather(), torch.randn(2, 5, 6), torch.tensor([0, 2])
+    prog = satc.compile(model, example_inputs=(x, torch.tensor([4, 1, 1])), sparsity=sparsity,
+                        hw="sat-small", optimizer=satc.SGD(lr=0.05))
+    state = prog.graph.initial_state()
+    for ids in ([4, 1, 1], [0, 3, 2]):
+        feeds = {"x": x.numpy(), "ids": np.array(ids), "y": y.numpy()}
+        ref = satc.interpret(prog.graph, feeds, state)
+        res = prog.step(feeds)
+        assert res.loss == pytest.approx(ref.loss, rel=1e-5)
+        for k, g in ref.grads.items():
+            assert_close(res.grads[k], g, f"ids {ids}: grad {k}")
+        state = ref.new_state
+    if sparsity == "dense":                           # the last step's loss is torch's
+        m = copy.deepcopy(model)
+        opt = torch.optim.SGD(m.parameters(), lr=0.05)
+        F.cross_entropy(m(x, torch.tensor([4, 1, 1])), y).backward()
+        opt.step()
+        assert ref.loss == pytest.approx(F.cross_entropy(m(x, torch.tensor([0, 3, 2])), y).item(),
+                                         rel=1e-5)
