@@ -175,6 +175,7 @@ def _sparsify_weight(g: Graph, spec: SparsitySpec, ff_node: Node, pregenerate: b
     if grad_key in g.outputs and spec.srste_lambda > 0:
         dw = g.outputs[grad_key]
         attrs = {"n": spec.n, "m": spec.m, "axis": FF_AXIS, "lam": spec.srste_lambda}
+        first = len(g.nodes)                   # the nodes added here move to just after dw's
         if ff_axis == FF_AXIS:
             refined = g.add1("srste_grad", [dw, w], attrs, Stage.WU, layer,
                              name=f"{layer}.srste_grad")
@@ -184,7 +185,8 @@ def _sparsify_weight(g: Graph, spec: SparsitySpec, ff_node: Node, pregenerate: b
             wt = g.add1("transpose", [w], t, Stage.WU, layer, name=f"{layer}.srste_w_t")
             rt = g.add1("srste_grad", [dwt, wt], attrs, Stage.WU, layer, name=f"{layer}.srste_grad")
             refined = g.add1("transpose", [rt], t, Stage.WU, layer, name=f"{layer}.srste_t")
-        added = [g.nodes.pop() for _ in range(1 if ff_axis == FF_AXIS else 4)][::-1]
+        added = g.nodes[first:]
+        del g.nodes[first:]
         at = g.nodes.index(dw.producer) + 1
         g.nodes[at:at] = added
         for n in g.nodes:

@@ -735,7 +735,6 @@ def _gather_rows(im, x: Value, axis: int, ids: Any) -> Value:
     x.shape[axis + 1:]) as an ``embedding`` of ``x`` viewed [x.shape[axis], rest]: a gather
     whose gradient is the scatter-add, and on SAT a one-hot GEMM (constant ids as a one-hot
     table, ids from an input as its one-hot rows)."""
-    ids = im.lift(ids)
     if not isinstance(ids, Value) or ids.dtype != "int64":
         raise UnsupportedOpError(f"indexing by {getattr(ids, 'dtype', type(ids).__name__)} "
                                  "indices; satc gathers by int64 indices only")
@@ -762,7 +761,7 @@ def _index(im, a, kw):
     """``x[..., ids, ...]`` (``aten.index.Tensor``) with one int64 index tensor: a gather."""
     x, idx = a[0], list(a[1])
     used = [i for i, v in enumerate(idx) if v is not None]
-    if not isinstance(x, Value) or len(used) != 1:
+    if len(used) != 1:
         raise UnsupportedOpError(f"indexing with {len(used)} index tensors; satc gathers along "
                                  "one axis (index one axis at a time)")
     return _gather_rows(im, x, used[0], idx[used[0]])

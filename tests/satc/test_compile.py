@@ -53,13 +53,14 @@ def test_three_steps_match_interpreter(name, sparsity):
     check_steps(_compile(name, sparsity), x.numpy(), y.numpy(), 3)
 
 
-def check_steps(prog, x, y, steps: int) -> None:
-    """``steps`` emulated steps equal the interpreter: loss, logits, every gradient, all state."""
-    feeds = {"x": np.asarray(x), "y": np.asarray(y)}
+def check_steps(prog, x, y, steps: int, extra: dict | None = None) -> None:
+    """``steps`` emulated steps equal the interpreter: loss, logits, every gradient, all state
+    (``extra``: the program's other inputs by name, such as an attention mask)."""
+    feeds = {"x": np.asarray(x), **(extra or {}), "y": np.asarray(y)}
     state = prog.graph.initial_state()
     prog.state = {k: v.copy() for k, v in state.items()}
     for step in range(steps):
-        res = prog.step(x, y)
+        res = prog.step(feeds)
         ref = interpret(prog.graph, feeds, state)
         _close(res.loss, ref.loss, f"step {step} loss")
         _close(res.outputs["logits"], ref.outputs["logits"], f"step {step} logits")
