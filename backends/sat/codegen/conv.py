@@ -12,7 +12,10 @@ from the tile plan, and one GEMM instruction takes ``taps`` kernel taps
   packed indices of whole byte-aligned groups (the GEMM reads them as is);
 * :class:`WindowOperand` -- an NCHW activation seen as ``[C, N*Ho*Wo]``:
   each image's window for a kernel tap is one 3-D DMA (channels x rows x
-  cols) from the zero-padded DRAM copy -- im2col by address arithmetic.
+  cols) from the zero-padded DRAM copy -- im2col by address arithmetic; a staged
+  tile (:attr:`~satc.backends.sat.codegen.tiling.Tile.staged`) instead loads the padded
+  rows all its taps read at full width (long DRAM runs) and crops each tap's window
+  with vector copies.
 
 Conv FF: ``Y[Co, L] += W[Co, (tap, Ci)] X[(tap, Ci), L]`` over tap groups; BP:
 ``dX[Ci, L] += W^T[Ci, (tap, Co)] dY[(tap, Co), L]`` with dY windows
@@ -22,6 +25,7 @@ X[(tap, Ci), L]^T`` accumulated over image tiles of L (dY loaded once per group)
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -139,16 +143,21 @@ class WindowOperand:
     source: Callable[[int], tuple[Dense, int, int]]
     out_hw: tuple[int, int]
     channels_are_k: bool
+    stage: dict[int, int] | None = None     # B tile address -> its staging span's address
     sparse = False
 
     def load(self, ctx: LowerCtx, taps: list[int], o0: int, o1: int, k0: int, k1: int, buf: str,
              addr: int, idx_addr: int) -> Loaded:
-        """DMA per tap and image: channels x Ho rows x Wo cols of the tap's window."""
+        """DMA per tap and image: channels x Ho rows x Wo cols of the tap's window (staged:
+        :meth:`_load_staged`)."""
         (c0, c1), (l0, l1) = ((k0, k1), (o0, o1)) if self.channels_are_k else ((o0, o1), (k0, k1))
         ho, wo = self.out_hw
         hw = ho * wo
         if c1 - c0 > MAX_PLANES:
             raise ctx.fail(f"{c1 - c0} channels in one DMA", "tile channels below 4096")
+        if self.stage is not None:
+            self._load_staged(ctx, taps, c0, c1, l0, l1, buf, addr)
+            return Loaded(addr, l1 - l0, self.channels_are_k)
         for j, tap in enumerate(taps):
             st, oh, ow = self.source(tap)
             hp, wp = st.hw_padded
@@ -158,6 +167,37 @@ class WindowOperand:
                            planes=c1 - c0, dram_plane_stride=hp * wp, dram_row_stride=wp,
                            buf_plane_stride=l1 - l0, buf_row_stride=wo)
         return Loaded(addr, l1 - l0, self.channels_are_k)
+
+    def _load_staged(self, ctx: LowerCtx, taps: list[int], c0: int, c1: int, l0: int, l1: int,
+                     buf: str, addr: int) -> None:
+        """Per image one DMA of the padded rows the taps' windows span, all columns, laid
+        out [channel][image][row][col] at the staging span of ``addr``; then per tap and
+        output row one ``copy`` of every (channel, image) row pair into the tile slot the
+        per-tap DMA would have written (rows at a uniform stride on both sides)."""
+        ho, wo = self.out_hw
+        hw = ho * wo
+        src = [self.source(t) for t in taps]
+        st = src[0][0]
+        hp, wp = st.hw_padded
+        r0 = min(oh for _, oh, _ in src)
+        rows = max(oh for _, oh, _ in src) + ho - r0
+        span, chans, img0, imgs = rows * wp, c1 - c0, l0 // hw, (l1 - l0) // hw
+        stage = self.stage[addr]
+        for i in range(imgs):
+            ctx.b.load(buf, stage + i * span * 4, st.addr_of(img0 + i, c0, r0, 0), rows, wp,
+                       planes=chans, dram_plane_stride=hp * wp, dram_row_stride=wp,
+                       buf_plane_stride=imgs * span, buf_row_stride=wp)
+        for j, (_, oh, ow) in enumerate(src):
+            at = addr + j * chans * (l1 - l0) * 4
+            for r in range(ho):
+                for q0, q1 in chunks(chans * imgs, MAX_ROWS):
+                    ctx.b.vec("copy", q1 - q0, wo, s0_buf=buf, d_buf=buf, s0_stride=span,
+                              s0_addr=stage + (q0 * span + (oh - r0 + r) * wp + ow) * 4,
+                              d_addr=at + (q0 * hw + r * wo) * 4, d_stride=hw)
+
+    def staged_in(self, stage: dict[int, int]) -> WindowOperand:
+        """This operand loading through the staging spans ``stage`` (B tile address -> span)."""
+        return dataclasses.replace(self, stage=stage)
 
 
 def _idx_addr(p: GemmProblem, base: int, outer: int, k: int, esz: int) -> int:
@@ -191,6 +231,13 @@ def _tiled_gemm(ctx: LowerCtx, p: GemmProblem, tile: Tile, a, b,
     a_t = [ctx.alloc(p.a_buf, p.a_tile_bytes(tile.mt, kk), "A tile") for _ in range(slots)]
     b_t = [ctx.alloc(p.b_buf, p.b_tile_bytes(kk, nn), "B tile") for _ in range(slots)]
     c_t = [ctx.alloc("acc", tile.mt * nn * 4, "C tile") for _ in range(slots)]
+    if tile.staged and b.source(0)[0].hw_padded[1] == p.stage[4]:
+        span = p.stage_bytes(tile.nt, tile.kt, tile.taps)
+        b = b.staged_in({t: ctx.alloc(p.b_buf, span, "staging span") for t in b_t})
+    if tile.staged and p.fold == "n" and a.source(0)[0].padded \
+            and a.source(0)[0].hw_padded[1] <= p.stage[4]:     # WU dY: its rows at full width
+        span = p.a_stage_bytes(tile.mt, tile.kt)
+        a = a.staged_in({t: ctx.alloc(p.a_buf, span, "staging span") for t in a_t})
     nm = p.nm or (0, 0)
 
     def idx_of(base: int, outer: int, esz: int) -> int:

@@ -355,10 +355,23 @@ def _halo_runs(s: Dense) -> list[tuple[int, int, int]]:
     return [(0, 0, max(r[2] for r in runs))] + runs
 
 
+def _zero_whole_planes(s: Dense, burst: int) -> bool:
+    """Whether zeroing ``s``'s whole padded planes (one contiguous run, the data written over
+    it after) moves fewer DRAM bursts than its halo runs (:func:`_halo_runs`): true for small
+    maps, whose halo is mostly runs shorter than a burst."""
+    hp, wp = s.hw_padded
+    runs = sum(rows * -(-cols * 4 // burst) for _, rows, cols in _halo_runs(s)[1:] if rows and cols)
+    return -(-hp * wp * 4 // burst) < runs
+
+
 def zero_halos(ctx: LowerCtx, tensors: list[Dense]) -> None:
     """Write the zero halo of pooled padded tensors (DMA stores from one zero row on chip,
-    buffer strides 0: the same zeros are stored to every row of every plane)."""
-    width = max(_halo_runs(s)[0][2] for s in tensors)
+    buffer strides 0: the same zeros are stored to every row of every plane); small maps get
+    their whole planes zeroed instead (:func:`_zero_whole_planes`), the data stored over them."""
+    burst = ctx.cfg.dram_burst_bytes
+    whole = {id(s): _zero_whole_planes(s, burst) for s in tensors}
+    width = max(s.hw_padded[0] * s.hw_padded[1] if whole[id(s)] else _halo_runs(s)[0][2]
+                for s in tensors)
     zeros = ctx.const(f"zeros/{width}", np.zeros(width, np.float32))
     z = ctx.alloc("vec", width * 4, "zero row")
     ctx.b.load("vec", z, zeros.addr, 1, width)
@@ -368,6 +381,10 @@ def zero_halos(ctx: LowerCtx, tensors: list[Dense]) -> None:
         for p0 in range(0, n * c, MAX_PLANES):
             planes = min(MAX_PLANES, n * c - p0)
             base = s.region.addr + p0 * hp * wp * 4
+            if whole[id(s)]:
+                ctx.b.store("vec", z, base, planes, hp * wp, dram_row_stride=hp * wp,
+                            buf_row_stride=0)
+                continue
             for off, rows, cols in _halo_runs(s)[1:]:
                 if rows and cols:
                     ctx.b.store("vec", z, base + off * 4, rows, cols, planes=planes,

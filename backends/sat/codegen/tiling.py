@@ -80,6 +80,11 @@ class GemmProblem:
     channel, that every kernel row reads at an offset of ``wp`` per row (:attr:`Tile.wide`).
     ``bias_init``: each C tile starts as a bias row repeated over its rows, one DMA of
     ``mt`` runs of ``nt`` elements (``matmul_bias``), and the GEMMs accumulate onto it.
+    ``stage`` = (kh, kw, ho, wo, wp): B (a stride-1 conv window of ``ho x wo`` in rows of
+    ``wp`` padded columns) may instead be staged (:attr:`Tile.staged`): per image one DMA
+    of the padded rows all taps of an instruction read, at full width (runs of whole rows
+    instead of ``wo``-element ones), then per tap and output row one vector ``copy`` crops
+    the window into the B tile.
     """
 
     m: int
@@ -102,6 +107,7 @@ class GemmProblem:
     window: tuple[int, int, int, int] = ()
     row: int = 0
     bias_init: bool = False
+    stage: tuple[int, int, int, int, int] = ()
 
     def a_tile_bytes(self, mt: int, kt: int) -> int:
         """Bytes of one A tile (values and packed indices when compressed)."""
@@ -117,13 +123,16 @@ class GemmProblem:
             return align(nt * groups(kt, m) * n * self.b_bytes) + align(nt * row_bytes(kt, n, m))
         return align(kt * nt * self.b_bytes)
 
-    def buffer_use(self, mt: int, nt: int, kt: int, slots: int, taps: int = 1) -> dict[str, int]:
+    def buffer_use(self, mt: int, nt: int, kt: int, slots: int, taps: int = 1,
+                   staged: bool = False) -> dict[str, int]:
         """Bytes per on-chip buffer of a tiling with ``slots`` copies of every tile and
-        ``taps`` taps per GEMM instruction."""
+        ``taps`` taps per GEMM instruction (and of the staging span when ``staged``)."""
         kk, nn = self.instruction_kn(nt, kt, taps)
         use = {"act": 0, "wgt": 0, "acc": 0, "vec": 0}
-        use[self.a_buf] += slots * self.a_tile_bytes(mt, kk)
-        use[self.b_buf] += slots * self.b_tile_bytes(kk, nn)
+        use[self.a_buf] += slots * (self.a_tile_bytes(mt, kk)
+                                    + (self.a_stage_bytes(mt, kt) if staged else 0))
+        use[self.b_buf] += slots * (self.b_tile_bytes(kk, nn)
+                                    + (self.stage_bytes(nt, kt, taps) if staged else 0))
         use["acc"] += slots * align(mt * nn * 4)
         use["vec"] += slots * align(self.scatter * mt * nt * 4)
         return use
@@ -146,6 +155,33 @@ class GemmProblem:
         if self.fold == "k":
             return self.row * 4
         return (self.m * nt if nt == self.n else nt) * 4
+
+    def stage_rows(self, taps: int) -> int:
+        """Padded rows the windows of ``taps`` consecutive taps (row-major over the kernel)
+        span at most: the output rows plus one per further kernel row they touch."""
+        kh, kw, ho, _, _ = self.stage
+        return min(kh, (taps + kw - 2) // kw + 1) + ho - 1
+
+    def stage_channels_images(self, nt: int, kt: int) -> tuple[int, int]:
+        """(channels, images) of one B tile: K and N of a conv FF / BP window, N and K of a
+        WU window (whole images along the spatial axis)."""
+        if self.fold == "k":
+            return kt, nt // self.n_quantum
+        return nt, kt // self.k_quantum
+
+    def stage_bytes(self, nt: int, kt: int, taps: int) -> int:
+        """Bytes of one staging span: every channel and image of the tile, the padded rows of
+        ``taps`` taps at full width (:attr:`stage`)."""
+        channels, images = self.stage_channels_images(nt, kt)
+        return align(channels * images * self.stage_rows(taps) * self.stage[4] * self.b_bytes)
+
+    def a_stage_bytes(self, mt: int, kt: int) -> int:
+        """Bytes of the staging span of a WU dY tile (0 for FF / BP): ``mt`` channels x the
+        tile's images x ``ho`` rows at the padded width."""
+        if self.fold != "n":
+            return 0
+        _, _, ho, _, wp = self.stage
+        return align(mt * (kt // self.k_quantum) * ho * wp * self.a_bytes)
 
     def wide_columns(self, images: int) -> int:
         """N of one wide GEMM over ``images`` images: their segments, less the last rows
@@ -191,7 +227,8 @@ class Tile:
     kernel taps per GEMM instruction (see :attr:`GemmProblem.fold`); ``wide``: B is loaded
     once per K tile as shifted copies (:attr:`GemmProblem.window`), one GEMM per kernel row
     of ``taps`` = kw taps over ``seg`` output positions per image, some of which (the
-    padding columns, and the rows between images) are computed and dropped."""
+    padding columns, and the rows between images) are computed and dropped; ``staged``: B is
+    loaded as whole padded rows and cropped on chip (:attr:`GemmProblem.stage`)."""
 
     mt: int
     nt: int
@@ -203,6 +240,7 @@ class Tile:
     stationary_a: bool = False
     taps: int = 1
     wide: bool = False
+    staged: bool = False
 
 
 def nm_k_quantum(n: int, m: int) -> int:
@@ -235,6 +273,25 @@ def conv_window(node: Node) -> tuple[int, int, int, int]:
         wp = node.inputs[0].shape[3] + max(0, kw - 1 - pl) + max(0, wo - node.inputs[0].shape[3]
                                                                   + pl)
     return kh, kw, wp, (ho + kh - 2) * wp + wo
+
+
+def stage_window(node: Node, cfg: HardwareConfig) -> tuple[int, int, int, int, int]:
+    """(kh, kw, ho, wo, wp) of the stageable B window (:attr:`GemmProblem.stage`) of a stride-1
+    conv2d, conv2d_grad_input or conv2d_grad_weight whose window rows are shorter than a DRAM
+    burst; () otherwise. ``wp``: the padded width of the window's source."""
+    kh, kw = (node.attrs["weight_shape"] if node.op == "conv2d_grad_weight"
+              else node.inputs[1].shape)[2:]
+    if tuple(node.attrs["stride"]) != (1, 1) or kh * kw == 1:
+        return ()
+    pt, pl, pb, pr = node.attrs["padding"]
+    if node.op == "conv2d_grad_input":
+        ho, wo = node.outputs[0].shape[2:]
+        wp = conv_window(node)[2]
+    else:
+        x = node.inputs[0] if node.op == "conv2d" else node.inputs[1]
+        ho, wo = (node.outputs[0] if node.op == "conv2d" else node.inputs[0]).shape[2:]
+        wp = x.shape[3] + pl + pr
+    return (kh, kw, ho, wo, wp) if wo * 4 < cfg.dram_burst_bytes else ()
 
 
 def _matmul_problem(node: Node, pat: tuple[int, int] | None, kq: int, wbytes: int) -> GemmProblem:
@@ -279,7 +336,7 @@ def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
         return GemmProblem(co, x.shape[0] * hw, ci, taps=kh * kw, sparse="a" if nm else None,
                            nm=pat, n_quantum=hw, k_quantum=kq, a_buf="wgt", b_buf="act",
                            a_bytes=wbytes, fold="k", window=conv_window(node),
-                           row=y.shape[3])
+                           row=y.shape[3], stage=stage_window(node, cfg))
     if node.op == "conv2d_grad_input":
         _conv_checks(node)
         dy, w = node.inputs
@@ -291,14 +348,15 @@ def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
                            nm=pat, n_quantum=hw, k_quantum=kq, a_buf="wgt", b_buf="act",
                            a_bytes=wbytes, scatter=sh * sw if sh * sw > 1 else 0, fold="k",
                            row=-(-xs[3] // sw), window=conv_window(node),
-                           tap_sets=tuple(len(taps) for _, _, taps in bp_phases(node)[2]))
+                           stage=stage_window(node, cfg), tap_sets=tuple(len(taps) for _, _, taps in bp_phases(node)[2]))
     if node.op == "conv2d_grad_weight":
         _conv_checks(node)
         dy, x = node.inputs
         co, ci, kh, kw = node.attrs["weight_shape"]
         hw = dy.shape[2] * dy.shape[3]
         return GemmProblem(co, ci, dy.shape[0] * hw, taps=kh * kw, taps_in_k=False,
-                           k_quantum=hw, a_buf="act", b_buf="wgt", fold="n", row=dy.shape[3])
+                           k_quantum=hw, a_buf="act", b_buf="wgt", fold="n", row=dy.shape[3],
+                           stage=stage_window(node, cfg))
     return None
 
 
@@ -362,28 +420,60 @@ def gemm_work(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, cfg: Har
               interleave: bool = True, stationary_a: bool = False, taps: int = 1
               ) -> tuple[float, float]:
     """(compute, DMA) cycles of the whole tiled GEMM (see the module docstring)."""
+    compute, dma, _ = _gemm_work(p, mt, nt, kt, dataflow, cfg, interleave, stationary_a, taps,
+                                 staged=False)
+    return compute, dma
+
+
+def staged_work(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, cfg: HardwareConfig,
+                interleave: bool = True, stationary_a: bool = False, taps: int = 1
+                ) -> tuple[float, float, float]:
+    """(compute, DMA, vector) cycles of a staged tiling (:attr:`Tile.staged`): B moves as
+    whole padded rows, one DMA per image and instruction, and the vector unit crops it."""
+    return _gemm_work(p, mt, nt, kt, dataflow, cfg, interleave, stationary_a, taps, staged=True)
+
+
+def _gemm_work(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, cfg: HardwareConfig,
+               interleave: bool, stationary_a: bool, taps: int, staged: bool
+               ) -> tuple[float, float, float]:
     nm_, nn_ = -(-p.m // mt), -(-p.n // nt)
     outer = 1 if p.taps_in_k else p.taps
     images = max(nt // p.n_quantum, 1) if p.n_quantum > 1 else 1
     k_images = max(kt // p.k_quantum, 1) if p.fold == "n" else 1
-    compute = a_bytes = b_bytes = transfers = 0
+    compute = a_bytes = b_bytes = transfers = crop = a_staged = b_staged = 0
     for count, n_i, k_i, g in gemm_instructions(p, mt, nt, kt, taps):
         compute += count * (_tile_gemm_cycles(p, mt, n_i, k_i, dataflow, interleave,
                                               stationary_a, cfg) + cfg.issue_cycles)
-        a_bytes += count * p.a_tile_bytes(mt, k_i)
-        b_bytes += count * p.b_tile_bytes(k_i, n_i)
+        if staged and p.fold == "n":                # the dY rows at full width, then cropped
+            _, _, ho, wo, wp = p.stage
+            a_staged += transfer_cycles(count * mt * k_images * ho * wp * p.a_bytes,
+                                        ho * wp * p.a_bytes, cfg)
+            crop += count * ho * (cfg.issue_cycles + cfg.vector_latency_cycles
+                                  + math.ceil(mt * k_images * wo / cfg.vector_lanes))
+        else:
+            a_bytes += count * p.a_tile_bytes(mt, k_i)
         # A: one (3-D) DMA, plus its indices, or one per image of a dY window (WU);
-        # B: one per image and tap of a window, one for a matrix
+        # B: one per image and tap of a window (one per image, staged), one for a matrix
         transfers += count * ((k_images if p.fold == "n" else 1 + (p.sparse == "a"))
-                              + g * images * k_images + (p.sparse == "b"))
+                              + (1 if staged else g) * images * k_images + (p.sparse == "b"))
+        if staged:
+            channels, imgs = p.stage_channels_images(nt, kt)
+            run = p.stage_rows(g) * p.stage[4] * p.b_bytes
+            b_staged += transfer_cycles(count * channels * imgs * run, run, cfg)
+            crop += count * g * p.stage[2] * (cfg.issue_cycles + cfg.vector_latency_cycles
+                                              + math.ceil(channels * imgs * p.stage[3]
+                                                          / cfg.vector_lanes))
+        else:
+            b_bytes += count * p.b_tile_bytes(k_i, n_i)
     c_bytes = outer * p.m * p.n * 4
     transfers += outer * nm_ * nn_
     a_run, b_run = p.runs(mt, nt, kt)
     dma = transfer_cycles(a_bytes, a_run, cfg) + transfer_cycles(b_bytes, b_run, cfg) \
+        + a_staged + b_staged \
         + transfer_cycles(c_bytes, p.c_run(nt), cfg) + transfers * cfg.issue_cycles
     if p.bias_init:
         dma += transfer_cycles(c_bytes, nt * 4, cfg) + outer * nm_ * nn_ * cfg.issue_cycles
-    return compute, dma
+    return compute, dma, crop
 
 
 def wide_work(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, cfg: HardwareConfig,
@@ -411,9 +501,10 @@ def estimate_cycles(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, sl
     return _overlapped(*gemm_work(p, mt, nt, kt, dataflow, cfg, interleave, taps=taps), slots)
 
 
-def _overlapped(compute: float, dma: float, slots: int) -> int:
-    """Cycles of compute and DMA: overlapped when double buffered, in sequence otherwise."""
-    return int(max(compute, dma) if slots == 2 else compute + dma)
+def _overlapped(compute: float, dma: float, slots: int, vector: float = 0) -> int:
+    """Cycles of compute, DMA and vector work: overlapped when double buffered, in sequence
+    otherwise."""
+    return int(max(compute, dma, vector) if slots == 2 else compute + dma + vector)
 
 
 def _orientations(p: GemmProblem, cfg: HardwareConfig) -> list[tuple[str, bool]]:
@@ -423,12 +514,15 @@ def _orientations(p: GemmProblem, cfg: HardwareConfig) -> list[tuple[str, bool]]
             for sa in ((False, True) if df == "ws" and p.sparse is None else (False,))]
 
 
-def _layouts(p: GemmProblem, nt: int, kt: int) -> list[tuple[int, int, bool]]:
-    """(taps per instruction, buffer slots, wide) of every way to run an (nt, kt) tile: the
-    tap choices with double or single buffering, then the wide layout where it applies."""
-    out = [(taps, slots, False) for taps, slots in itertools.product(p.tap_choices(nt, kt), (2, 1))]
+def _layouts(p: GemmProblem, nt: int, kt: int) -> list[tuple[int, int, bool, bool]]:
+    """(taps per instruction, buffer slots, wide, staged) of every way to run an (nt, kt)
+    tile: the tap choices with double or single buffering, staged where B may be, then the
+    wide layout where it applies."""
+    stagings = (False, True) if p.stage else (False,)
+    out = [(taps, slots, False, staged) for taps, slots, staged
+           in itertools.product(p.tap_choices(nt, kt), (2, 1), stagings)]
     if p.window and p.wide_fits_fields(nt, kt):
-        out += [(p.window[1], slots, True) for slots in (2, 1)]
+        out += [(p.window[1], slots, True, False) for slots in (2, 1)]
     return out
 
 
@@ -443,20 +537,21 @@ def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: boo
     for mt in _candidates(p.m, p.m_quantum):
         for nt in _candidates(p.n, p.n_quantum):
             for kt in _candidates(p.k, p.k_quantum):
-                work: dict[tuple, tuple[float, float]] = {}    # the same for either slot count
-                for taps, slots, wide in _layouts(p, nt, kt):
+                work: dict[tuple, tuple[float, ...]] = {}    # the same for either slot count
+                for taps, slots, wide, staged in _layouts(p, nt, kt):
                     use = p.wide_buffer_use(mt, nt, kt, slots) if wide else \
-                        p.buffer_use(mt, nt, kt, slots, taps)
+                        p.buffer_use(mt, nt, kt, slots, taps, staged)
                     if any(use[b] > room[b] for b in use):
                         continue
                     for df, sa in _orientations(p, cfg):
-                        key = (taps, wide, df, sa)
+                        key = (taps, wide, staged, df, sa)
                         if key not in work:
                             work[key] = wide_work(p, mt, nt, kt, df, cfg, interleave, sa) if wide \
-                                else gemm_work(p, mt, nt, kt, df, cfg, interleave, sa, taps)
-                        compute, dma = work[key]
-                        t = Tile(mt, nt, kt, df, slots, _overlapped(compute, dma, slots),
-                                 interleave, sa, taps, wide)
+                                else staged_work(p, mt, nt, kt, df, cfg, interleave, sa, taps) \
+                                if staged else gemm_work(p, mt, nt, kt, df, cfg, interleave, sa, taps)
+                        compute, dma, *vector = work[key]
+                        t = Tile(mt, nt, kt, df, slots, _overlapped(compute, dma, slots, *vector),
+                                 interleave, sa, taps, wide, staged)
                         cost = t.cycles + DMA_WEIGHT * dma
                         if best is None or cost < best_cost:
                             best, best_cost = t, cost
