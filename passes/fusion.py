@@ -1,7 +1,7 @@
 """Fusion on a training graph: fewer nodes, so fewer DRAM round trips.
 
-:func:`fuse_batchnorm` makes three rewrites, :func:`fuse_layernorm` and
-:func:`fuse_matmul_bias` two each, all exact (the fused kernels compute what the nodes
+:func:`fuse_batchnorm` and :func:`fuse_matmul_bias` make three rewrites each,
+:func:`fuse_layernorm` two, all exact (the fused kernels compute what the nodes
 they replace did):
 
 * ``batchnorm_grad_input`` and ``batchnorm_grad_params`` over the same
@@ -37,6 +37,13 @@ other terms become inputs after ``invstd`` and the node defines the sum's output
   onto it, where the separate node loaded the product, added on the vector
   unit and stored it again. The backward pass reads neither the product nor
   the sum (``bias_grad`` reads dy, the matmul gradients its inputs).
+  A same-shape ``add`` that is the only reader of a ``matmul_bias`` output, directly or
+  through ``dropout`` (the identity in the compiled step), as a transformer's residual
+  stream after its projection and its second MLP layer, folds in
+  as the node's fourth input: SAT loads the residual tile into the accumulators,
+  adds the bias row on the vector unit and lets the GEMMs accumulate onto it, where
+  the separate add loaded the product and the residual and stored the sum (the
+  backward pass reads neither: ``add``'s gradient passes dy on).
   Its gradient pair fuses too: the weight-gradient ``matmul`` dW = dy^T x
   (``trans_a``; dy as itself or as its 2-D reshape) and the ``bias_grad`` of
   the same dy become one ``matmul_bias_grad`` with outputs (dW, db): SAT sums
@@ -78,12 +85,40 @@ def fuse_layernorm(graph: Graph) -> Graph:
 
 def fuse_matmul_bias(graph: Graph) -> Graph:
     """IR -> IR: a copy of ``graph`` with each matmul -> bias_add (last axis, the product
-    read by nothing else) as one ``matmul_bias`` node, and each weight-gradient matmul with
-    the bias_grad of its dy as one ``matmul_bias_grad`` (module docstring)."""
+    read by nothing else) as one ``matmul_bias`` node, a residual ``add`` of that node's
+    output folded in as its fourth input, and each weight-gradient matmul with the
+    bias_grad of its dy as one ``matmul_bias_grad`` (module docstring)."""
     g = graph.clone()
     _fuse_forward_bias(g)
+    _fuse_residuals(g)
     _fuse_bias_gradients(g)
     return g
+
+
+def _fuse_residuals(g: Graph) -> None:
+    users = g.users()
+    outputs = {id(v) for v in (*g.outputs.values(), *g.state_updates.values())}
+    fused: dict[int, Node | None] = {}
+    for add in g.nodes:
+        if add.op != "add" or add.inputs[0].shape != add.inputs[1].shape:
+            continue
+        for j, y in enumerate(add.inputs):
+            r, between = add.inputs[1 - j], []
+            while y.producer is not None and y.producer.op == "dropout" \
+                    and len(users.get(id(y), [])) == 1 and id(y) not in outputs:
+                between.append(y.producer)              # the identity in the compiled step
+                y = y.producer.inputs[0]
+            mm = y.producer
+            if mm is None or mm.op != "matmul_bias" or len(mm.inputs) != 3 or id(mm) in fused \
+                    or mm.stage != add.stage or mm.attrs.get("split_heads") \
+                    or mm.attrs.get("merge_heads") or len(users.get(id(y), [])) != 1 \
+                    or id(y) in outputs or r is add.inputs[j]:
+                continue
+            fused.update({id(n): None for n in (mm, *between)})
+            fused[id(add)] = Node("matmul_bias", (*mm.inputs, r), add.outputs, dict(mm.attrs),
+                                  mm.stage, mm.layer, f"{mm.name}_residual")
+            break
+    _replace(g, fused)
 
 
 def _fuse_bias_gradients(g: Graph) -> None:

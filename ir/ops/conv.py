@@ -226,16 +226,23 @@ register("matmul", infer=_mm_infer, kernel=_mm_kernel, grad=_mm_grad, macs=_mm_m
 
 
 def _mm_bias_infer(ts, attrs):
-    expect(len(ts) == 3, f"matmul_bias takes a, b and a bias, got {len(ts)} inputs")
+    expect(len(ts) in (3, 4), f"matmul_bias takes a, b, a bias and optionally a residual, got "
+                              f"{len(ts)} inputs")
     (y,) = _mm_infer(ts[:2], {k: v for k, v in attrs.items() if k != "split_heads"})
     expect(ts[2].rank == 1 and ts[2].shape[0] == y.shape[-1],
            f"matmul_bias bias {ts[2].shape} must be ({y.shape[-1]},), the last axis of {y.shape}")
-    return [TensorType(_stored_shape(y.shape, attrs), y.dtype)]
+    out = TensorType(_stored_shape(y.shape, attrs), y.dtype)
+    expect(len(ts) == 3 or (ts[3].shape == out.shape and not attrs.get("split_heads")
+                            and not attrs.get("merge_heads")),
+           f"matmul_bias residual {ts[3].shape if len(ts) > 3 else ()} must have the product's "
+           f"shape {out.shape} (and a row-major store)")
+    return [out]
 
 
 def _mm_bias_kernel(xs, attrs):
     a, b = _mm_operands(xs[0], xs[1], attrs)
-    return [_stored(np.matmul(a, b) + xs[2], attrs)]
+    y = _stored(np.matmul(a, b) + xs[2], attrs)
+    return [y + xs[3] if len(xs) > 3 else y]
 
 
 def _mm_bias_grad_infer(ts, attrs):
@@ -253,8 +260,10 @@ def _mm_bias_grad_kernel(xs, attrs):
 
 register("matmul_bias", infer=_mm_bias_infer, kernel=_mm_bias_kernel,
          macs=lambda ins, outs, attrs: _mm_macs(ins[:2], outs, attrs),
-         doc="a @ b + bias along the last axis: a matmul and the bias_add after it in one node, "
-             "the bias loaded into the accumulators before the GEMM (passes/fusion.py)")
+         doc="a @ b + bias along the last axis (+ a residual of the product's shape): a matmul "
+             "and the bias_add (and residual add) after it in one node, the bias (or the "
+             "residual, with the bias added on chip) loaded into the accumulators before the "
+             "GEMM (passes/fusion.py)")
 register("matmul_bias_grad", infer=_mm_bias_grad_infer, kernel=_mm_bias_grad_kernel,
          macs=_mm_macs,
          doc="(dW, db) = (dy^T x, dy summed over rows) of a Linear with a bias: its weight-gradient "

@@ -271,3 +271,49 @@ def test_fused_layernorm_trains_like_the_interpreter(sparsity):
     fwd = [i.func for i, lab in zip(ins, prog.labels)
            if i.op == "vec" and lab == "norm1/FF/layernorm" and i.rows * i.cols == 24 * 8]
     assert fwd == ["reduce_sum", "reduce_sqdev", "affine", "affine"]
+
+
+class _Residual(nn.Module):
+    """A residual MLP block whose second Linear's output passes a dropout (the identity in
+    the compiled step) before the residual add."""
+
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.inp, self.fc1, self.fc2 = nn.Linear(d, d), nn.Linear(d, 16), nn.Linear(16, d)
+        self.drop, self.head = nn.Dropout(0.1), nn.Linear(d, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.inp(x)
+        h = h + self.drop(self.fc2(torch.relu(self.fc1(h))))
+        return self.head(h.mean(1))
+
+
+def test_residual_add_folds_into_matmul_bias():
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 8)
+    tg = satc.build_training_graph(satc.import_torch(_Residual(), (x,)))
+    fg = fuse_matmul_bias(tg)
+    fc2 = next(n for n in fg.nodes if n.layer == "fc2" and n.op == "matmul_bias")
+    h = next(n for n in fg.nodes if n.layer == "inp" and n.op == "matmul_bias").outputs[0]
+    assert len(fc2.inputs) == 4 and fc2.inputs[3] is h          # a @ W + b + residual
+    ff = [n.op for n in fg.nodes if str(n.stage) == "FF"]
+    assert "add" not in ff and "dropout" not in ff              # both folded into fc2's node
+    assert sum(n.op == "matmul_bias" and len(n.inputs) == 4 for n in fg.nodes) == 1
+    assert_same_interpretation(tg, fg, {"x": x.numpy(), "y": np.array([1, 0, 3, 9])})
+
+
+@pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
+def test_residual_matmul_bias_trains_like_the_interpreter(sparsity):
+    """Two emulated steps equal the interpreter; fc2's C tiles start as the residual rows (a
+    DMA of rows of 8, not a repeated bias row) and its bias is added on the vector unit."""
+    from tests.satc.test_compile import check_steps
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 8)
+    prog = satc.compile(_Residual(), example_inputs=(x,), sparsity=sparsity, hw="sat-small")
+    check_steps(prog, x.numpy(), np.array([1, 0, 3, 9]), 2)
+    fc2 = [i for i, lab in zip(prog.program.instructions, prog.labels) if lab == "fc2/FF/matmul_bias"]
+    assert any(i.op == "load" and i.buf == "acc" and i.dram_row_stride == 8 for i in fc2)
+    assert not any(i.op == "load" and i.buf == "acc" and i.dram_row_stride == 0 for i in fc2)
+    assert any(i.op == "vec" and i.func == "add" and i.bcast == "row" and i.d_buf == "acc"
+               for i in fc2)
+    assert not any(lab.endswith("/FF/add") for lab in prog.labels)

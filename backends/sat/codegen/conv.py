@@ -350,6 +350,26 @@ def _bias_rows(ctx: LowerCtx, bias) -> Callable:
     return init
 
 
+def _residual_rows(ctx: LowerCtx, bias, residual, store: Callable) -> tuple[Callable, Callable]:
+    """(C-tile initialiser, C-tile store) of a ``matmul_bias`` with a residual: each C tile
+    starts as the residual tile (one DMA) and the GEMMs accumulate onto it; before the store
+    the bias row (loaded once into the vector buffer) is added on the vector unit."""
+    raddr, cols, _ = _stacked(ctx, residual)
+    n = bias.shape[0]
+    row = ctx.alloc("vec", n * 4, "bias row")
+    ctx.b.load("vec", row, ctx.dense(bias).region.addr, 1, n)
+
+    def init(m0, m1, n0, n1, c, c_stride):
+        ctx.b.load("acc", c, raddr + (m0 * cols + n0) * 4, m1 - m0, n1 - n0,
+                   dram_row_stride=cols, buf_row_stride=c_stride)
+
+    def store_with_bias(t, m0, m1, n0, n1, c, c_stride):
+        ctx.b.vec("add", m1 - m0, n1 - n0, s0_buf="acc", s0_addr=c, s0_stride=c_stride,
+                  s1_addr=row + n0 * 4, bcast="row", d_buf="acc", d_addr=c, d_stride=c_stride)
+        store(t, m0, m1, n0, n1, c, c_stride)
+    return init, store_with_bias
+
+
 class _ColumnSums:
     """db of a ``matmul_bias_grad``: the column sums of dy, accumulated on the vector unit
     from each dy^T tile the GEMM loads (the first N tile's; K tiles accumulate), stored
@@ -428,7 +448,8 @@ def lower_matmul(ctx: LowerCtx, node: Node) -> None:
     """Matmul with transposes: 2-D, or [..., K] rows times a 2-D weight, where input 1 may
     be an N:M weight (FF: trans_b, BP: plain); or batched over equal leading axes (one GEMM
     problem per batch matrix, both operands dense activations: attention).
-    ``matmul_bias`` (2-D weight): each C tile starts as the bias rows (:func:`_bias_rows`);
+    ``matmul_bias`` (2-D weight): each C tile starts as the bias rows (:func:`_bias_rows`), or
+    as the residual, the bias row added before the store (:func:`_residual_rows`);
     ``matmul_bias_grad``: dW = dy^T x with db summed from its dy tiles (:class:`_ColumnSums`)."""
     p, tile = _problem(ctx, node)
     a, b = node.inputs[:2]
@@ -441,9 +462,12 @@ def lower_matmul(ctx: LowerCtx, node: Node) -> None:
         baddr, bcols, bplane = _stacked(ctx, b)
         opb = MatrixOperand(baddr, bplane, bcols, tb)
     sums = _ColumnSums(ctx, p, node.outputs[1]) if node.op == "matmul_bias_grad" else None
-    _tiled_gemm(ctx, p, tile, opa, opb, _product_store(ctx, node),
-                init_c=_bias_rows(ctx, node.inputs[2]) if node.op == "matmul_bias" else None,
-                on_a=sums)
+    init, store = None, _product_store(ctx, node)
+    if node.op == "matmul_bias" and len(node.inputs) > 3:
+        init, store = _residual_rows(ctx, *node.inputs[2:], store)
+    elif node.op == "matmul_bias":
+        init = _bias_rows(ctx, node.inputs[2])
+    _tiled_gemm(ctx, p, tile, opa, opb, store, init_c=init, on_a=sums)
     if sums is not None:
         sums.store()
 
