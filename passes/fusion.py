@@ -1,6 +1,6 @@
 """Fusion on a training graph: fewer nodes, so fewer DRAM round trips.
 
-:func:`fuse_batchnorm` and :func:`fuse_matmul_bias` make three rewrites each,
+:func:`fuse_batchnorm` makes three rewrites, :func:`fuse_matmul_bias` four and
 :func:`fuse_layernorm` two, all exact (the fused kernels compute what the nodes
 they replace did):
 
@@ -44,6 +44,9 @@ other terms become inputs after ``invstd`` and the node defines the sum's output
   adds the bias row on the vector unit and lets the GEMMs accumulate onto it, where
   the separate add loaded the product and the residual and stored the sum (the
   backward pass reads neither: ``add``'s gradient passes dy on).
+  An exact ``gelu`` of a ``matmul_bias`` output (a transformer's first MLP layer) becomes
+  the node's second output (attr ``gelu``): SAT stores the product (``gelu_grad`` reads it)
+  and then the GELU of the same C tile, where the separate node loaded the product again.
   Its gradient pair fuses too: the weight-gradient ``matmul`` dW = dy^T x
   (``trans_a``; dy as itself or as its 2-D reshape) and the ``bias_grad`` of
   the same dy become one ``matmul_bias_grad`` with outputs (dW, db): SAT sums
@@ -52,7 +55,7 @@ other terms become inputs after ``invstd`` and the node defines the sum's output
   depend on the earlier one's output (the bias's optimizer step) move after it.
 
 The fused node takes the place of the last node it replaces (the first, for
-the gradient pair), after a check that nothing in between reads the values it
+the gradient pair and the GELU epilogue), after a check that nothing in between reads the values it
 now defines later.
 """
 
@@ -91,8 +94,23 @@ def fuse_matmul_bias(graph: Graph) -> Graph:
     g = graph.clone()
     _fuse_forward_bias(g)
     _fuse_residuals(g)
+    _fuse_gelu_epilogues(g)
     _fuse_bias_gradients(g)
     return g
+
+
+def _fuse_gelu_epilogues(g: Graph) -> None:
+    fused: dict[int, Node | None] = {}
+    for ge in g.nodes:
+        mm = ge.inputs[0].producer
+        if ge.op != "gelu" or ge.attrs.get("approximate", "none") != "none" or mm is None \
+                or mm.op != "matmul_bias" or len(mm.inputs) != 3 or mm.stage != ge.stage \
+                or id(mm) in fused or mm.attrs.get("split_heads") or mm.attrs.get("merge_heads"):
+            continue
+        fused[id(ge)] = None
+        fused[id(mm)] = Node("matmul_bias", mm.inputs, (*mm.outputs, *ge.outputs),
+                             {**mm.attrs, "gelu": True}, mm.stage, mm.layer, f"{mm.name}_gelu")
+    _replace(g, fused)
 
 
 def _fuse_residuals(g: Graph) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from satc.ir.ops.registry import expect, register
+from satc.ir.ops.tensor import gelu_kernel
 from satc.ir.ops.window import fold, out_size, windows
 from satc.ir.types import TensorType
 
@@ -236,12 +237,15 @@ def _mm_bias_infer(ts, attrs):
                             and not attrs.get("merge_heads")),
            f"matmul_bias residual {ts[3].shape if len(ts) > 3 else ()} must have the product's "
            f"shape {out.shape} (and a row-major store)")
-    return [out]
+    expect(not attrs.get("gelu") or len(ts) == 3, "matmul_bias with a gelu epilogue takes no residual")
+    return [out, out] if attrs.get("gelu") else [out]
 
 
 def _mm_bias_kernel(xs, attrs):
     a, b = _mm_operands(xs[0], xs[1], attrs)
     y = _stored(np.matmul(a, b) + xs[2], attrs)
+    if attrs.get("gelu"):
+        return [y, gelu_kernel([y], {})[0]]
     return [y + xs[3] if len(xs) > 3 else y]
 
 
@@ -263,7 +267,8 @@ register("matmul_bias", infer=_mm_bias_infer, kernel=_mm_bias_kernel,
          doc="a @ b + bias along the last axis (+ a residual of the product's shape): a matmul "
              "and the bias_add (and residual add) after it in one node, the bias (or the "
              "residual, with the bias added on chip) loaded into the accumulators before the "
-             "GEMM (passes/fusion.py)")
+             "GEMM; attr gelu: a second output gelu(a @ b + bias), computed from the C tile "
+             "(passes/fusion.py)")
 register("matmul_bias_grad", infer=_mm_bias_grad_infer, kernel=_mm_bias_grad_kernel,
          macs=_mm_macs,
          doc="(dW, db) = (dy^T x, dy summed over rows) of a Linear with a bias: its weight-gradient "

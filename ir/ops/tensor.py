@@ -117,7 +117,8 @@ def _erf(x: np.ndarray) -> np.ndarray:
 _SQRT_2_OVER_PI = np.sqrt(2.0 / np.pi)
 
 
-def _gelu_kernel(xs, attrs):
+def gelu_kernel(xs, attrs):
+    """GELU (exact erf, or tanh with approximate='tanh') in float64, rounded to x's dtype."""
     x = xs[0].astype(np.float64)
     if attrs.get("approximate", "none") == "tanh":
         y = 0.5 * x * (1 + np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x ** 3)))
@@ -143,7 +144,7 @@ def _gelu_infer(ts, attrs):
     return [ts[0]]
 
 
-register("gelu", infer=_gelu_infer, kernel=_gelu_kernel,
+register("gelu", infer=_gelu_infer, kernel=gelu_kernel,
          grad=lambda ctx, node, dys: [ctx.emit("gelu_grad", [dys[0], node.inputs[0]], node.attrs)],
          doc="GELU, exact (erf) or tanh approximation")
 register("gelu_grad", infer=lambda ts, a: [ts[0]], kernel=_gelu_grad_kernel,

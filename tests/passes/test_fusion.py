@@ -317,3 +317,45 @@ def test_residual_matmul_bias_trains_like_the_interpreter(sparsity):
     assert any(i.op == "vec" and i.func == "add" and i.bcast == "row" and i.d_buf == "acc"
                for i in fc2)
     assert not any(lab.endswith("/FF/add") for lab in prog.labels)
+
+
+class _GeluMLP(nn.Module):
+    """Linear, exact GELU, Linear: the GELU's input is also read by its gradient."""
+
+    def __init__(self, d: int = 8) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d, 16), nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(nn.functional.gelu(self.fc1(x))).mean(1)
+
+
+def test_gelu_becomes_a_matmul_bias_epilogue():
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 8)
+    tg = satc.build_training_graph(satc.import_torch(_GeluMLP(), (x,)))
+    fg = fuse_matmul_bias(tg)
+    fc1 = next(n for n in fg.nodes if n.layer == "fc1" and n.op == "matmul_bias")
+    assert fc1.attrs["gelu"] and len(fc1.outputs) == 2
+    users = fg.users()
+    assert {u.op for u in users[id(fc1.outputs[0])]} == {"gelu_grad"}     # the product
+    assert "matmul_bias" in {u.op for u in users[id(fc1.outputs[1])]}      # gelu -> fc2
+    assert "gelu" not in [n.op for n in fg.nodes]
+    assert [n.op for n in fuse_matmul_bias(fg).nodes] == [n.op for n in fg.nodes]
+    assert_same_interpretation(tg, fg, {"x": x.numpy(), "y": np.array([1, 0, 3, 9])})
+
+
+@pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
+def test_gelu_epilogue_trains_like_the_interpreter(sparsity):
+    """Two emulated steps equal the interpreter; fc1 stores each C tile twice, the product
+    and its GELU computed in place in the accumulators, and nothing loads the product in FF."""
+    from tests.satc.test_compile import check_steps
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 8)
+    prog = satc.compile(_GeluMLP(), example_inputs=(x,), sparsity=sparsity, hw="sat-small")
+    check_steps(prog, x.numpy(), np.array([1, 0, 3, 9]), 2)
+    fc1 = [i for i, lab in zip(prog.program.instructions, prog.labels) if lab == "fc1/FF/matmul_bias"]
+    gelus = [i for i in fc1 if i.op == "vec" and i.func == "gelu"]
+    assert gelus and all(i.s0_buf == i.d_buf == "acc" for i in gelus)
+    assert sum(i.op == "store" for i in fc1) == 2 * len(gelus)
+    assert not any("/FF/gelu" in lab for lab in prog.labels)

@@ -370,6 +370,19 @@ def _residual_rows(ctx: LowerCtx, bias, residual, store: Callable) -> tuple[Call
     return init, store_with_bias
 
 
+def _gelu_epilogue(ctx: LowerCtx, out, store: Callable) -> Callable:
+    """C-tile store of a ``matmul_bias`` with a gelu epilogue: the product, then its GELU
+    computed in place in the accumulators and stored into ``out``."""
+    store_gelu = _store_matrix(ctx, out)
+
+    def store_both(t, m0, m1, n0, n1, c, c_stride):
+        store(t, m0, m1, n0, n1, c, c_stride)
+        ctx.b.vec("gelu", m1 - m0, n1 - n0, s0_buf="acc", s0_addr=c, s0_stride=c_stride,
+                  d_buf="acc", d_addr=c, d_stride=c_stride)
+        store_gelu(t, m0, m1, n0, n1, c, c_stride)
+    return store_both
+
+
 class _ColumnSums:
     """db of a ``matmul_bias_grad``: the column sums of dy, accumulated on the vector unit
     from each dy^T tile the GEMM loads (the first N tile's; K tiles accumulate), stored
@@ -449,7 +462,8 @@ def lower_matmul(ctx: LowerCtx, node: Node) -> None:
     be an N:M weight (FF: trans_b, BP: plain); or batched over equal leading axes (one GEMM
     problem per batch matrix, both operands dense activations: attention).
     ``matmul_bias`` (2-D weight): each C tile starts as the bias rows (:func:`_bias_rows`), or
-    as the residual, the bias row added before the store (:func:`_residual_rows`);
+    as the residual, the bias row added before the store (:func:`_residual_rows`); with a gelu
+    epilogue its GELU is stored too (:func:`_gelu_epilogue`);
     ``matmul_bias_grad``: dW = dy^T x with db summed from its dy tiles (:class:`_ColumnSums`)."""
     p, tile = _problem(ctx, node)
     a, b = node.inputs[:2]
@@ -463,6 +477,8 @@ def lower_matmul(ctx: LowerCtx, node: Node) -> None:
         opb = MatrixOperand(baddr, bplane, bcols, tb)
     sums = _ColumnSums(ctx, p, node.outputs[1]) if node.op == "matmul_bias_grad" else None
     init, store = None, _product_store(ctx, node)
+    if node.attrs.get("gelu"):
+        store = _gelu_epilogue(ctx, node.outputs[1], store)
     if node.op == "matmul_bias" and len(node.inputs) > 3:
         init, store = _residual_rows(ctx, *node.inputs[2:], store)
     elif node.op == "matmul_bias":

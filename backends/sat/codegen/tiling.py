@@ -80,6 +80,7 @@ class GemmProblem:
     channel, that every kernel row reads at an offset of ``wp`` per row (:attr:`Tile.wide`).
     ``bias_init``: each C tile starts as a bias row repeated over its rows, one DMA of
     ``mt`` runs of ``nt`` elements (``matmul_bias``), and the GEMMs accumulate onto it.
+    ``stores``: C tiles stored per tile (2: a matmul_bias with a gelu epilogue).
     ``stage`` = (kh, kw, ho, wo, wp): B (a stride-1 conv window of ``ho x wo`` in rows of
     ``wp`` padded columns) may instead be staged (:attr:`Tile.staged`): per image one DMA
     of the padded rows all taps of an instruction read, at full width (runs of whole rows
@@ -108,6 +109,7 @@ class GemmProblem:
     row: int = 0
     bias_init: bool = False
     stage: tuple[int, int, int, int, int] = ()
+    stores: int = 1
 
     def a_tile_bytes(self, mt: int, kt: int) -> int:
         """Bytes of one A tile (values and packed indices when compressed)."""
@@ -314,7 +316,7 @@ def _matmul_problem(node: Node, pat: tuple[int, int] | None, kq: int, wbytes: in
     n = b.shape[-2] if tb else b.shape[-1]
     return GemmProblem(m, n, k, taps=int(math.prod(b.shape[:-2])), taps_in_k=not batched,
                        sparse="b" if pat else None, nm=pat, k_quantum=kq, b_bytes=wbytes,
-                       bias_init=node.op == "matmul_bias")
+                       bias_init=node.op == "matmul_bias", stores=2 if node.attrs.get("gelu") else 1)
 
 
 def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
@@ -466,11 +468,11 @@ def _gemm_work(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, cfg: Ha
         else:
             b_bytes += count * p.b_tile_bytes(k_i, n_i)
     c_bytes = outer * p.m * p.n * 4
-    transfers += outer * nm_ * nn_
+    transfers += outer * nm_ * nn_ * p.stores
     a_run, b_run = p.runs(mt, nt, kt)
     dma = transfer_cycles(a_bytes, a_run, cfg) + transfer_cycles(b_bytes, b_run, cfg) \
         + a_staged + b_staged \
-        + transfer_cycles(c_bytes, p.c_run(nt), cfg) + transfers * cfg.issue_cycles
+        + p.stores * transfer_cycles(c_bytes, p.c_run(nt), cfg) + transfers * cfg.issue_cycles
     if p.bias_init:
         dma += transfer_cycles(c_bytes, nt * 4, cfg) + outer * nm_ * nn_ * cfg.issue_cycles
     return compute, dma, crop
