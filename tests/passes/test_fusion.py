@@ -288,11 +288,16 @@ class _Residual(nn.Module):
         return self.head(h.mean(1))
 
 
-def test_residual_add_folds_into_matmul_bias():
+def _token_graphs(model: nn.Module):
+    """(x, the training graph of ``model`` on [4, 6, 8] tokens, that graph after fuse_matmul_bias)."""
     torch.manual_seed(0)
     x = torch.randn(4, 6, 8)
-    tg = satc.build_training_graph(satc.import_torch(_Residual(), (x,)))
-    fg = fuse_matmul_bias(tg)
+    tg = satc.build_training_graph(satc.import_torch(model, (x,)))
+    return x, tg, fuse_matmul_bias(tg)
+
+
+def test_residual_add_folds_into_matmul_bias():
+    x, tg, fg = _token_graphs(_Residual())
     fc2 = next(n for n in fg.nodes if n.layer == "fc2" and n.op == "matmul_bias")
     h = next(n for n in fg.nodes if n.layer == "inp" and n.op == "matmul_bias").outputs[0]
     assert len(fc2.inputs) == 4 and fc2.inputs[3] is h          # a @ W + b + residual
@@ -331,10 +336,7 @@ class _GeluMLP(nn.Module):
 
 
 def test_gelu_becomes_a_matmul_bias_epilogue():
-    torch.manual_seed(0)
-    x = torch.randn(4, 6, 8)
-    tg = satc.build_training_graph(satc.import_torch(_GeluMLP(), (x,)))
-    fg = fuse_matmul_bias(tg)
+    x, tg, fg = _token_graphs(_GeluMLP())
     fc1 = next(n for n in fg.nodes if n.layer == "fc1" and n.op == "matmul_bias")
     assert fc1.attrs["gelu"] and len(fc1.outputs) == 2
     users = fg.users()
