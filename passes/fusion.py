@@ -1,6 +1,6 @@
 """Fusion on a training graph: fewer nodes, so fewer DRAM round trips.
 
-:func:`fuse_batchnorm` makes three rewrites, :func:`fuse_matmul_bias` four and
+:func:`fuse_batchnorm` makes three rewrites, :func:`fuse_matmul_bias` five and
 :func:`fuse_layernorm` two, all exact (the fused kernels compute what the nodes
 they replace did):
 
@@ -44,6 +44,10 @@ other terms become inputs after ``invstd`` and the node defines the sum's output
   adds the bias row on the vector unit and lets the GEMMs accumulate onto it, where
   the separate add loaded the product and the residual and stored the sum (the
   backward pass reads neither: ``add``'s gradient passes dy on).
+  A ``conv2d`` whose only reader is a ``bias_add`` along the channel axis takes the bias
+  as its third input: SAT adds it to each C tile on the vector unit before the store
+  (and before the batchnorm statistics the conv may compute from the tile), where the
+  separate node loaded the conv output and stored it again.
   An exact ``gelu`` of a ``matmul_bias`` output (a transformer's first MLP layer) becomes
   the node's second output (attr ``gelu``): SAT stores the product (``gelu_grad`` reads it)
   and then the GELU of the same C tile, where the separate node loaded the product again.
@@ -93,10 +97,29 @@ def fuse_matmul_bias(graph: Graph) -> Graph:
     bias_grad of its dy as one ``matmul_bias_grad`` (module docstring)."""
     g = graph.clone()
     _fuse_forward_bias(g)
+    _fuse_conv_bias(g)
     _fuse_residuals(g)
     _fuse_gelu_epilogues(g)
     _fuse_bias_gradients(g)
     return g
+
+
+def _fuse_conv_bias(g: Graph) -> None:
+    users = g.users()
+    outputs = {id(v) for v in (*g.outputs.values(), *g.state_updates.values())}
+    fused: dict[int, Node | None] = {}
+    for ba in g.nodes:
+        y = ba.inputs[0]
+        conv = y.producer
+        if ba.op != "bias_add" or y.type.rank != 4 or ba.attrs["axis"] % 4 != 1 or conv is None \
+                or conv.op != "conv2d" or len(conv.inputs) != 2 or conv.attrs["groups"] != 1 \
+                or conv.stage != ba.stage \
+                or len(users.get(id(y), [])) != 1 or id(y) in outputs:
+            continue
+        fused[id(conv)] = None
+        fused[id(ba)] = Node("conv2d", (*conv.inputs, ba.inputs[1]), ba.outputs, dict(conv.attrs),
+                             conv.stage, conv.layer, f"{conv.name}_bias")
+    _replace(g, fused)
 
 
 def _fuse_gelu_epilogues(g: Graph) -> None:

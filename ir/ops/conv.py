@@ -53,12 +53,14 @@ def _cols(x: np.ndarray, w_shape, attrs) -> np.ndarray:
 
 
 def conv2d_kernel(xs, attrs):
-    """Forward conv (cross-correlation, like torch) as a grouped GEMM over im2col."""
-    x, w = xs
+    """Forward conv (cross-correlation, like torch) as a grouped GEMM over im2col; a third
+    input is a per-channel bias (``fuse_matmul_bias`` folds a conv's bias_add in)."""
+    x, w = xs[:2]
     co, g = w.shape[0], attrs["groups"]
     ho, wo = conv_geometry(x.shape, w.shape, attrs)
     y = np.matmul(w.reshape(g, co // g, -1)[None], _cols(x, w.shape, attrs))
-    return [y.reshape(x.shape[0], co, ho, wo)]
+    y = y.reshape(x.shape[0], co, ho, wo)
+    return [y + xs[2].reshape(1, co, 1, 1) if len(xs) > 2 else y]
 
 
 def conv2d_grad_weight_kernel(xs, attrs):
@@ -87,17 +89,22 @@ def conv2d_grad_input_kernel(xs, attrs):
 
 
 def _conv_infer(ts, attrs):
-    x, w = ts
+    expect(len(ts) in (2, 3), f"conv2d takes x, w and optionally a bias, got {len(ts)} inputs")
+    x, w = ts[:2]
     ho, wo = _check_conv(x.shape, w.shape, attrs)
+    expect(len(ts) == 2 or ts[2].shape == (w.shape[0],),
+           f"conv2d bias {ts[2].shape if len(ts) > 2 else ()} must be ({w.shape[0]},)")
     return [TensorType((x.shape[0], w.shape[0], ho, wo), x.dtype)]
 
 
 def _conv_grad(ctx, node, dys):
     (dy,) = dys
-    x, w = node.inputs
+    x, w = node.inputs[:2]
     attrs = {k: node.attrs[k] for k in CONV_ATTRS}
     dx = ctx.emit("conv2d_grad_input", [dy, w], {**attrs, "input_shape": list(x.shape)}, wrt=0)
     dw = ctx.emit("conv2d_grad_weight", [dy, x], {**attrs, "weight_shape": list(w.shape)}, wrt=1)
+    if len(node.inputs) > 2:
+        return [dx, dw, ctx.emit("bias_grad", [dy], {"axis": 1}, wrt=2)]
     return [dx, dw]
 
 
@@ -124,7 +131,7 @@ def _grad_weight_infer(ts, attrs):
 
 register("conv2d", infer=_conv_infer, kernel=conv2d_kernel, grad=_conv_grad,
          macs=lambda i, o, a: conv_macs(i[0].shape, i[1].shape, o[0].shape),
-         doc="y = conv(x, w): FF GEMM W_ff x X")
+         doc="y = conv(x, w) (+ bias per channel): FF GEMM W_ff x X")
 register("conv2d_grad_input", infer=_grad_input_infer, kernel=conv2d_grad_input_kernel,
          macs=lambda i, o, a: conv_macs(o[0].shape, i[1].shape, i[0].shape),
          doc="dx from (dy, w): BP GEMM W_bp^T x dY")

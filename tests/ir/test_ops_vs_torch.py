@@ -117,3 +117,21 @@ def test_adamw_matches_torch_over_three_steps():
         if k in dict(model.named_parameters()):
             assert_close(state[f"{k}.exp_avg"], ref.state[dict(model.named_parameters())[k]]["exp_avg"].numpy(),
                          f"exp_avg {k}")
+
+
+def test_conv_with_a_bias_input_differentiates_like_torch():
+    """conv2d's optional bias input (fuse_matmul_bias folds a bias_add into it): folded in the
+    forward graph before autodiff, its gradient rule gives torch's dw, dx and db."""
+    from satc.passes.fusion import fuse_matmul_bias
+    torch.manual_seed(3)
+    model = nn.Sequential(conv(padding=1), nn.Flatten(), nn.Linear(6 * 5 * 5, 5, bias=False))
+    x, y = torch.randn(2, 4, 5, 5), torch.tensor([1, 3])
+    g = fuse_matmul_bias(satc.import_torch(model, (x,)))
+    (c,) = [n for n in g.nodes if n.op == "conv2d"]
+    assert len(c.inputs) == 3 and "bias_add" not in [n.op for n in g.nodes]
+    tg = satc.build_training_graph(g, optimizer=satc.SGD(lr=0.1, momentum=0.9))
+    out = satc.interpret(tg, {"x": x.numpy(), "y": y.numpy()})
+    losses, grads, _ = torch_sgd_step(model, x, y, 0.1, 0.9, 0.0)
+    assert out.loss == pytest.approx(losses[0], rel=1e-5)
+    for k, v in grads.items():
+        assert_close(out.grads[k], v, f"grad {k}")

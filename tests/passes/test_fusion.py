@@ -157,15 +157,17 @@ def test_matmul_bias_fusion_merges_each_linear_and_keeps_every_number():
     fused = [n for n in fg.nodes if n.op == "matmul_bias"]
     assert sorted(n.layer for n in fused) == ["fc1", "fc2"]
     assert all(n.attrs.get("trans_b") for n in fused)
-    # each Linear's weight gradient takes its bias gradient; the conv's bias (axis 1) and
-    # its bias_grad stay, as do the input-gradient matmuls (fc1, fc2 BP)
+    # each Linear's weight gradient takes its bias gradient; the conv's bias (axis 1) becomes
+    # the conv's third input, its bias_grad stays, as do the input-gradient matmuls (fc1, fc2 BP)
     grads = [n for n in fg.nodes if n.op == "matmul_bias_grad"]
     assert sorted(n.layer for n in grads) == ["fc1", "fc2"]
     assert [tuple(v.shape) for n in grads for v in n.outputs] == [(10, 32), (10,), (32, 64), (32,)]
-    assert [n.layer for n in fg.nodes if n.op == "bias_add"] == ["conv"]
+    assert not [n for n in fg.nodes if n.op == "bias_add"]
+    (conv,) = [n for n in fg.nodes if n.op == "conv2d"]
+    assert conv.layer == "conv" and conv.inputs[2].name == "conv.bias"
     assert [n.layer for n in fg.nodes if n.op == "bias_grad"] == ["conv"]
     assert [n.stage for n in fg.nodes if n.op == "matmul"] == ["BP", "BP"]
-    assert len(fg.nodes) == len(tg.nodes) - 4
+    assert len(fg.nodes) == len(tg.nodes) - 5
     # every reader of a fused output comes after the node that now defines it
     pos = {id(n): i for i, n in enumerate(fg.nodes)}
     for n in grads:

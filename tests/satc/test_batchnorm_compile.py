@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import satc
+from satc.backends.sat.codegen.tiling import plan_tiles
 from tests.satc.test_compile import check_steps
 
 
@@ -58,13 +59,45 @@ def _data_passes(prog, node_op: str) -> list[list[str]]:
 
 @pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
 def test_batchnorm2d_residual_relu_in_few_passes(sparsity):
-    """batchnorm_relu: two passes for the statistics (sum, shifted sum of squares), then one
-    affine_relu, or with a residual an accumulating affine onto the loaded residual and a
-    relu; the step still trains like the interpreter with a data offset 50x the spread."""
+    """batchnorm_relu after a conv: the conv adds its bias and computes the statistics (sum,
+    shifted sum of squares) from each C tile before storing it, so the batchnorm reads x
+    once, for one affine_relu, or with a residual an accumulating affine onto the loaded
+    residual and a relu; the step still trains like the interpreter with a data offset 50x
+    the spread."""
     torch.manual_seed(0)
     x, y = torch.randn(4, 3, 6, 6) * 0.5 + 25, torch.randint(0, 10, (4,))
     prog = satc.compile(_ResidualBN(), example_inputs=(x,), sparsity=sparsity, hw="sat-small")
     plain, residual = _data_passes(prog, "batchnorm_relu")
-    assert plain == ["reduce_sum", "reduce_sqdev"] * 4 + ["affine_relu"] * 4, plain
-    assert residual == ["reduce_sum", "reduce_sqdev"] * 4 + ["affine", "relu"] * 4, residual
+    assert plain == ["affine_relu"] * 4, plain
+    # a wide-tiled conv (C tiles with padding columns) leaves the statistics to the batchnorm
+    plan = plan_tiles(prog.graph, prog.config)
+    wide = {n.layer: plan[n.name].tile.wide for n in prog.graph.nodes if n.op == "conv2d"}
+    assert not wide["c1"]
+    own = ["reduce_sum", "reduce_sqdev"] * 4 if wide["c2"] else []
+    assert residual == own + ["affine", "relu"] * 4, residual
+    for conv in _data_passes(prog, "conv2d")[:1 if wide["c2"] else 2]:
+        # per C tile: the bias, then the sum and the sum of squares about the first tile's mean
+        assert conv[-3:] == ["add", "reduce_sum", "reduce_sqdev"], conv
+        assert len(conv) % 3 == 0 and conv == ["add", "reduce_sum", "reduce_sqdev"] * (len(conv) // 3)
+    check_steps(prog, x.numpy(), y.numpy(), 2)
+
+
+class _PooledBN(nn.Module):
+    """A batchnorm whose input a maxpool makes (not a conv): it computes its own statistics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 3 * 3, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.b1(nn.functional.max_pool2d(self.c1(x), 2))).flatten(1))
+
+
+def test_batchnorm2d_of_a_pool_computes_its_statistics():
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 6, 6) * 0.5 + 25, torch.randint(0, 10, (4,))
+    prog = satc.compile(_PooledBN(), example_inputs=(x,), sparsity="dense", hw="sat-small")
+    (bn,) = _data_passes(prog, "batchnorm_relu")
+    assert bn == ["reduce_sum", "reduce_sqdev"] * 4 + ["affine_relu"] * 4, bn
     check_steps(prog, x.numpy(), y.numpy(), 2)

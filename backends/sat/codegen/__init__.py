@@ -18,6 +18,7 @@ import numpy as np
 from satc.backends.sat.builder import ProgramBuilder
 from satc.backends.sat.codegen import conv, loss, norm, optim, pool, sparse, tensor  # noqa: F401  (register lowerings)
 from satc.backends.sat.codegen.lowering import LOWERINGS, LowerCtx
+from satc.backends.sat.codegen.norm import conv_stats_values
 from satc.backends.sat.codegen.plan import MemoryPlan, plan_memory, zero_halos
 from satc.backends.sat.codegen.tiling import TilePlan, plan_tiles
 from satc.backends.sat.codegen.tokens import insert_tokens
@@ -54,8 +55,11 @@ def generate(graph: Graph, cfg: HardwareConfig, state: Mapping[str, np.ndarray] 
     if tiles is None:
         tiles = plan_tiles(graph, cfg, interleave)
     b = ProgramBuilder(cfg)
-    plan = plan_memory(graph, b, dict(state) if state is not None else graph.initial_state())
+    conv_stats = conv_stats_values(graph, tiles)
+    plan = plan_memory(graph, b, dict(state) if state is not None else graph.initial_state(),
+                       conv_stats)
     ctx = LowerCtx(cfg, b, plan.storage, tiles, interleave)
+    ctx.conv_stats = conv_stats
     ctx.graph_constants = {k: graph.initializers[k] for k in graph.constants}
     spans = []
     updates = {id(n) for n in graph.weight_update_nodes()}   # own buffer slice (partition.py)

@@ -40,6 +40,7 @@ from satc.backends.sat.codegen.conv_geometry import bp_phases
 from satc.backends.sat.codegen.grouped_conv import lower_grouped_conv
 from satc.backends.sat.codegen.memory import Compressed, Dense, TapMajor
 from satc.backends.sat.codegen.partition import align
+from satc.backends.sat.codegen.plan import stats_key
 from satc.backends.sat.codegen.tiling import GemmProblem, Tile
 from satc.backends.sat.nmformat import groups, index_bits
 from satc.ir.graph import Node
@@ -629,14 +630,15 @@ def _wide_offsets(node: Node, x: Dense, p: GemmProblem) -> tuple[list[int], list
 
 
 def _wide_gemm(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile, a, x: Dense,
-               offsets: tuple[list[int], list[int]]) -> None:
+               offsets: tuple[list[int], list[int]], bias: Callable | None = None) -> None:
     """Stride-1 conv FF or input gradient with wide windows: per (M, N, K) tile, kw DMAs load
     every image's padded rows from the first row any tap reads on, copy ``v`` from column
     ``cols[v]`` (``offsets``, :func:`_wide_offsets`), laid out [v][channel][image][seg];
     kernel row ``u`` is then one GEMM reading them ``rows[u]`` rows further (rows (v,
     channel) at a uniform stride), its output column ``i * wp + j`` of each image being
     output pixel (i, j). The columns j >= Wo and the rows between images are computed and
-    dropped by the stores. Taps are tap-major in K as in :func:`_tiled_gemm`."""
+    dropped by the stores. Taps are tap-major in K as in :func:`_tiled_gemm`. ``bias``
+    (:func:`_channel_bias`) is added to each C tile before its stores."""
     rows, cols = offsets
     row0 = min(rows)
     kh, kw, wp, seg = p.window
@@ -680,6 +682,8 @@ def _wide_gemm(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile, a, x: Dens
                                dataflow=tile.dataflow, trans_a=la.k_major and not a.sparse,
                                accumulate=(k0, u) != (0, 0), interleave=tile.interleave,
                                stationary_a=tile.stationary_a)
+            if bias is not None:             # the columns the GEMMs wrote
+                bias(m0, m1, c_addr, p.wide_columns(imgs), span)
             for j in range(imgs):
                 ctx.b.store("acc", c_addr + j * seg * 4, out.addr_of(img0 + j, m0, out.pads[0],
                                                                      out.pads[1]),
@@ -692,7 +696,8 @@ def lower_conv2d(ctx: LowerCtx, node: Node) -> None:
     """FF conv: Y[Co, L] = sum over taps of W_tap[Co, Ci] X_tap[Ci, L] (W_ff N:M along Ci);
     a wide tile (:attr:`Tile.wide`) loads each input window once for all taps
     (:func:`_wide_gemm`), falling back to per-tap windows when the input's storage is
-    padded wider than the conv."""
+    padded wider than the conv. A bias (third input) is added to each C tile on the vector
+    unit before it is stored (:func:`_channel_bias`), the batchnorm statistics after it."""
     if node.attrs["groups"] != 1:
         return lower_grouped_conv(ctx, node)
     p, tile = _problem(ctx, node)
@@ -701,11 +706,68 @@ def lower_conv2d(ctx: LowerCtx, node: Node) -> None:
     offsets = _wide_offsets(node, x, p) if tile.wide else None
     if offsets is not None:
         ctx.fresh_arena()
-        _wide_gemm(ctx, node, p, tile, opa, x, offsets)
+        bias = _channel_bias(ctx, node.inputs[2]) if len(node.inputs) > 2 else None
+        _wide_gemm(ctx, node, p, tile, opa, x, offsets, bias)
         return
     opb = _x_window(ctx, node, channels_are_k=True)
     ctx.fresh_arena()
-    _tiled_gemm(ctx, p, tile, opa, opb, _store_nchw(ctx, node.outputs[0], node.outputs[0].shape[2:]))
+    y = node.outputs[0]
+    store = _store_nchw(ctx, y, y.shape[2:])
+    stats = _ChannelStats(ctx, y, store) if y.name in ctx.conv_stats else None
+    store = stats or store
+    if len(node.inputs) > 2:
+        store = _biased(ctx, _channel_bias(ctx, node.inputs[2]), store)
+    _tiled_gemm(ctx, p, tile, opa, opb, store)
+    if stats is not None:
+        stats.finish()
+
+
+def _channel_bias(ctx: LowerCtx, bias) -> Callable[[int, int, int, int, int], None]:
+    """``add(m0, m1, c, cols, c_stride)``: the bias of channels m0:m1 (loaded once into the
+    vector buffer) added to a C tile of ``cols`` columns in the accumulators."""
+    addr = ctx.alloc("vec", bias.shape[0] * 4, "conv bias")
+    ctx.b.load("vec", addr, ctx.dense(bias).region.addr, 1, bias.shape[0])
+
+    def add(m0, m1, c, cols, c_stride):
+        ctx.b.vec("add", m1 - m0, cols, s0_buf="acc", s0_addr=c, s0_stride=c_stride,
+                  s1_addr=addr + m0 * 4, bcast="col", d_buf="acc", d_addr=c, d_stride=c_stride)
+    return add
+
+
+def _biased(ctx: LowerCtx, add: Callable, store: Callable) -> Callable:
+    """A C-tile store that adds the channel bias (:func:`_channel_bias`) first."""
+    def store_biased(t, m0, m1, n0, n1, c, c_stride):
+        add(m0, m1, c, n1 - n0, c_stride)
+        store(t, m0, m1, n0, n1, c, c_stride)
+    return store_biased
+
+
+class _ChannelStats:
+    """C-tile store of a conv whose output a batchnorm normalises (:func:`~.norm.conv_stats_values`):
+    before each tile is stored, its per-channel sum and sum of squares about k (the mean of
+    the channel's first N tile, as the batchnorm's own statistics would take the first
+    chunk's) accumulate on the vector unit; :meth:`finish` stores (sum, sumsq, k) into the
+    scratch the batchnorm reads."""
+
+    def __init__(self, ctx: LowerCtx, y, store: Callable) -> None:
+        self.ctx, self.y, self.store, self.c = ctx, y, store, y.shape[1]
+        self.addr = ctx.alloc("vec", 3 * self.c * 4, "channel statistics")
+
+    def __call__(self, t, m0, m1, n0, n1, c, c_stride) -> None:
+        b, sx, k = self.ctx.b, self.addr + m0 * 4, self.addr + (2 * self.c + m0) * 4
+        q = self.addr + (self.c + m0) * 4
+        b.vec("reduce_sum", m1 - m0, n1 - n0, s0_buf="acc", s0_addr=c, s0_stride=c_stride,
+              d_addr=sx, axis=1, accumulate=n0 > 0)
+        if n0 == 0:
+            b.vec("mul_imm", 1, m1 - m0, s0_addr=sx, d_addr=k, imm=1.0 / (n1 - n0))
+        b.vec("reduce_sqdev", m1 - m0, n1 - n0, s0_buf="acc", s0_addr=c, s0_stride=c_stride,
+              s1_addr=k, bcast="col", d_addr=q, axis=1, accumulate=n0 > 0)
+        self.store(t, m0, m1, n0, n1, c, c_stride)
+
+    def finish(self) -> None:
+        """DMA the [3, C] statistics to the batchnorm's scratch."""
+        dram = self.ctx.storage[stats_key(self.y.name)].region.addr
+        self.ctx.b.store("vec", self.addr, dram, 1, 3 * self.c)
 
 
 def phase_scatter(ctx: LowerCtx, node: Node, tile: Tile, phases, hm: int, wm: int, dm: int = 0

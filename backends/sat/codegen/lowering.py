@@ -76,6 +76,7 @@ class LowerCtx:
         self.b = builder
         self.storage = storage
         self.graph_constants: dict[str, np.ndarray] = {}
+        self.conv_stats: frozenset[str] = frozenset()    # see codegen.norm.conv_stats_values
         self.node: Node | None = None
         self.arena: Arena | None = None
         self._consts: dict[str, Region] = {}

@@ -56,8 +56,10 @@ from satc.backends.sat.codegen.tensor import (
     _store_vector,
     _tile_bytes,
 )
+from satc.backends.sat.codegen.plan import stats_key
+from satc.backends.sat.codegen.tiling import TilePlan
 from satc.errors import CompileError
-from satc.ir.graph import Node
+from satc.ir.graph import Graph, Node
 
 
 class _Resident:
@@ -196,13 +198,30 @@ def _shifted_sums(ctx: LowerCtx, c: _Channels, r: _Resident, shift: int, sx: int
         seen.add(c0)
 
 
+def conv_stats_values(graph: Graph, tiles: TilePlan) -> frozenset[str]:
+    """Conv outputs whose training-mode batchnorm statistics the conv computes from its C
+    tiles before storing them (sum and shifted sum of squares per channel, the shift the mean
+    of the channel's first N tile), so the batchnorm reads them instead of x: the FF
+    outputs of plain (not grouped, not wide-tiled) conv2d read by a batchnorm."""
+    out = set()
+    for node in graph.nodes:
+        conv = node.inputs[0].producer if node.inputs else None
+        if node.op in ("batchnorm", "batchnorm_relu") and node.attrs.get("training") \
+                and conv is not None and conv.op == "conv2d" and conv.attrs["groups"] == 1 \
+                and conv.stage == node.stage and conv.name in tiles and not tiles[conv.name].tile.wide:
+            out.add(node.inputs[0].name)
+    return frozenset(out)
+
+
 @lowering("batchnorm", "batchnorm_relu")
 def lower_batchnorm(ctx: LowerCtx, node: Node) -> None:
     """Training-mode batchnorm: y, batch mean, invstd and the new running statistics.
     ``batchnorm_relu`` (passes/fusion.py) also adds its residual input, when it has one, and
-    applies relu before y is stored. x is read once for the statistics (three passes per
-    element: the shifted sum and sum of squares) and once more for the affine apply (one
-    pass, plus one each for the residual add and the relu) unless it stays on chip."""
+    applies relu before y is stored. x is read once for the statistics (two passes per
+    element: the sum and the shifted sum of squares) and once more for the affine apply (one
+    pass, plus one each for the residual add and the relu) unless it stays on chip; when a
+    conv made x (:func:`conv_stats_values`), the conv computed the statistics from its C
+    tiles and x is read once, for the apply."""
     if not node.attrs["training"]:
         raise ctx.fail("eval-mode batchnorm", "the SAT lowering compiles training steps; "
                        "import the model in train mode")
@@ -219,7 +238,12 @@ def lower_batchnorm(ctx: LowerCtx, node: Node) -> None:
                        "mean", "var", "invstd", "scale", "shift", "running term")]
     k, sx, q, d, d2, mean, var, inv, scale, shift, term = vs
     r = _Resident(ctx, c, [c.view], temps=1)
-    _shifted_sums(ctx, c, r, k, sx, q)
+    if x.name in ctx.conv_stats:                # the conv computed them from its C tiles
+        stats = ctx.storage[stats_key(x.name)].region.addr
+        for row, dst in enumerate((sx, q, k)):
+            ctx.b.load("vec", dst, stats + row * c.channels * 4, 1, c.channels)
+    else:
+        _shifted_sums(ctx, c, r, k, sx, q)
     _vec1(ctx, "mul_imm", c, sx, mean, imm=1.0 / cnt)
     _vec1(ctx, "sub", c, mean, d, s1=k)                   # d = mean - shift
     _vec1(ctx, "mul", c, d, d2, s1=d)

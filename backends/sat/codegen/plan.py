@@ -122,8 +122,12 @@ class _Pool:
 
 
 
-def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -> MemoryPlan:
-    """Allocate DRAM for ``graph`` in ``b`` with ``state`` as the initial state contents."""
+def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray],
+                conv_stats: frozenset[str] = frozenset()) -> MemoryPlan:
+    """Allocate DRAM for ``graph`` in ``b`` with ``state`` as the initial state contents;
+    ``conv_stats``: conv outputs whose batchnorm statistics the conv computes
+    (:func:`~satc.backends.sat.codegen.norm.conv_stats_values`), each with a [3, C] scratch
+    ``<name>#stats`` live from the conv to the batchnorm."""
     cfg = b.config
     mixed = cfg.mixed_precision
     pads: dict[str, tuple] = {}
@@ -284,6 +288,12 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
                 pooled[v.name] = [i, i]
                 if isinstance(storage[v.name], Dense) and storage[v.name].padded:
                     halo_owner[v.name] = i
+    for node in graph.nodes:
+        if node.op in ("batchnorm", "batchnorm_relu") and node.inputs[0].name in conv_stats:
+            x = node.inputs[0]
+            key = stats_key(x.name)
+            derived[key] = (3, x.shape[1])
+            derived_span[key] = [position[id(x.producer)], position[id(node)]]
     for key, shape in derived.items():
         storage[key] = Dense(Region(key, 0, shape, "fp32"), shape)
         pooled[key] = list(derived_span[key])
@@ -310,6 +320,12 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray]) -
         halos.setdefault(i, []).append(storage[name])
     outputs = {k: storage[v.name] for k, v in graph.outputs.items()}
     return MemoryPlan(storage, states, inputs, outputs, halos, size)
+
+
+def stats_key(name: str) -> str:
+    """The DRAM scratch of the channel statistics a conv computes for its output ``name``:
+    rows sum(y), sum((y - k)^2), k (the shift)."""
+    return f"{name}#stats"
 
 
 def _place(b: ProgramBuilder, pooled: dict[str, list[int]], storage: dict[str, Storage]

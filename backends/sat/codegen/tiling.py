@@ -331,7 +331,7 @@ def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
         return None                 # grouped / depthwise: planned by its own lowering
     if node.op == "conv2d":
         _conv_checks(node)
-        x, w = node.inputs
+        x, w = node.inputs[:2]
         y = node.outputs[0]
         co, ci, kh, kw = w.shape
         hw = y.shape[2] * y.shape[3]
