@@ -1,6 +1,6 @@
 """Fusion on a training graph: fewer nodes, so fewer DRAM round trips.
 
-:func:`fuse_batchnorm` makes three rewrites, :func:`fuse_matmul_bias` five and
+:func:`fuse_batchnorm` makes four rewrites, :func:`fuse_matmul_bias` five and
 :func:`fuse_layernorm` two, all exact (the fused kernels compute what the nodes
 they replace did):
 
@@ -21,6 +21,12 @@ they replace did):
   becomes that ``relu_grad`` with the sum's terms as inputs after y: the SAT
   lowering adds them in dy's tile before the mask, where the separate nodes
   stored the sum and loaded it again.
+* a ``conv2d_grad_input`` (one group) whose output only a ``relu_grad`` reads, as its dy
+  or as one of its terms (the input gradient of the conv after a ReLU), folds that
+  ``relu_grad`` in: the node becomes ``conv2d_grad_input(dy, w, y, *other terms)`` with
+  attr ``relu_grad`` and defines the relu_grad's output. The SAT lowering starts each C
+  tile as the terms (a DMA into the accumulators) and masks it with y's tile before the
+  store, where the separate nodes stored dX, loaded it with y and stored the masked sum.
 
 :func:`fuse_layernorm` makes the same gradient-pair rewrite for layernorm
 (``layernorm_grad`` with outputs ``(dx, dgamma, dbeta)``: one read of ``x`` and
@@ -68,6 +74,8 @@ from __future__ import annotations
 from typing import Callable
 
 from satc.ir.graph import Graph, Node, Value
+from satc.ir.ops.conv import conv_macs
+from satc.ir.types import TensorType
 
 
 def fuse_batchnorm(graph: Graph) -> Graph:
@@ -77,6 +85,35 @@ def fuse_batchnorm(graph: Graph) -> Graph:
     _fuse_gradients(g)
     _fuse_relu_tails(g)
     _fuse_gradient_sums(g)
+    _fuse_relu_grad_epilogues(g)
+    return g
+
+
+def fuse_batchnorm_grad_stats(graph: Graph, on_chip_bytes: int) -> Graph:
+    """IR -> IR: a copy of ``graph`` where each ``batchnorm_grad`` whose dy is made by a
+    ``conv2d_grad_input`` with a folded relu_grad (:func:`fuse_batchnorm`) and whose x and dy
+    together exceed ``on_chip_bytes`` (the SAT vector buffer: the batchnorm streams them
+    twice, once for the sums and once for dx) takes its sums from that conv: the conv gets
+    attr ``bn_stats``, the batchnorm's (x, mean, invstd) as inputs after y and a second
+    output [C, 2] of sum(dx) and sum(dx * xhat) per channel, computed from its masked C
+    tiles before they are stored; the batchnorm takes them as a sixth input and reads x and
+    dy once. The first such batchnorm of a conv takes them (a dy read by two batchnorms,
+    the projection block's, serves the other as before)."""
+    g = graph.clone()
+    for bn in [n for n in g.nodes if n.op == "batchnorm_grad" and len(n.inputs) == 5]:
+        dy, x, _, mean, invstd = bn.inputs
+        conv = dy.producer
+        if conv is None or conv.op != "conv2d_grad_input" or not conv.attrs.get("relu_grad") \
+                or conv.attrs.get("bn_stats") or conv.stage != bn.stage or x.type.rank != 4 \
+                or x.type.nbytes + dy.type.nbytes <= on_chip_bytes:
+            continue
+        sums = Value(f"{bn.name}.sums", TensorType((x.shape[1], 2), dy.type.dtype))
+        fused = Node("conv2d_grad_input", (*conv.inputs[:3], x, mean, invstd, *conv.inputs[3:]),
+                     (*conv.outputs, sums), {**conv.attrs, "bn_stats": True}, conv.stage,
+                     conv.layer, conv.name)
+        _replace(g, {id(conv): fused})
+        _replace(g, {id(bn): Node(bn.op, (*bn.inputs, sums), bn.outputs, dict(bn.attrs),
+                                  bn.stage, bn.layer, bn.name)})
     return g
 
 
@@ -309,6 +346,27 @@ def _fuse_gradient_sums(g: Graph) -> None:
         fused[id(rg)] = Node("relu_grad", (s.inputs[0], rg.inputs[1], *s.inputs[1:]),
                              rg.outputs, dict(rg.attrs), rg.stage, rg.layer, rg.name)
     _replace(g, fused)
+
+
+def _fuse_relu_grad_epilogues(g: Graph) -> None:
+    """relu_grad(dy, y, *terms) where one of dy / terms is a conv2d_grad_input output read only
+    by it (the one with the most MACs when several are): conv2d_grad_input(dy', w, y, *the
+    others) with attr relu_grad, defining the relu_grad's output at its place."""
+    only_reader = _only_reader(g)
+    for rg in [n for n in g.nodes if n.op == "relu_grad"]:
+        grads = [v for v in (rg.inputs[0], *rg.inputs[2:]) if v.producer is not None
+                 and v.producer.op == "conv2d_grad_input" and len(v.producer.inputs) == 2
+                 and v.producer.attrs["groups"] == 1 and v.producer.stage == rg.stage
+                 and only_reader(v) is rg]
+        if not grads:
+            continue
+        dx = max(grads, key=lambda v: conv_macs(v.shape, v.producer.inputs[1].shape,
+                                                v.producer.inputs[0].shape))
+        conv = dx.producer
+        others = [v for v in (rg.inputs[0], *rg.inputs[2:]) if v is not dx]
+        node = Node("conv2d_grad_input", (*conv.inputs, rg.inputs[1], *others), rg.outputs,
+                    {**conv.attrs, "relu_grad": True}, conv.stage, conv.layer, conv.name)
+        _merge_pair(g, conv, rg, node, internal=dx)
 
 
 def _fuse_layernorm_sums(g: Graph) -> None:

@@ -77,6 +77,11 @@ def _fuse_batchnorm(g: Graph, o: CompileOptions) -> Graph:
     return fuse_batchnorm(g)
 
 
+def _fuse_batchnorm_grad_stats(g: Graph, o: CompileOptions) -> Graph:
+    from satc.passes.fusion import fuse_batchnorm_grad_stats
+    return fuse_batchnorm_grad_stats(g, o.hardware().vec_buffer_bytes)
+
+
 def _fuse_layernorm(g: Graph, o: CompileOptions) -> Graph:
     from satc.passes.fusion import fuse_layernorm
     return fuse_layernorm(g)
@@ -102,6 +107,7 @@ IR_PASSES: tuple[Pass, ...] = (
     Pass("build_training_graph", _build_training_graph, training=True),
     Pass("sparsify", _sparsify, training=True),
     Pass("fuse_batchnorm", _fuse_batchnorm),
+    Pass("fuse_batchnorm_grad_stats", _fuse_batchnorm_grad_stats),
     Pass("fuse_layernorm", _fuse_layernorm),
     Pass("fuse_matmul_bias", _fuse_matmul_bias),
     Pass("fold_transposes", _fold_transposes),

@@ -76,8 +76,9 @@ def conv2d_grad_weight_kernel(xs, attrs):
 
 
 def conv2d_grad_input_kernel(xs, attrs):
-    """dX = W^T dY per group, folded back onto the input (col2im)."""
-    dy, w = xs
+    """dX = W^T dY per group, folded back onto the input (col2im); with attr ``relu_grad``
+    (passes/fusion.py) the relu_grad of (dX + terms...) by y = xs[2], terms = xs[3:]."""
+    dy, w = xs[:2]
     xshape = tuple(attrs["input_shape"])
     stride, pads, dil, g = _geom(attrs)
     co, cig, kh, kw = w.shape
@@ -85,7 +86,18 @@ def conv2d_grad_input_kernel(xs, attrs):
     wt = w.reshape(g, co // g, cig * kh * kw).transpose(0, 2, 1)
     dcols = np.matmul(wt[None], dy.reshape(n, g, co // g, ho * wo))
     dcols = dcols.reshape(n, g * cig, kh, kw, ho, wo)
-    return [np.ascontiguousarray(fold(dcols, xshape[2:], stride, pads, dil))]
+    dx = np.ascontiguousarray(fold(dcols, xshape[2:], stride, pads, dil))
+    if not attrs.get("relu_grad"):
+        return [dx]
+    stats = 3 if attrs.get("bn_stats") else 0
+    dx = np.where(xs[2] > 0, sum(xs[3 + stats:], dx), 0).astype(dy.dtype)
+    if not stats:
+        return [dx]
+    x, mean, invstd = xs[3:6]
+    xhat = (x.astype(np.float64) - mean.reshape(1, -1, 1, 1)) * invstd.reshape(1, -1, 1, 1)
+    d64 = dx.astype(np.float64)
+    sums = np.stack([d64.sum(axis=(0, 2, 3)), (d64 * xhat).sum(axis=(0, 2, 3))], axis=1)
+    return [dx, sums.astype(dy.dtype)]
 
 
 def _conv_infer(ts, attrs):
@@ -114,11 +126,22 @@ def conv_macs(x_shape, w_shape, y_shape) -> int:
 
 
 def _grad_input_infer(ts, attrs):
-    dy, w = ts
+    stats = 3 if attrs.get("bn_stats") else 0
+    expect(len(ts) == 2 or (attrs.get("relu_grad") and len(ts) >= 3 + stats),
+           f"conv2d_grad_input takes dy and w (and y, [x, mean, invstd with attr bn_stats,] "
+           f"terms... with attr relu_grad), got {len(ts)} inputs")
+    dy, w = ts[:2]
     xshape = tuple(attrs["input_shape"])
     expect(tuple(dy.shape[2:]) == _check_conv(xshape, w.shape, attrs),
            f"conv2d_grad_input: dy {dy.shape} does not match input {xshape} and weight {w.shape}")
-    return [TensorType(xshape, dy.dtype)]
+    same = [*ts[2:3], *(ts[3:4] if stats else ()), *ts[3 + stats:]]
+    expect(all(tuple(t.shape) == xshape for t in same),
+           f"conv2d_grad_input: relu output, x and terms {[t.shape for t in same]} must be {xshape}")
+    if not stats:
+        return [TensorType(xshape, dy.dtype)]
+    expect(all(tuple(t.shape) == (xshape[1],) for t in ts[4:6]),
+           f"conv2d_grad_input: mean, invstd {[t.shape for t in ts[4:6]]} must be ({xshape[1]},)")
+    return [TensorType(xshape, dy.dtype), TensorType((xshape[1], 2), dy.dtype)]
 
 
 def _grad_weight_infer(ts, attrs):
@@ -134,7 +157,10 @@ register("conv2d", infer=_conv_infer, kernel=conv2d_kernel, grad=_conv_grad,
          doc="y = conv(x, w) (+ bias per channel): FF GEMM W_ff x X")
 register("conv2d_grad_input", infer=_grad_input_infer, kernel=conv2d_grad_input_kernel,
          macs=lambda i, o, a: conv_macs(o[0].shape, i[1].shape, i[0].shape),
-         doc="dx from (dy, w): BP GEMM W_bp^T x dY")
+         doc="dx from (dy, w): BP GEMM W_bp^T x dY; attr relu_grad: relu_grad(dx, y, *terms) "
+             "of inputs (dy, w, y, *terms), a relu_grad fused in; attr bn_stats: inputs (dy, w, "
+             "y, x, mean, invstd, *terms) and a second output [C, 2], per channel sum(dx) and "
+             "sum(dx * xhat) of the batchnorm that reads dx (passes/fusion.py)")
 register("conv2d_grad_weight", infer=_grad_weight_infer, kernel=conv2d_grad_weight_kernel,
          macs=lambda i, o, a: conv_macs(i[1].shape, o[0].shape, i[0].shape),
          doc="dw from (dy, x): WU GEMM dY x X^T")

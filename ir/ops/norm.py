@@ -97,8 +97,26 @@ def _bn_grad_params_kernel(xs, attrs):
 
 
 def _bn_grad_kernel(xs, attrs):
+    if len(xs) == 6:                     # the sums came with dy (passes/fusion.py)
+        dy, x, gamma, mean, invstd, sums = xs
+        v = _bn_view(x.ndim)
+        n = x.size // x.shape[1]
+        s = sums.astype(np.float64) * gamma.astype(np.float64).reshape(-1, 1)
+        g = dy.astype(np.float64) * gamma.reshape(v)
+        dx = (invstd.reshape(v) / n) * (n * g - s[:, 0].reshape(v)
+                                        - _bn_xhat(x, mean, invstd) * s[:, 1].reshape(v))
+        return [dx.astype(dy.dtype), sums[:, 1].copy(), sums[:, 0].copy()]
     dy, x, gamma, mean, invstd = xs
     return _bn_grad_input_kernel(xs, attrs) + _bn_grad_params_kernel([dy, x, mean, invstd], attrs)
+
+
+def _bn_grad_infer(ts, attrs):
+    expect(len(ts) in (5, 6), f"batchnorm_grad takes dy, x, gamma, mean, invstd and optionally "
+                              f"the sums [C, 2], got {len(ts)} inputs")
+    c = ts[1].shape[1]
+    expect(len(ts) == 5 or tuple(ts[5].shape) == (c, 2),
+           f"batchnorm_grad sums must be ({c}, 2), got {ts[5].shape if len(ts) > 5 else ()}")
+    return [ts[1], TensorType((c,), "float32"), TensorType((c,), "float32")]
 
 
 def _bn_relu_infer(ts, attrs):
@@ -127,10 +145,12 @@ register("batchnorm_grad_params",
          infer=lambda ts, a: [TensorType((ts[1].shape[1],), "float32")] * 2,
          kernel=_bn_grad_params_kernel, doc="(dgamma, dbeta) from (dy, x, mean, invstd)")
 register("batchnorm_grad",
-         infer=lambda ts, a: [ts[1]] + [TensorType((ts[1].shape[1],), "float32")] * 2,
+         infer=_bn_grad_infer,
          kernel=_bn_grad_kernel,
          doc="(dx, dgamma, dbeta) of training-mode batchnorm from (dy, x, gamma, mean, invstd): "
-             "batchnorm_grad_input and batchnorm_grad_params in one node (passes/fusion.py)")
+             "batchnorm_grad_input and batchnorm_grad_params in one node (passes/fusion.py); an "
+             "optional sixth input [C, 2] holds sum(dy) and sum(dy * xhat) per channel, computed "
+             "by dy's producer (fuse_batchnorm_grad_stats)")
 register("batchnorm_relu", infer=_bn_relu_infer, kernel=_bn_relu_kernel,
          doc="relu(batchnorm(x) [+ residual]) with batchnorm's statistics outputs: a training-mode "
              "batchnorm, the residual add and the relu after it in one node (passes/fusion.py)")

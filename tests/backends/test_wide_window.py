@@ -114,8 +114,8 @@ def test_wide_windows_train_like_the_interpreter(monkeypatch, sparsity, kt):
     torch.manual_seed(0)
     x, y = torch.randn(4, 3, 6, 6), torch.randint(0, 10, (4,))
     picked = _forced_wide(monkeypatch, kt, 3)           # 3 images a tile: 4 = 3 + 1
-    hw = replace(load_hardware("sat-small"), act_buffer_bytes=1 << 20,
-                 acc_buffer_bytes=1 << 18, wgt_buffer_bytes=1 << 18)   # fp32; room for the tiles
+    hw = replace(load_hardware("sat-small"), act_buffer_bytes=1 << 20, acc_buffer_bytes=1 << 18,
+                 wgt_buffer_bytes=1 << 18, vec_buffer_bytes=1 << 18)   # fp32; room for the tiles
     prog = satc.compile(_SameConvs(), example_inputs=(x,), sparsity=sparsity, hw=hw)
     assert {n.split(".")[0] for n in picked} >= {"stem", "c1", "c2", "c3"}
     assert {n.split(".")[0] for n in picked if n.endswith("conv2d_grad_input")} >= {"c1", "c2"}
@@ -128,4 +128,28 @@ def test_wide_windows_train_like_the_interpreter(monkeypatch, sparsity, kt):
     wide_b = [ins for ins in prog.program.instructions if ins.op == "gemm" and ins.b_buf == "act"
               and ins.b_stride in (3 * 62, 3 * 96)]
     assert len(wide_b) > 0
+    check_steps(prog, x.numpy(), y.numpy(), 1)
+
+
+@pytest.mark.parametrize("sparsity,kt", [("dense", None), ("bdwp:2:8", 32)])
+def test_wide_input_gradient_with_folded_relu_and_batchnorm_sums(monkeypatch, sparsity, kt):
+    """A wide input gradient that folds a relu_grad and computes its batchnorm's sums
+    (passes/fusion.py): the mask and x chunks follow the wide C layout (rows of wp, gap
+    columns dropped), and the step trains like the interpreter."""
+    from tests.passes.test_fusion import _Streamed
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))
+    picked = _forced_wide(monkeypatch, kt, 3)
+    hw = replace(load_hardware("sat-small"), act_buffer_bytes=1 << 21, acc_buffer_bytes=1 << 20,
+                 wgt_buffer_bytes=1 << 19, vec_buffer_bytes=1 << 18)
+    prog = satc.compile(_Streamed(), example_inputs=(x,), sparsity=sparsity, hw=hw,
+                        exclude=["fc"])
+    (c2,) = [n for n in prog.graph.nodes if n.op == "conv2d_grad_input" and n.layer == "c2"]
+    assert c2.attrs.get("bn_stats") and c2.name in picked
+    sums = [i for i, lab in zip(prog.program.instructions, prog.labels)
+            if lab == "c2/BP/conv2d_grad_input" and i.op == "vec" and i.func == "reduce_sum_dot"]
+    # 3x3 pad 1 on 16x16: rows of wp = 18, segments of (16 + 1) * 18 + 16 = 322 per image; the
+    # sums read dx in the accumulators, channel planes one C tile (3 images, then 3, then 2) apart
+    assert sums and all(i.s0_buf == "acc" for i in sums)
+    assert {i.s0_stride for i in sums} == {3 * 322, 2 * 322}
     check_steps(prog, x.numpy(), y.numpy(), 1)

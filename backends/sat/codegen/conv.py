@@ -29,6 +29,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from satc.backends.sat.codegen.lowering import (
     MAX_PLANES,
     MAX_ROWS,
@@ -39,9 +41,11 @@ from satc.backends.sat.codegen.lowering import (
 from satc.backends.sat.codegen.conv_geometry import bp_phases
 from satc.backends.sat.codegen.grouped_conv import lower_grouped_conv
 from satc.backends.sat.codegen.memory import Compressed, Dense, TapMajor
+from satc.backends.sat.codegen.norm import _xhat_pair
 from satc.backends.sat.codegen.partition import align
 from satc.backends.sat.codegen.plan import stats_key
-from satc.backends.sat.codegen.tiling import GemmProblem, Tile
+from satc.backends.sat.codegen.tensor import _Channels, _load_vector, _store_vector
+from satc.backends.sat.codegen.tiling import MASK_CHUNKS, GemmProblem, Tile
 from satc.backends.sat.nmformat import groups, index_bits
 from satc.ir.graph import Node
 
@@ -496,17 +500,140 @@ def _act(ctx: LowerCtx, v) -> Dense:
     return s
 
 
+@dataclass(frozen=True)
+class ImageTile:
+    """Where images ``img0 : img0 + imgs``, channels ``m0:m1`` of an NCHW activation lie in a
+    buffer tile: image j at element ``j * img_step``, channel planes ``plane_stride`` apart,
+    rows of ``hw[1]`` values ``row_stride`` apart (``hw``: the rows and columns moved)."""
+
+    img0: int
+    imgs: int
+    m0: int
+    m1: int
+    img_step: int
+    plane_stride: int
+    row_stride: int
+    hw: tuple[int, int]
+
+    def dmas(self, ctx: LowerCtx, kind: str, t: Dense, buf: str, addr: int) -> None:
+        """One ``kind`` ('load' / 'store') DMA per image between ``t`` and the tile at ``addr``."""
+        hp, wp = t.hw_padded
+        for j in range(self.imgs):
+            getattr(ctx.b, kind)(buf, addr + j * self.img_step * 4,
+                                 t.addr_of(self.img0 + j, self.m0, t.pads[0], t.pads[1]),
+                                 *self.hw, planes=self.m1 - self.m0, dram_plane_stride=hp * wp,
+                                 dram_row_stride=wp, buf_plane_stride=self.plane_stride,
+                                 buf_row_stride=self.row_stride)
+
+
+def _packed_images(hw: tuple[int, int], m0: int, m1: int, n0: int, n1: int,
+                   c_stride: int) -> ImageTile:
+    """The layout of a C tile of columns n0:n1 (whole images of ``hw`` pixels, packed)."""
+    per = hw[0] * hw[1]
+    return ImageTile(n0 // per, (n1 - n0) // per, m0, m1, per, c_stride, hw[1], hw)
+
+
 def _store_nchw(ctx: LowerCtx, out, hw: tuple[int, int]) -> Callable:
     s = _act(ctx, out)
-    ho, wo = hw
-    hp, wp = s.hw_padded
 
     def store(_t, m0, m1, n0, n1, c, c_stride):
-        for img in range(n0 // (ho * wo), n1 // (ho * wo)):
-            ctx.b.store("acc", c + (img * ho * wo - n0) * 4, s.addr_of(img, m0, s.pads[0], s.pads[1]),
-                        ho, wo, planes=m1 - m0, dram_plane_stride=hp * wp, dram_row_stride=wp,
-                        buf_plane_stride=c_stride, buf_row_stride=wo)
+        _packed_images(hw, m0, m1, n0, n1, c_stride).dmas(ctx, "store", s, "acc", c)
     return store
+
+
+class ReluMask:
+    """A relu_grad folded into an input gradient (attr ``relu_grad``, passes/fusion.py;
+    inputs dy, w, y, terms...). With ``init_terms`` each dX tile starts as the first term,
+    one DMA into it (:meth:`init`; only where that DMA writes every element the GEMMs then
+    accumulate onto). Before the tile is stored (:meth:`apply`), chunk by chunk (whole rows
+    of one image, :meth:`~.tiling.GemmProblem.mask_bytes`), the other terms are added and y,
+    loaded into a vector-buffer chunk tile of the same layout, masks it (vec ``relu_grad``).
+    The chunk tiles are zeroed once (a DMA of a zero row repeated), so the gaps of a layout
+    y does not fill (the dropped columns of a wide tile) read 0."""
+
+    ZERO_ROW = 1024
+
+    def __init__(self, ctx: LowerCtx, node: Node, p: GemmProblem, mt: int, row_stride: int,
+                 init_terms: bool) -> None:
+        self.ctx, self.init_terms, self.node = ctx, init_terms, node
+        self.y = _act(ctx, node.inputs[2])
+        stats = 3 if node.attrs.get("bn_stats") else 0
+        self.terms = [_act(ctx, v) for v in node.inputs[3 + stats:]]
+        size = p.mask_bytes(mt)
+        self.rows = max(1, size // (mt * row_stride * 4))
+        zeros = ctx.const(f"zeros/{self.ZERO_ROW}", np.zeros(self.ZERO_ROW, np.float32))
+        full, rest = divmod(size // 4, self.ZERO_ROW)
+        self.tiles = [ctx.alloc("vec", size, "relu mask chunk")
+                      for _ in range(MASK_CHUNKS * (3 if stats else 1))]
+        for t in self.tiles:
+            if full:
+                ctx.b.load("vec", t, zeros.addr, full, self.ZERO_ROW, dram_row_stride=0)
+            if rest:
+                ctx.b.load("vec", t + full * self.ZERO_ROW * 4, zeros.addr, 1, rest)
+        self.count = 0
+        self.stats = None
+        if stats:                        # the xhat pairs and the [C, 2] sums of the batchnorm
+            x, mean, invstd = node.inputs[3:6]
+            c = _Channels(ctx, x, 1)
+            pair = _xhat_pair(ctx, c, _load_vector(ctx, mean, "mean"),
+                              _load_vector(ctx, invstd, "invstd"))
+            self.stats = (_act(ctx, x), pair.addr, ctx.alloc("vec", c.channels * 8, "dx sums"))
+            self.seen: set[int] = set()
+
+    def init(self, buf: str, addr: int, where: ImageTile) -> bool:
+        """Load the first term into the tile at ``addr``: False when there is none to load."""
+        if self.init_terms and self.terms:
+            where.dmas(self.ctx, "load", self.terms[0], buf, addr)
+            return True
+        return False
+
+    def apply(self, buf: str, addr: int, where: ImageTile) -> None:
+        """Add the terms :meth:`init` did not load to the tile at ``addr`` and mask it by y."""
+        b = self.ctx.b
+        ch, stride, (h, w) = where.m1 - where.m0, where.plane_stride, where.hw
+        for j in range(where.imgs):
+            for r0, r1 in chunks(h, self.rows):
+                t = self.tiles[self.count % MASK_CHUNKS]
+                self.count += 1
+                c = addr + (j * where.img_step + r0 * where.row_stride) * 4
+                cols, span = (r1 - r0 - 1) * where.row_stride + w, (r1 - r0) * where.row_stride
+                for src in (*self.terms[1 if self.init_terms else 0:], self.y):
+                    hp, wp = src.hw_padded
+                    b.load("vec", t, src.addr_of(where.img0 + j, where.m0, src.pads[0] + r0,
+                                                 src.pads[1]),
+                           r1 - r0, w, planes=ch, dram_plane_stride=hp * wp, dram_row_stride=wp,
+                           buf_plane_stride=span, buf_row_stride=where.row_stride)
+                    func = "relu_grad" if src is self.y else "add"
+                    b.vec(func, ch, cols, s0_addr=t, s0_stride=span, s1_buf=buf, s1_addr=c,
+                          s1_stride=stride, d_buf=buf, d_addr=c, d_stride=stride)
+                if self.stats is not None:
+                    self._sums(where, j, r0, r1, buf, c, cols, span)
+
+    def _sums(self, where: ImageTile, j: int, r0: int, r1: int, buf: str, c: int, cols: int,
+              span: int) -> None:
+        """sum(dx) and sum(dx * xhat) of one masked chunk at ``c``, accumulated per channel:
+        x's chunk is loaded, made xhat (one affine into a third chunk tile: x's tile keeps its
+        zero gaps, xhat's gaps hold the finite shift, which meets dx's zero gaps) and reduced
+        with it."""
+        x, pair, sums = self.stats
+        b, ch = self.ctx.b, where.m1 - where.m0
+        t = self.tiles[MASK_CHUNKS + self.count % MASK_CHUNKS]
+        xhat = self.tiles[2 * MASK_CHUNKS + self.count % MASK_CHUNKS]
+        hp, wp = x.hw_padded
+        b.load("vec", t, x.addr_of(where.img0 + j, where.m0, x.pads[0] + r0, x.pads[1]),
+               r1 - r0, where.hw[1], planes=ch, dram_plane_stride=hp * wp, dram_row_stride=wp,
+               buf_plane_stride=span, buf_row_stride=where.row_stride)
+        b.vec("affine", ch, cols, s0_addr=t, s0_stride=span, s1_addr=pair + where.m0 * 8,
+              bcast="col", d_addr=xhat, d_stride=span)
+        b.vec("reduce_sum_dot", ch, cols, s0_buf=buf, s0_addr=c, s0_stride=where.plane_stride,
+              s1_addr=xhat, s1_stride=span, d_addr=sums + where.m0 * 8, axis=1,
+              accumulate=where.m0 in self.seen)
+        self.seen.add(where.m0)
+
+    def finish(self) -> None:
+        """Store the batchnorm's sums (attr ``bn_stats``) once every tile is done."""
+        if self.stats is not None:
+            _store_vector(self.ctx, self.node.outputs[1], self.stats[2])
 
 
 # ---------------------------------------------------------------- strided convolution
@@ -630,7 +757,8 @@ def _wide_offsets(node: Node, x: Dense, p: GemmProblem) -> tuple[list[int], list
 
 
 def _wide_gemm(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile, a, x: Dense,
-               offsets: tuple[list[int], list[int]], bias: Callable | None = None) -> None:
+               offsets: tuple[list[int], list[int]], bias: Callable | None = None,
+               mask: ReluMask | None = None) -> None:
     """Stride-1 conv FF or input gradient with wide windows: per (M, N, K) tile, kw DMAs load
     every image's padded rows from the first row any tap reads on, copy ``v`` from column
     ``cols[v]`` (``offsets``, :func:`_wide_offsets`), laid out [v][channel][image][seg];
@@ -638,7 +766,8 @@ def _wide_gemm(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile, a, x: Dens
     channel) at a uniform stride), its output column ``i * wp + j`` of each image being
     output pixel (i, j). The columns j >= Wo and the rows between images are computed and
     dropped by the stores. Taps are tap-major in K as in :func:`_tiled_gemm`. ``bias``
-    (:func:`_channel_bias`) is added to each C tile before its stores."""
+    (:func:`_channel_bias`) is added to each C tile before its stores; a ``mask``
+    (:class:`ReluMask`) starts it and masks it."""
     rows, cols = offsets
     row0 = min(rows)
     kh, kw, wp, seg = p.window
@@ -660,6 +789,8 @@ def _wide_gemm(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile, a, x: Dens
             span = imgs * seg
             c_addr = c_t[ct % slots]
             ct += 1
+            where = ImageTile(img0, imgs, m0, m1, seg, span, wp, (ho, wo))
+            onto = mask is not None and mask.init("acc", c_addr, where)
             for k0, k1 in chunks(p.k, tile.kt):
                 kk, sb = k1 - k0, b_t[ib % slots]
                 ib += 1
@@ -680,15 +811,13 @@ def _wide_gemm(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile, a, x: Dens
                                idx_buf=p.a_buf, idx_addr=la.idx_addr,
                                idx_stride=la.idx_stride if p.sparse else None,
                                dataflow=tile.dataflow, trans_a=la.k_major and not a.sparse,
-                               accumulate=(k0, u) != (0, 0), interleave=tile.interleave,
+                               accumulate=onto or (k0, u) != (0, 0), interleave=tile.interleave,
                                stationary_a=tile.stationary_a)
             if bias is not None:             # the columns the GEMMs wrote
                 bias(m0, m1, c_addr, p.wide_columns(imgs), span)
-            for j in range(imgs):
-                ctx.b.store("acc", c_addr + j * seg * 4, out.addr_of(img0 + j, m0, out.pads[0],
-                                                                     out.pads[1]),
-                            ho, wo, planes=m1 - m0, dram_plane_stride=ohp * owp,
-                            dram_row_stride=owp, buf_plane_stride=span, buf_row_stride=wp)
+            if mask is not None:
+                mask.apply("acc", c_addr, where)
+            where.dmas(ctx, "store", out, "acc", c_addr)
 
 
 @lowering("conv2d", pads=_conv_pads, derived=_derived)
@@ -770,17 +899,21 @@ class _ChannelStats:
         self.ctx.b.store("vec", self.addr, dram, 1, 3 * self.c)
 
 
-def phase_scatter(ctx: LowerCtx, node: Node, tile: Tile, phases, hm: int, wm: int, dm: int = 0
-                  ) -> tuple[Callable, Callable]:
+def phase_scatter(ctx: LowerCtx, node: Node, tile: Tile, phases, hm: int, wm: int, dm: int = 0,
+                  mask: ReluMask | None = None) -> tuple[Callable, Callable]:
     """(scatter, finish) of a strided input gradient: each phase's C tile goes into an on-chip
     dX tile by ``avgpool_grad`` (1x1 window, strides sh, sw: the zero-dilation of the phase;
-    the first phase writes the zeros), stored once per output tile at channel offset ``dm``."""
+    the first phase writes the zeros, or accumulates onto the ``mask``'s first term), stored
+    once per output tile at channel offset ``dm`` (masked first, with a ``mask``)."""
     sh, sw = node.attrs["stride"]
     dx = _act(ctx, node.outputs[0])
-    h, w_ = dx.shape[2:]
-    hp, wp = dx.hw_padded
     full = [ctx.alloc("vec", sh * sw * tile.mt * tile.nt * 4, "dX tile") for _ in range(tile.slots)]
     count = [0]
+
+    def where(m0, m1, n0, n1) -> ImageTile:
+        imgs = (n1 - n0) // (hm * wm)
+        return ImageTile(n0 // (hm * wm), imgs, m0 + dm, m1 + dm, sh * hm * sw * wm,
+                         imgs * sh * hm * sw * wm, sw * wm, tuple(dx.shape[2:]))
 
     def scatter(gi, m0, m1, n0, n1, c, c_stride):
         rho, sig, _ = phases[gi]
@@ -789,22 +922,21 @@ def phase_scatter(ctx: LowerCtx, node: Node, tile: Tile, phases, hm: int, wm: in
         if sh * per_ci > MAX_ROWS:
             raise ctx.fail(f"{per_ci} rows per channel in one input-gradient tile",
                            "use fewer images per tile")
+        onto = gi > 0 or (mask is not None and mask.init("vec", f, where(m0, m1, n0, n1)))
         for c0, c1 in chunks(m1 - m0, MAX_ROWS // (sh * per_ci)):
             q = (c1 - c0) * per_ci
             ctx.b.vec("avgpool_grad", sh * q - rho, sw * wm - sig, s1_buf="acc",
                       s1_addr=c + c0 * c_stride * 4, s1_stride=wm,
                       d_addr=f + ((c0 * per_ci * sh + rho) * sw * wm + sig) * 4, d_stride=sw * wm,
-                      window=(1, 1, sh, sw), accumulate=gi > 0)
+                      window=(1, 1, sh, sw), accumulate=onto)
 
     def finish(m0, m1, n0, n1):
         f = full[count[0] % tile.slots]
         count[0] += 1
-        imgs, img0 = (n1 - n0) // (hm * wm), n0 // (hm * wm)
-        for i in range(imgs):
-            ctx.b.store("vec", f + i * sh * hm * sw * wm * 4,
-                        dx.addr_of(img0 + i, m0 + dm, dx.pads[0], dx.pads[1]), h, w_,
-                        planes=m1 - m0, dram_plane_stride=hp * wp, dram_row_stride=wp,
-                        buf_plane_stride=imgs * sh * hm * sw * wm, buf_row_stride=sw * wm)
+        at = where(m0, m1, n0, n1)
+        if mask is not None:
+            mask.apply("vec", f, at)
+        at.dmas(ctx, "store", dx, "vec", f)
     return scatter, finish
 
 
@@ -812,7 +944,7 @@ def bp_operands(ctx: LowerCtx, node: Node) -> tuple:
     """(W^T operand, dY window operand, Hm, Wm, phases) of an input gradient (the windows of
     the flipped kernel, per output phase: :func:`bp_phases`); a strided one whose phase
     (0, 0) has no taps is refused."""
-    dy, w = node.inputs
+    dy, w = node.inputs[:2]
     opa = _weight(ctx, node, w, False, 0)
     s = _act(ctx, dy)
     hm, wm, phases = bp_phases(node)
@@ -857,15 +989,39 @@ def lower_conv2d_grad_input(ctx: LowerCtx, node: Node) -> None:
     opa, opb, hm, wm, phases = bp_operands(ctx, node)
     dy = _act(ctx, node.inputs[0])
     offsets = _wide_offsets(node, dy, p) if tile.wide else None
+    relu = node.attrs.get("relu_grad")
     if offsets is not None:
-        _wide_gemm(ctx, node, p, tile, opa, dy, offsets)
+        mask = ReluMask(ctx, node, p, tile.mt, p.window[2], init_terms=False) \
+            if relu else None                  # the gap columns of C: not loaded, not zeroed
+        _wide_gemm(ctx, node, p, tile, opa, dy, offsets, mask=mask)
+        if mask is not None:
+            mask.finish()
         return
     if tuple(node.attrs["stride"]) == (1, 1):
-        _tiled_gemm(ctx, p, tile, opa, opb, _store_nchw(ctx, node.outputs[0], (hm, wm)))
+        store = _store_nchw(ctx, node.outputs[0], (hm, wm))
+        if not relu:
+            _tiled_gemm(ctx, p, tile, opa, opb, store)
+            return
+        mask = ReluMask(ctx, node, p, tile.mt, wm, init_terms=True)
+
+        def init(m0, m1, n0, n1, c, c_stride):
+            mask.init("acc", c, _packed_images((hm, wm), m0, m1, n0, n1, c_stride))
+
+        def masked_store(t, m0, m1, n0, n1, c, c_stride):
+            mask.apply("acc", c, _packed_images((hm, wm), m0, m1, n0, n1, c_stride))
+            store(t, m0, m1, n0, n1, c, c_stride)
+        _tiled_gemm(ctx, p, tile, opa, opb, masked_store,
+                    init_c=init if mask.terms and mask.init_terms else None)
+        mask.finish()
         return
-    scatter, finish = phase_scatter(ctx, node, tile, phases, hm, wm)
+    sh, sw = node.attrs["stride"]
+    whole = tuple(node.outputs[0].shape[2:]) == (sh * hm, sw * wm)    # dX fills the dX tile
+    mask = ReluMask(ctx, node, p, tile.mt, sw * wm, init_terms=whole) if relu else None
+    scatter, finish = phase_scatter(ctx, node, tile, phases, hm, wm, mask=mask)
     _tiled_gemm(ctx, p, tile, opa, opb, scatter, [[t for t, _, _ in taps] for _, _, taps in phases],
                 finish)
+    if mask is not None:
+        mask.finish()
 
 
 @lowering("conv2d_grad_weight", pads=_conv_pads, derived=_derived)

@@ -170,8 +170,13 @@ def _sums(ctx: LowerCtx, c: _Channels, r: _Resident, xhat: _Pair) -> tuple[int, 
         seen.add(c0)
     if c.rank == 2:
         return sums, sums + c.channels * 4
+    return _split_pairs(ctx, c, sums)
+
+
+def _split_pairs(ctx: LowerCtx, c: _Channels, sums: int) -> tuple[int, int]:
+    """Addresses of sum(dy) and sum(dy * xhat) de-interleaved from [C, 2] pairs at ``sums``."""
     out = [ctx.alloc("vec", _tile_bytes(1, c.channels), n) for n in ("sum dy", "sum dy*xhat")]
-    for k, dst in enumerate(out):        # de-interleave the [C, 2] pairs
+    for k, dst in enumerate(out):
         ctx.b.vec("copy", c.channels, 1, s0_addr=sums + 4 * k, s0_stride=2, d_addr=dst,
                   d_stride=1)
     return out[0], out[1]
@@ -282,8 +287,10 @@ def lower_batchnorm_grad_input(ctx: LowerCtx, node: Node) -> None:
     k = gamma*invstd, a = -k*mean(dy), b = -k*mean(dy*xhat): the sums (two passes per
     element), then dx = x * (b*invstd) + (a - b*mean*invstd) as one affine of x and
     dx += k*dy as one accumulating multiply (two more). ``batchnorm_grad``
-    (passes/fusion.py) also stores the sums as dgamma = sum(dy*xhat) and dbeta = sum(dy)."""
-    dy, x, gamma, mean, invstd = node.inputs
+    (passes/fusion.py) also stores the sums as dgamma = sum(dy*xhat) and dbeta = sum(dy);
+    with a sixth input (fuse_batchnorm_grad_stats) the sums come computed by dy's producer
+    and x and dy are read once, for dx."""
+    dy, x, gamma, mean, invstd, *computed = node.inputs
     c = _check(ctx, node, x)
     dxv = ctx.dense(node.outputs[0]).view3()
     dyv = ctx.dense(dy).view3()
@@ -293,7 +300,10 @@ def lower_batchnorm_grad_input(ctx: LowerCtx, node: Node) -> None:
     k, a, b, bm = (ctx.alloc("vec", _tile_bytes(1, c.channels), n) for n in (
         "gamma*invstd", "-k*mean(dy)", "-k*mean(dy*xhat)", "b*invstd*mean"))
     r = _Resident(ctx, c, [c.view, dyv], temps=1)
-    dbeta, dgamma = _sums(ctx, c, r, _xhat_pair(ctx, c, vm, vi))
+    if computed:
+        dbeta, dgamma = _split_pairs(ctx, c, _load_vector(ctx, computed[0], "sum dy, sum dy*xhat"))
+    else:
+        dbeta, dgamma = _sums(ctx, c, r, _xhat_pair(ctx, c, vm, vi))
     if node.op == "batchnorm_grad":
         _store_vector(ctx, node.outputs[1], dgamma)
         _store_vector(ctx, node.outputs[2], dbeta)

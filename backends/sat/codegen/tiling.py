@@ -58,6 +58,12 @@ MAX_PLANES = field_max("load", "planes")
 #: (WU beside BP, the next layer's loads) need. ResNet-18 CIFAR b32 bdwp:2:8, list schedule:
 #: 0 -> 26.30 M cycles, 0.1 -> 25.67 M, 0.25 -> 25.63 M, 0.5 -> 25.63 M, 1 -> 25.74 M.
 DMA_WEIGHT = 0.25
+#: A relu_grad folded into an input gradient (:attr:`GemmProblem.c_loads`) masks the C tile in
+#: chunks of whole rows of one image, each in one of this many vec-buffer chunk tiles (y's
+#: next chunk loads while one is applied) of 1 / MASK_CHUNK_SHARE of the vec buffer (or one
+#: row of the tile's channels when that is more).
+MASK_CHUNKS = 2
+MASK_CHUNK_SHARE = 16
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,10 @@ class GemmProblem:
     ``bias_init``: each C tile starts as a bias row repeated over its rows, one DMA of
     ``mt`` runs of ``nt`` elements (``matmul_bias``), and the GEMMs accumulate onto it.
     ``stores``: C tiles stored per tile (2: a matmul_bias with a gelu epilogue).
+    ``c_loads``: tiles of the C tile's shape loaded per C tile (a relu_grad folded into an
+    input gradient: y and the gradient sum's terms), through :data:`MASK_CHUNKS` vec-buffer
+    chunk tiles of at least ``mask_budget`` bytes (:meth:`mask_bytes`); ``bn_stats``: x is
+    one of them, through twice as many chunk tiles more (x, xhat), and per-channel vectors.
     ``stage`` = (kh, kw, ho, wo, wp): B (a stride-1 conv window of ``ho x wo`` in rows of
     ``wp`` padded columns) may instead be staged (:attr:`Tile.staged`): per image one DMA
     of the padded rows all taps of an instruction read, at full width (runs of whole rows
@@ -110,6 +120,9 @@ class GemmProblem:
     bias_init: bool = False
     stage: tuple[int, int, int, int, int] = ()
     stores: int = 1
+    c_loads: int = 0
+    mask_budget: int = 0
+    bn_stats: bool = False
 
     def a_tile_bytes(self, mt: int, kt: int) -> int:
         """Bytes of one A tile (values and packed indices when compressed)."""
@@ -136,8 +149,23 @@ class GemmProblem:
         use[self.b_buf] += slots * (self.b_tile_bytes(kk, nn)
                                     + (self.stage_bytes(nt, kt, taps) if staged else 0))
         use["acc"] += slots * align(mt * nn * 4)
-        use["vec"] += slots * align(self.scatter * mt * nt * 4)
+        use["vec"] += slots * align(self.scatter * mt * nt * 4) \
+            + self.mask_use(mt)
         return use
+
+    def mask_use(self, mt: int) -> int:
+        """Vec-buffer bytes of a folded relu_grad's chunk tiles (and batchnorm vectors)."""
+        if not self.c_loads:
+            return 0
+        tiles = MASK_CHUNKS * (3 if self.bn_stats else 1) * self.mask_bytes(mt)
+        return tiles + (6 * align(self.m * 8) if self.bn_stats else 0)
+
+    def mask_bytes(self, mt: int) -> int:
+        """Bytes of one relu-mask chunk tile (:attr:`c_loads`) of ``mt`` channels: the budget,
+        or one row of the C layout when that is more (at most the padded width of a wide
+        tile, a dX row of a strided one: ``scatter`` phase rows, else an output row)."""
+        row = max(self.window[2] if self.window else 0, self.row * max(1, self.scatter))
+        return max(self.mask_budget, align(mt * row * 4))
 
     def instruction_kn(self, nt: int, kt: int, taps: int) -> tuple[int, int]:
         """(K, N) of one GEMM instruction that takes ``taps`` taps of an (nt, kt) tile."""
@@ -199,6 +227,7 @@ class GemmProblem:
         use[self.a_buf] += slots * self.a_tile_bytes(mt, kw * kt)
         use[self.b_buf] += slots * align(kw * kt * images * seg * self.b_bytes)
         use["acc"] += slots * align(mt * images * seg * 4)
+        use["vec"] += self.mask_use(mt)
         return use
 
     def wide_fits_fields(self, nt: int, kt: int) -> bool:
@@ -341,7 +370,7 @@ def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
                            row=y.shape[3], stage=stage_window(node, cfg))
     if node.op == "conv2d_grad_input":
         _conv_checks(node)
-        dy, w = node.inputs
+        dy, w = node.inputs[:2]
         co, ci, kh, kw = w.shape
         xs = node.attrs["input_shape"]
         sh, sw = node.attrs["stride"]
@@ -350,7 +379,11 @@ def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
                            nm=pat, n_quantum=hw, k_quantum=kq, a_buf="wgt", b_buf="act",
                            a_bytes=wbytes, scatter=sh * sw if sh * sw > 1 else 0, fold="k",
                            row=-(-xs[3] // sw), window=conv_window(node),
-                           stage=stage_window(node, cfg), tap_sets=tuple(len(taps) for _, _, taps in bp_phases(node)[2]))
+                           stage=stage_window(node, cfg),
+                           c_loads=len(node.inputs) - 2 - 2 * bool(node.attrs.get("bn_stats")),
+                           bn_stats=bool(node.attrs.get("bn_stats")),
+                           mask_budget=align(cfg.vec_buffer_bytes // MASK_CHUNK_SHARE),
+                           tap_sets=tuple(len(taps) for _, _, taps in bp_phases(node)[2]))
     if node.op == "conv2d_grad_weight":
         _conv_checks(node)
         dy, x = node.inputs
@@ -468,11 +501,12 @@ def _gemm_work(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, cfg: Ha
         else:
             b_bytes += count * p.b_tile_bytes(k_i, n_i)
     c_bytes = outer * p.m * p.n * 4
-    transfers += outer * nm_ * nn_ * p.stores
+    transfers += outer * nm_ * nn_ * (p.stores + p.c_loads)
     a_run, b_run = p.runs(mt, nt, kt)
     dma = transfer_cycles(a_bytes, a_run, cfg) + transfer_cycles(b_bytes, b_run, cfg) \
         + a_staged + b_staged \
-        + p.stores * transfer_cycles(c_bytes, p.c_run(nt), cfg) + transfers * cfg.issue_cycles
+        + (p.stores + p.c_loads) * transfer_cycles(c_bytes, p.c_run(nt), cfg) \
+        + transfers * cfg.issue_cycles
     if p.bias_init:
         dma += transfer_cycles(c_bytes, nt * 4, cfg) + outer * nm_ * nn_ * cfg.issue_cycles
     return compute, dma, crop
@@ -490,10 +524,12 @@ def wide_work(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, cfg: Har
     compute = tiles * kh * (gemm + cfg.issue_cycles)
     a_bytes = tiles * kh * p.a_tile_bytes(mt, kw * kt)
     b_bytes = tiles * kw * kt * images * seg * p.b_bytes
-    transfers = tiles * (kh * (1 + (p.sparse == "a")) + kw) + -(-p.m // mt) * -(-p.n // nt)
+    transfers = tiles * (kh * (1 + (p.sparse == "a")) + kw) \
+        + -(-p.m // mt) * -(-p.n // nt) * (1 + p.c_loads)
     dma = transfer_cycles(a_bytes, p.runs(mt, nt, kt)[0], cfg) \
         + transfer_cycles(b_bytes, seg * p.b_bytes, cfg) \
-        + transfer_cycles(p.m * p.n * 4, p.c_run(nt), cfg) + transfers * cfg.issue_cycles
+        + (1 + p.c_loads) * transfer_cycles(p.m * p.n * 4, p.c_run(nt), cfg) \
+        + transfers * cfg.issue_cycles
     return compute, dma
 
 
