@@ -111,9 +111,8 @@ def fuse_batchnorm_grad_stats(graph: Graph, on_chip_bytes: int) -> Graph:
         fused = Node("conv2d_grad_input", (*conv.inputs[:3], x, mean, invstd, *conv.inputs[3:]),
                      (*conv.outputs, sums), {**conv.attrs, "bn_stats": True}, conv.stage,
                      conv.layer, conv.name)
-        _replace(g, {id(conv): fused})
-        _replace(g, {id(bn): Node(bn.op, (*bn.inputs, sums), bn.outputs, dict(bn.attrs),
-                                  bn.stage, bn.layer, bn.name)})
+        _replace(g, {id(conv): fused, id(bn): Node(bn.op, (*bn.inputs, sums), bn.outputs,
+                                                   dict(bn.attrs), bn.stage, bn.layer, bn.name)})
     return g
 
 

@@ -83,9 +83,14 @@ def _bn_grad_input_kernel(xs, attrs):
     n = x.size // x.shape[1]
     xhat = _bn_xhat(x, mean, invstd)
     g = dy.astype(np.float64) * gamma.reshape(v)
-    dx = (invstd.reshape(v) / n) * (n * g - g.sum(axis=axes).reshape(v)
-                                    - xhat * (g * xhat).sum(axis=axes).reshape(v))
-    return [dx.astype(dy.dtype)]
+    return [_bn_dx(g, xhat, invstd, n, g.sum(axis=axes), (g * xhat).sum(axis=axes), dy.dtype)]
+
+
+def _bn_dx(g, xhat, invstd, n: int, sum_g, dot_g, dtype) -> np.ndarray:
+    """dx = invstd / n * (n*g - sum(g) - xhat * sum(g*xhat)), g = dy * gamma (per channel sums)."""
+    v = _bn_view(g.ndim)
+    dx = (invstd.reshape(v) / n) * (n * g - sum_g.reshape(v) - xhat * dot_g.reshape(v))
+    return dx.astype(dtype)
 
 
 def _bn_grad_params_kernel(xs, attrs):
@@ -99,13 +104,11 @@ def _bn_grad_params_kernel(xs, attrs):
 def _bn_grad_kernel(xs, attrs):
     if len(xs) == 6:                     # the sums came with dy (passes/fusion.py)
         dy, x, gamma, mean, invstd, sums = xs
-        v = _bn_view(x.ndim)
-        n = x.size // x.shape[1]
         s = sums.astype(np.float64) * gamma.astype(np.float64).reshape(-1, 1)
-        g = dy.astype(np.float64) * gamma.reshape(v)
-        dx = (invstd.reshape(v) / n) * (n * g - s[:, 0].reshape(v)
-                                        - _bn_xhat(x, mean, invstd) * s[:, 1].reshape(v))
-        return [dx.astype(dy.dtype), sums[:, 1].copy(), sums[:, 0].copy()]
+        g = dy.astype(np.float64) * gamma.reshape(_bn_view(x.ndim))
+        dx = _bn_dx(g, _bn_xhat(x, mean, invstd), invstd, x.size // x.shape[1], s[:, 0],
+                    s[:, 1], dy.dtype)
+        return [dx, sums[:, 1].copy(), sums[:, 0].copy()]
     dy, x, gamma, mean, invstd = xs
     return _bn_grad_input_kernel(xs, attrs) + _bn_grad_params_kernel([dy, x, mean, invstd], attrs)
 

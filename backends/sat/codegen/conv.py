@@ -29,8 +29,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
 from satc.backends.sat.codegen.lowering import (
     MAX_PLANES,
     MAX_ROWS,
@@ -561,7 +559,7 @@ class ReluMask:
         self.terms = [_act(ctx, v) for v in node.inputs[3 + stats:]]
         size = p.mask_bytes(mt)
         self.rows = max(1, size // (mt * row_stride * 4))
-        zeros = ctx.const(f"zeros/{self.ZERO_ROW}", np.zeros(self.ZERO_ROW, np.float32))
+        zeros = ctx.zeros(self.ZERO_ROW)
         full, rest = divmod(size // 4, self.ZERO_ROW)
         self.tiles = [ctx.alloc("vec", size, "relu mask chunk")
                       for _ in range(MASK_CHUNKS * (3 if stats else 1))]
@@ -598,16 +596,23 @@ class ReluMask:
                 c = addr + (j * where.img_step + r0 * where.row_stride) * 4
                 cols, span = (r1 - r0 - 1) * where.row_stride + w, (r1 - r0) * where.row_stride
                 for src in (*self.terms[1 if self.init_terms else 0:], self.y):
-                    hp, wp = src.hw_padded
-                    b.load("vec", t, src.addr_of(where.img0 + j, where.m0, src.pads[0] + r0,
-                                                 src.pads[1]),
-                           r1 - r0, w, planes=ch, dram_plane_stride=hp * wp, dram_row_stride=wp,
-                           buf_plane_stride=span, buf_row_stride=where.row_stride)
+                    self._load_chunk(src, t, where, j, r0, r1, span)
                     func = "relu_grad" if src is self.y else "add"
                     b.vec(func, ch, cols, s0_addr=t, s0_stride=span, s1_buf=buf, s1_addr=c,
                           s1_stride=stride, d_buf=buf, d_addr=c, d_stride=stride)
                 if self.stats is not None:
                     self._sums(where, j, r0, r1, buf, c, cols, span)
+
+    def _load_chunk(self, src: Dense, t: int, where: ImageTile, j: int, r0: int, r1: int,
+                    span: int) -> None:
+        """Rows r0:r1 of image j, channels ``where.m0:m1`` of ``src`` into the chunk tile ``t``
+        (channel planes ``span`` apart, rows ``where.row_stride`` apart)."""
+        hp, wp = src.hw_padded
+        self.ctx.b.load("vec", t, src.addr_of(where.img0 + j, where.m0, src.pads[0] + r0,
+                                              src.pads[1]),
+                        r1 - r0, where.hw[1], planes=where.m1 - where.m0,
+                        dram_plane_stride=hp * wp, dram_row_stride=wp, buf_plane_stride=span,
+                        buf_row_stride=where.row_stride)
 
     def _sums(self, where: ImageTile, j: int, r0: int, r1: int, buf: str, c: int, cols: int,
               span: int) -> None:
@@ -619,10 +624,7 @@ class ReluMask:
         b, ch = self.ctx.b, where.m1 - where.m0
         t = self.tiles[MASK_CHUNKS + self.count % MASK_CHUNKS]
         xhat = self.tiles[2 * MASK_CHUNKS + self.count % MASK_CHUNKS]
-        hp, wp = x.hw_padded
-        b.load("vec", t, x.addr_of(where.img0 + j, where.m0, x.pads[0] + r0, x.pads[1]),
-               r1 - r0, where.hw[1], planes=ch, dram_plane_stride=hp * wp, dram_row_stride=wp,
-               buf_plane_stride=span, buf_row_stride=where.row_stride)
+        self._load_chunk(x, t, where, j, r0, r1, span)
         b.vec("affine", ch, cols, s0_addr=t, s0_stride=span, s1_addr=pair + where.m0 * 8,
               bcast="col", d_addr=xhat, d_stride=span)
         b.vec("reduce_sum_dot", ch, cols, s0_buf=buf, s0_addr=c, s0_stride=where.plane_stride,
@@ -1011,7 +1013,7 @@ def lower_conv2d_grad_input(ctx: LowerCtx, node: Node) -> None:
             mask.apply("acc", c, _packed_images((hm, wm), m0, m1, n0, n1, c_stride))
             store(t, m0, m1, n0, n1, c, c_stride)
         _tiled_gemm(ctx, p, tile, opa, opb, masked_store,
-                    init_c=init if mask.terms and mask.init_terms else None)
+                    init_c=init if mask.terms else None)
         mask.finish()
         return
     sh, sw = node.attrs["stride"]

@@ -32,8 +32,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import numpy as np
-
 import satc.backends.sat.codegen.conv as conv   # conv.py imports this module: attributes at call time
 from satc.backends.sat.codegen.conv_geometry import bp_phases
 from satc.backends.sat.codegen.lowering import MAX_PLANES, MAX_ROWS, LowerCtx, chunks
@@ -221,7 +219,7 @@ def _depthwise_wu_vector(ctx: LowerCtx, node: Node) -> None:
                        "use smaller images")
     ctx.fresh_arena()
     dw = ctx.alloc("vec", kh * kw * c * 4, "depthwise weight gradient")
-    zeros = ctx.const(f"zeros/{wp}", np.zeros(wp, np.float32))
+    zeros = ctx.zeros(wp)
     per_plane = (hp * wp + ho * wp) * 4
     step = min(c, MAX_PLANES, (ctx.arena.free_bytes("vec") - 128) // per_plane)
     if step < 1:

@@ -133,6 +133,10 @@ class LowerCtx:
             self._consts[name] = self.b.alloc(name, np.asarray(arr).shape, dtype, init=arr)
         return self._consts[name]
 
+    def zeros(self, width: int) -> Region:
+        """A read-only DRAM row of ``width`` fp32 zeros (created once per width)."""
+        return self.const(f"zeros/{width}", np.zeros(width, np.float32))
+
     # ---- DMA of View3 chunks (planes p0..p1, packed on chip as [(p1-p0)*rows, cols])
     def dma3(self, op: str, v: View3, p0: int, p1: int, buf: str, addr: int,
              dtype: str = "fp32") -> None:

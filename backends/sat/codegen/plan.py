@@ -388,7 +388,7 @@ def zero_halos(ctx: LowerCtx, tensors: list[Dense]) -> None:
     whole = {id(s): _zero_whole_planes(s, burst) for s in tensors}
     width = max(s.hw_padded[0] * s.hw_padded[1] if whole[id(s)] else _halo_runs(s)[0][2]
                 for s in tensors)
-    zeros = ctx.const(f"zeros/{width}", np.zeros(width, np.float32))
+    zeros = ctx.zeros(width)
     z = ctx.alloc("vec", width * 4, "zero row")
     ctx.b.load("vec", z, zeros.addr, 1, width)
     for s in tensors:

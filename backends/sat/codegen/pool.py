@@ -158,7 +158,7 @@ def lower_maxpool_grad(ctx: LowerCtx, node: Node) -> None:
               ctx.alloc("vec", align(step * gk * wt * 4), "window gradient"),
               ctx.alloc("vec", align(step * sh * g * wt * 4), "input gradient"))
              for _ in range(slots)]
-    zeros = ctx.const(f"zeros/{wo}", np.zeros(wo, np.float32))
+    zeros = ctx.zeros(wo)
     for xt, dt, _, _ in tiles:
         geo.fill(ctx, xt, step)
         if g > geo.ho:
