@@ -14,6 +14,7 @@ Presets live as TOML files in ``presets/`` and are read with
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import tomllib
 from dataclasses import dataclass
@@ -100,6 +101,14 @@ class HardwareConfig:
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    def __hash__(self) -> int:
+        """The hash of every field, computed once (configs key the cycle model's memo tables,
+        asked some 10^5 times per compile)."""
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = self.__dict__["_hash"] = hash(tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+        return h
 
     # ---- derived quantities (computed once) ----
     @cached_property
@@ -387,11 +396,22 @@ def load_hardware(name_or_path: str | Path) -> HardwareConfig:
                               f"use a path to a .toml file or one of {list_presets()}")
         path = preset
     try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e}); fix the syntax") from None
-    data.setdefault("name", path.stem)
-    return config_from_dict(data, str(path))
+    return _config_from_toml(text, str(path), path.stem)
+
+
+@functools.lru_cache(maxsize=64)
+def _config_from_toml(text: str, source: str, stem: str) -> HardwareConfig:
+    """The config of one TOML text (memoised: the same file gives the same immutable object,
+    so the cycle model's memo tables match it by identity)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML ({e}); fix the syntax") from None
+    data.setdefault("name", stem)
+    return config_from_dict(data, source)
 
 
 def default_hardware() -> HardwareConfig:

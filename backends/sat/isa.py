@@ -239,15 +239,15 @@ class Instruction:
         if spec is None:
             raise ISAError(f"unknown op {op!r}; use one of {list(OP_BY_NAME)}")
         raw: dict[str, int] = {}
-        for slot in LAYOUT[op][1:]:
-            f = slot.field
+        for f, limit in _FIELDS_OF[op]:
             if f.name in values:
                 v = values.pop(f.name)
             elif f.default is not None:
                 v = f.default
             else:
                 raise ISAError(f"{op}: missing field '{f.name}' ({f.doc})")
-            raw[f.name] = _to_raw(op, f, v)
+            # fast path: a plain int in range of an unsigned field (everything else: _to_raw)
+            raw[f.name] = v if limit and type(v) is int and 0 <= v < limit else _to_raw(op, f, v)
         if values:
             raise ISAError(f"{op}: unknown field '{next(iter(values))}'; fields are "
                            f"{[s.field.name for s in LAYOUT[op][1:]]}")
@@ -270,6 +270,18 @@ class Instruction:
                 raise ISAError(f"{op}.{f.name}: code {v} is not one of {len(f.values)} values")
             ins.raw[f.name] = v
         _check_deps(op, ins.raw, ins.engine)
+        return ins
+
+    def with_tokens(self, wait: int, signal: int) -> "Instruction":
+        """A copy with other ``wait`` / ``signal`` masks (engine bit masks, checked); every
+        other field as is (no re-check: they were checked when this one was built)."""
+        for name, mask in (("wait", wait), ("signal", signal)):
+            if not 0 <= mask < 1 << len(ENGINES):
+                raise ISAError(f"{self.op}.{name}: mask {mask} names no set of {ENGINES}")
+        ins = Instruction.__new__(Instruction)
+        ins.op = self.op
+        ins.raw = {**self.raw, "wait": wait, "signal": signal}
+        _check_deps(self.op, ins.raw, ins.engine)
         return ins
 
     @property
@@ -314,6 +326,9 @@ class Instruction:
 
 
 _FIELD_BY_NAME = {o.name: {f.name: f for f in HEADER + o.fields} for o in OPS}
+#: Per op, (field, 2**width for an unsigned field else 0) of every encoded field, in layout order.
+_FIELDS_OF = {o.name: tuple((s.field, 1 << s.field.width if s.field.kind == "uint" else 0)
+                            for s in LAYOUT[o.name][1:]) for o in OPS}
 #: Per op, the fields whose readable value differs from the raw one (enums, deps, f32).
 _CODED_FIELDS = {o.name: tuple(s.field for s in LAYOUT[o.name][1:] if s.field.kind != "uint")
                  for o in OPS}

@@ -17,7 +17,8 @@ from satc.backends.sat.codegen.tokens import happens_before, insert_tokens, unor
 from satc.backends.sat.dispatch import issue_order
 from satc.backends.sat.emulator import run_program
 from satc.backends.sat.program import Program
-from satc.errors import CompileError
+from satc.errors import CompileError, ISAError
+from satc.backends.sat.isa import ENGINES, Instruction
 from satc.ir.graph import Node
 from satc.ir.nm import nm_mask
 from satc.ir.types import Stage
@@ -91,6 +92,41 @@ def test_insert_tokens_orders_raw_and_war(small):
                           [:, None].repeat(4, 1))
     assert len(issue_order(instrs)) == len(instrs)
     assert happens_before(instrs)[-1][2] == 2       # the last load follows the gemm
+
+
+def test_hazard_tracker_coarse_tables_refine_to_the_granule():
+    """A query over a coarse entry that holds a record elsewhere finds nothing (refined to the
+    granule); one overlapping granule finds the writer; ``after`` drops what is ordered."""
+    from satc.backends.sat.access import Access
+    from satc.backends.sat.codegen.tokens import COARSE, GRANULE, HazardTracker
+    t = HazardTracker({"act": 4 * COARSE * GRANULE})
+    f32 = np.dtype("<f4")
+
+    def acc(lo: int, n: int, write: bool) -> list[Access]:
+        return [Access("x", "act", lo, (n,), (4,), f32, write)]
+
+    none = [-1] * 6
+    t.record(0, "load", t.spans(acc(0, GRANULE // 4, True)))            # granule 0
+    t.record(1, "vector", t.spans(acc(3 * GRANULE, GRANULE // 4, False)))  # granule 3, a read
+    assert t.deps(t.spans(acc(GRANULE, GRANULE // 4, False)), none) == []   # same coarse entry
+    assert t.deps(t.spans(acc(0, 2 * GRANULE // 4, False)), none) == [0]     # RAW
+    assert t.deps(t.spans(acc(0, 4 * GRANULE // 4, True)), none) == [0, 1]   # WAW and WAR
+    assert t.deps(t.spans(acc(0, 4 * GRANULE // 4, True)), [0] + [-1] * 5) == [1]
+    span = t.spans(acc(COARSE * GRANULE - 4, 2, True))                    # across two entries
+    assert span == [("act", COARSE - 1, COARSE + 1, True)]
+    t.record(2, "stce", span)
+    assert t.deps(t.spans(acc(COARSE * GRANULE, 1, False)), none) == [2]
+
+
+def test_with_tokens_checks_its_masks():
+    ins = Instruction("load", buf="act", dram_addr=0, buf_addr=0, rows=1, cols=8, dram_row_stride=8,
+                      buf_row_stride=8)
+    tok = ins.with_tokens(0b100, 0b10)
+    assert tok.wait == (ENGINES[2],) and tok.signal == (ENGINES[1],) and tok.cols == 8
+    with pytest.raises(ISAError, match="cannot wait on its own queue"):
+        ins.with_tokens(1 << ENGINES.index("load"), 0)
+    with pytest.raises(ISAError, match="mask 64"):
+        ins.with_tokens(0, 64)
 
 
 def test_storages_round_trip(small):

@@ -30,8 +30,9 @@ from satc.backends.sat.isa import ENGINES, Instruction
 
 GRANULE = 32             # bytes per tracked granule (the smallest)
 MAX_GRANULES = 1 << 20   # per memory space: larger spaces (DRAM) get coarser granules
+COARSE = 256             # granules per entry of the coarse tables (HazardTracker)
+_MAX = np.maximum.reduce
 _E = {e: i for i, e in enumerate(ENGINES)}
-_BIT = {e: 1 << i for i, e in enumerate(ENGINES)}
 
 
 def granule(nbytes: int) -> int:
@@ -44,35 +45,62 @@ def granule(nbytes: int) -> int:
 
 
 class HazardTracker:
-    """Latest reader / writer per engine of every memory granule."""
+    """Latest reader / writer per engine of every memory granule.
+
+    Beside the granule tables, coarse tables keep the same per run of
+    :data:`COARSE` granules (the latest of its granules: indices only grow, so
+    a record sets both); a query reads the coarse entries first and refines
+    only the engines they do not rule out (most are already ordered).
+    """
 
     def __init__(self, sizes: dict[str, int]) -> None:
         self.gran = {s: granule(b) for s, b in sizes.items()}
         n = {s: -(-b // self.gran[s]) for s, b in sizes.items()}
-        self.last_read = {s: np.full((len(ENGINES), k), -1, np.int32) for s, k in n.items()}
-        self.last_write = {s: np.full((len(ENGINES), k), -1, np.int32) for s, k in n.items()}
+        e = len(ENGINES)
+        self.fine = {s: (np.full((e, k), -1, np.int32), np.full((e, k), -1, np.int32))
+                     for s, k in n.items()}                 # (last write, last read)
+        self.coarse = {s: (np.full((e, -(-k // COARSE)), -1, np.int32),
+                           np.full((e, -(-k // COARSE)), -1, np.int32)) for s, k in n.items()}
 
-    def deps(self, acc: Sequence[Access]) -> list[int]:
-        """Earlier instructions (at most one per engine) that an instruction with accesses
-        ``acc`` must follow."""
-        best = np.full(len(ENGINES), -1, np.int32)
+    def spans(self, acc: Sequence[Access]) -> list[tuple[str, int, int, bool]]:
+        """(space, first granule, end granule, write) of each access."""
+        out = []
         for a in acc:
             lo, hi = a.extent
             g = self.gran[a.space]
-            g0, g1 = lo // g, -(-hi // g)
-            np.maximum(best, self.last_write[a.space][:, g0:g1].max(axis=1), out=best)
-            if a.write:
-                np.maximum(best, self.last_read[a.space][:, g0:g1].max(axis=1), out=best)
-        return [int(i) for i in best if i >= 0]
+            out.append((a.space, lo // g, -(-hi // g), a.write))
+        return out
 
-    def record(self, index: int, engine: str, acc: Sequence[Access]) -> None:
+    def deps(self, spans: Sequence[tuple[str, int, int, bool]], after: Sequence[int]) -> list[int]:
+        """Per engine, the latest earlier instruction that conflicts with ``spans`` (RAW, and
+        WAR / WAW for written spans), where it is later than that engine's ``after`` entry."""
+        coarse = None
+        for s, g0, g1, w in spans:
+            writes, reads = self.coarse[s]
+            c0, c1 = g0 // COARSE, -(-g1 // COARSE)
+            m = _MAX(writes[:, c0:c1], axis=1)
+            if w:
+                np.maximum(m, _MAX(reads[:, c0:c1], axis=1), out=m)
+            coarse = m if coarse is None else np.maximum(coarse, m, out=coarse)
+        out = []
+        for o, c in enumerate(coarse.tolist() if coarse is not None else ()):
+            if c > after[o]:
+                best = -1
+                for s, g0, g1, w in spans:
+                    writes, reads = self.fine[s]
+                    best = max(best, int(_MAX(writes[o, g0:g1])))
+                    if w:
+                        best = max(best, int(_MAX(reads[o, g0:g1])))
+                if best > after[o]:
+                    out.append(best)
+        return out
+
+    def record(self, index: int, engine: str, spans: Sequence[tuple[str, int, int, bool]]) -> None:
         """Note what instruction ``index`` (on ``engine``) reads and writes."""
         e = _E[engine]
-        for a in acc:
-            lo, hi = a.extent
-            g = self.gran[a.space]
-            table = self.last_write if a.write else self.last_read
-            table[a.space][e, lo // g:-(-hi // g)] = index
+        for s, g0, g1, w in spans:
+            self.fine[s][0 if w else 1][e, g0:g1] = index
+            self.coarse[s][0 if w else 1][e, g0 // COARSE:-(-g1 // COARSE)] = index
 
 
 def insert_tokens(instrs: Sequence[Instruction], sizes: dict[str, int]) -> list[Instruction]:
@@ -81,30 +109,29 @@ def insert_tokens(instrs: Sequence[Instruction], sizes: dict[str, int]) -> list[
     ``sizes``: bytes of every memory space (``'dram'`` and the buffers).
     """
     tracker = HazardTracker(sizes)
-    engines = [ins.engine for ins in instrs]
-    clocks: list[np.ndarray] = []              # per instruction: latest index per engine it follows
-    last_on = {e: -1 for e in ENGINES}
+    engines = [_E[ins.engine] for ins in instrs]
+    clocks: list[list[int]] = []               # per instruction: latest index per engine it follows
+    last_on = [-1] * len(ENGINES)
     waits = [0] * len(instrs)
     signals = [0] * len(instrs)
     for j, ins in enumerate(instrs):
         e = engines[j]
-        acc = accesses(ins)
+        spans = tracker.spans(accesses(ins))
         prev = last_on[e]
-        vc = clocks[prev].copy() if prev >= 0 else np.full(len(ENGINES), -1, np.int64)
-        for i in sorted(tracker.deps(acc), reverse=True):
+        vc = list(clocks[prev]) if prev >= 0 else [-1] * len(ENGINES)
+        for i in sorted(tracker.deps(spans, vc), reverse=True):   # own engine: i <= vc[e]
             src = engines[i]
-            if src == e or vc[_E[src]] >= i:
+            if vc[src] >= i:
                 continue
-            signals[i] |= _BIT[e]
-            waits[j] |= _BIT[src]
-            np.maximum(vc, clocks[i], out=vc)
-        vc[_E[e]] = j
+            signals[i] |= 1 << e
+            waits[j] |= 1 << src
+            vc = list(map(max, vc, clocks[i]))
+        vc[e] = j
         clocks.append(vc)
         last_on[e] = j
-        tracker.record(j, e, acc)
+        tracker.record(j, ins.engine, spans)
     return [ins if not (waits[j] or signals[j]) else
-            carry_accesses(ins, Instruction.from_raw(ins.op, {**ins.raw, "wait": waits[j],
-                                                             "signal": signals[j]}))
+            carry_accesses(ins, ins.with_tokens(waits[j], signals[j]))
             for j, ins in enumerate(instrs)]
 
 
@@ -144,9 +171,9 @@ def unordered_hazards(instrs: Sequence[Instruction], sizes: dict[str, int]) -> l
     tracker = HazardTracker(sizes)
     bad = []
     for j, ins in enumerate(instrs):
-        acc = accesses(ins)
-        for i in tracker.deps(acc):
+        spans = tracker.spans(accesses(ins))
+        for i in tracker.deps(spans, [-1] * len(ENGINES)):
             if clocks[j][_E[instrs[i].engine]] < i:
                 bad.append((i, j))
-        tracker.record(j, ins.engine, acc)
+        tracker.record(j, ins.engine, spans)
     return bad
