@@ -294,6 +294,46 @@ def _fuse_gradients(g: Graph, norm: str = "batchnorm") -> None:
     _replace(g, fused)
 
 
+def fold_matmul_scales(graph: Graph) -> Graph:
+    """IR -> IR: a copy of ``graph`` with each ``scale`` folded into plain ``matmul`` nodes
+    as their attr ``alpha`` (``alpha * (a @ b)``; the SAT lowering multiplies each C tile
+    on the vector unit before its store): a scale whose input is a matmul product read by
+    nothing else (the attention's dQ = scale(dS @ K)) becomes that matmul; a scale read
+    only by matmuls, once each (the attention's scaled Q, read by S = Q K^T and by the
+    gradient dK = dS^T Q), folds into each of them, which then read the scale's input.
+    Either way the separate node's load and store of the tensor go. Run after autodiff
+    (a matmul with alpha has no gradient rule)."""
+    g = graph.clone()
+    only_reader = _only_reader(g)
+    users = g.users()
+    kept = {id(v) for v in (*g.outputs.values(), *g.state_updates.values())}
+    fused: dict[int, Node | None] = {}
+    for s in [n for n in g.nodes if n.op == "scale"]:
+        factor = float(s.attrs["factor"])
+        x, y = s.inputs[0], s.outputs[0]
+        p = x.producer
+        if p is not None and p.op == "matmul" and id(p) not in fused and only_reader(x) is s:
+            fused[id(p)] = Node("matmul", p.inputs, s.outputs, _scaled(p.attrs, factor),
+                                p.stage, p.layer, p.name)
+            fused[id(s)] = None
+            continue
+        readers = users.get(id(y), [])
+        if readers and id(y) not in kept and all(
+                r.op == "matmul" and id(r) not in fused and sum(v is y for v in r.inputs) == 1
+                for r in readers):
+            for r in readers:
+                fused[id(r)] = Node("matmul", tuple(x if v is y else v for v in r.inputs),
+                                    r.outputs, _scaled(r.attrs, factor), r.stage, r.layer, r.name)
+            fused[id(s)] = None
+    _replace(g, fused)
+    return g
+
+
+def _scaled(attrs: dict, factor: float) -> dict:
+    """A matmul's attrs with its output scale multiplied by ``factor``."""
+    return {**attrs, "alpha": float(attrs.get("alpha", 1.0)) * factor}
+
+
 def _only_reader(g: Graph) -> Callable[[Value], Node | None]:
     """A lookup of a value's one reader: None when it has several or none, or is a graph
     output or state update (a fused node would stop defining it)."""

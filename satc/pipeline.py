@@ -97,6 +97,11 @@ def _fold_transposes(g: Graph, o: CompileOptions) -> Graph:
     return fold_transposes(g)
 
 
+def _fold_scales(g: Graph, o: CompileOptions) -> Graph:
+    from satc.passes.fusion import fold_matmul_scales
+    return fold_matmul_scales(g)
+
+
 def _hoist_updates(g: Graph, o: CompileOptions) -> Graph:
     from satc.passes.ordering import hoist_updates
     return hoist_updates(g)
@@ -111,6 +116,7 @@ IR_PASSES: tuple[Pass, ...] = (
     Pass("fuse_layernorm", _fuse_layernorm),
     Pass("fuse_matmul_bias", _fuse_matmul_bias),
     Pass("fold_transposes", _fold_transposes),
+    Pass("fold_scales", _fold_scales),
     Pass("hoist_updates", _hoist_updates),
 )
 

@@ -220,14 +220,18 @@ def _stored(y: np.ndarray, attrs) -> np.ndarray:
 
 def _mm_kernel(xs, attrs):
     a, b = _mm_operands(xs[0], xs[1], attrs)
-    return [_stored(np.matmul(a, b), attrs)]
+    y = np.matmul(a, b)
+    alpha = attrs.get("alpha", 1.0)
+    return [_stored(y if alpha == 1.0 else y * np.asarray(alpha, y.dtype), attrs)]
 
 
 def _mm_grad(ctx, node, dys):
     (dy,) = dys
-    expect(not node.attrs.get("split_heads") and not node.attrs.get("merge_heads"),
-           f"matmul {node.name}: no gradient rule for a stored layout (split_heads / "
-           "merge_heads are folded after autodiff); differentiate the graph before the fold")
+    expect(not node.attrs.get("split_heads") and not node.attrs.get("merge_heads")
+           and node.attrs.get("alpha", 1.0) == 1.0,
+           f"matmul {node.name}: no gradient rule for a stored layout or a folded scale "
+           "(split_heads / merge_heads / alpha are folded after autodiff); differentiate the "
+           "graph before the fold")
     a, b = node.inputs
     ta, tb = node.attrs.get("trans_a", False), node.attrs.get("trans_b", False)
     if b.type.rank == 2 and a.type.rank > 2 and not ta:
@@ -256,7 +260,8 @@ def _mm_macs(ins, outs, attrs) -> int:
 
 
 register("matmul", infer=_mm_infer, kernel=_mm_kernel, grad=_mm_grad, macs=_mm_macs,
-         doc="batched a @ b with optional transposes of the last two axes")
+         doc="batched a @ b with optional transposes of the last two axes; attr alpha: "
+             "alpha * (a @ b), a scale folded in (passes/fusion.py fold_matmul_scales)")
 
 
 def _mm_bias_infer(ts, attrs):

@@ -449,3 +449,60 @@ def test_batchnorm_grad_stats_train_like_the_interpreter(sparsity):
         assert planes == 2 * 4 * 32 * 16 * 16
         assert sorted((i.rows, i.cols) for i in loads if i.cols in (2, 32)) == \
             [(1, 32)] * 3 + [(32, 2)]
+
+
+class _Scores(nn.Module):
+    """Attention scores with the query scaled (0.125, exact in fp32, so the fold is
+    bit-identical) and a scale of a product whose other reader keeps it (0.3: not folded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = (self.q(x) * 0.125) @ self.k(x).transpose(1, 2)
+        h = torch.softmax(s, -1) @ self.v(x)
+        return self.head((h * 0.3 + h).mean(1))
+
+
+def test_scales_fold_into_their_matmuls():
+    """Q * 0.125 is read by S = Q K^T and by the gradient dK = dS^T Q: both take alpha 0.125
+    and read Q; dQ = scale(dS @ K) becomes that matmul with alpha 0.125; the scaled context
+    (read by an add) and its gradient (an operand of the add's gradient sum) stay, as does
+    the token mean's gradient scale."""
+    from satc.passes.fusion import fold_matmul_scales
+    x, tg, fg = _token_graphs(_Scores())
+    sg = fold_matmul_scales(fg)
+    mean = 1 / 6                                  # the token mean's gradient: not a matmul's
+    assert sorted(n.attrs["factor"] for n in fg.nodes if n.op == "scale") == \
+        [0.125, 0.125, mean, 0.3, 0.3]
+    assert sorted(n.attrs["factor"] for n in sg.nodes if n.op == "scale") == [mean, 0.3, 0.3]
+    scaled = [n for n in sg.nodes if n.op == "matmul" and "alpha" in n.attrs]
+    assert [n.attrs["alpha"] for n in scaled] == [0.125] * 3
+    q = next(n for n in sg.nodes if n.layer == "q" and n.op == "matmul_bias").outputs[0]
+    assert sorted(str(n.stage) for n in scaled if q in n.inputs) == ["BP", "FF"]
+    assert [n.op for n in fold_matmul_scales(sg).nodes] == [n.op for n in sg.nodes]
+    assert_same_interpretation(fg, sg, {"x": x.numpy(), "y": np.array([1, 0, 3, 9])})
+
+
+@pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
+def test_folded_scales_train_like_the_interpreter(sparsity):
+    """Two emulated steps equal the interpreter; each matmul with alpha multiplies every C
+    tile by it in the accumulators before the store (one mul_imm per tile store), and no
+    node of its own loads and stores the scaled query."""
+    from tests.satc.test_compile import check_steps
+    torch.manual_seed(0)
+    x = torch.randn(4, 6, 8)
+    prog = satc.compile(_Scores(), example_inputs=(x,), sparsity=sparsity, hw="sat-small")
+    check_steps(prog, x.numpy(), np.array([1, 0, 3, 9]), 2)
+    ins = prog.program.instructions
+    alpha = [sp for sp in prog.spans if sp.node.attrs.get("alpha")]
+    assert len(alpha) == 3
+    for sp in alpha:
+        body = ins[sp.start:sp.end]
+        scales = [i for i in body if i.op == "vec" and i.func == "mul_imm"]
+        assert scales and all(i.s0_buf == i.d_buf == "acc" and i.imm == 0.125 for i in scales)
+        assert len(scales) == sum(i.op == "store" for i in body)
+    assert sorted(sp.node.attrs["factor"] for sp in prog.spans if sp.node.op == "scale") \
+        == [1 / 6, 0.3, 0.3]

@@ -386,6 +386,16 @@ def _gelu_epilogue(ctx: LowerCtx, out, store: Callable) -> Callable:
     return store_both
 
 
+def _scaled_store(ctx: LowerCtx, alpha: float, store: Callable) -> Callable:
+    """C-tile store of a ``matmul`` with a folded scale (attr ``alpha``): the tile times
+    alpha, in place in the accumulators, then stored as before."""
+    def store_scaled(t, m0, m1, n0, n1, c, c_stride):
+        ctx.b.vec("mul_imm", m1 - m0, n1 - n0, s0_buf="acc", s0_addr=c, s0_stride=c_stride,
+                  d_buf="acc", d_addr=c, d_stride=c_stride, imm=alpha)
+        store(t, m0, m1, n0, n1, c, c_stride)
+    return store_scaled
+
+
 class _ColumnSums:
     """db of a ``matmul_bias_grad``: the column sums of dy, accumulated on the vector unit
     from each dy^T tile the GEMM loads (the first N tile's; K tiles accumulate), stored
@@ -466,7 +476,8 @@ def lower_matmul(ctx: LowerCtx, node: Node) -> None:
     problem per batch matrix, both operands dense activations: attention).
     ``matmul_bias`` (2-D weight): each C tile starts as the bias rows (:func:`_bias_rows`), or
     as the residual, the bias row added before the store (:func:`_residual_rows`); with a gelu
-    epilogue its GELU is stored too (:func:`_gelu_epilogue`);
+    epilogue its GELU is stored too (:func:`_gelu_epilogue`); a ``matmul`` with attr alpha
+    scales each C tile before its store (:func:`_scaled_store`);
     ``matmul_bias_grad``: dW = dy^T x with db summed from its dy tiles (:class:`_ColumnSums`)."""
     p, tile = _problem(ctx, node)
     a, b = node.inputs[:2]
@@ -480,6 +491,8 @@ def lower_matmul(ctx: LowerCtx, node: Node) -> None:
         opb = MatrixOperand(baddr, bplane, bcols, tb)
     sums = _ColumnSums(ctx, p, node.outputs[1]) if node.op == "matmul_bias_grad" else None
     init, store = None, _product_store(ctx, node)
+    if node.attrs.get("alpha", 1.0) != 1.0:
+        store = _scaled_store(ctx, float(node.attrs["alpha"]), store)
     if node.attrs.get("gelu"):
         store = _gelu_epilogue(ctx, node.outputs[1], store)
     if node.op == "matmul_bias" and len(node.inputs) > 3:
