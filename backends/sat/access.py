@@ -10,7 +10,6 @@ returns the reason an instruction cannot run on a config, or None.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import numpy as np
 
@@ -42,11 +41,17 @@ class Access:
         """What identifies the bytes it touches: equal keys, equal bytes (dtype aside)."""
         return self.space, self.offset, self.shape, self.strides, self.dtype.itemsize
 
-    @cached_property
+    @property
     def extent(self) -> tuple[int, int]:
-        """Half-open byte range [lo, hi) covering every element."""
-        return self.offset, self.offset + sum((d - 1) * s for d, s in zip(self.shape, self.strides)) \
-            + self.dtype.itemsize
+        """Half-open byte range [lo, hi) covering every element (computed once; kept in the
+        instance dict by hand: functools.cached_property takes a lock per read on 3.11)."""
+        e = self.__dict__.get("_extent")
+        if e is None:
+            hi = self.offset + self.dtype.itemsize
+            for d, s in zip(self.shape, self.strides):
+                hi += (d - 1) * s
+            e = self.__dict__["_extent"] = (self.offset, hi)
+        return e
 
 
 def _tile(role: str, space: str, addr: int, shape: tuple[int, ...], row_stride: int, dtype: np.dtype,
