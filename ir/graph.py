@@ -172,6 +172,10 @@ class Graph:
                 out.setdefault(id(v), []).append(n)
         return out
 
+    def kept_ids(self) -> set[int]:
+        """``id()`` of every value the step must keep: its outputs and state updates."""
+        return {id(v) for v in (*self.outputs.values(), *self.state_updates.values())}
+
     def weight_update_nodes(self) -> list[Node]:
         """The nodes that update weights once their gradient is known: the optimizer (OPT)
         and the next step's N:M pre-generation (SORE nodes that write state), in list order."""

@@ -7,7 +7,7 @@ from satc.ir.graph import Graph
 
 def eliminate_dead_code(graph: Graph) -> Graph:
     """Remove, in place, every node none of whose outputs reaches an output; return the graph."""
-    live = {id(v) for v in (*graph.outputs.values(), *graph.state_updates.values())}
+    live = graph.kept_ids()
     kept = []
     for node in reversed(graph.nodes):
         if any(id(v) in live for v in node.outputs):

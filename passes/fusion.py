@@ -142,7 +142,7 @@ def fuse_matmul_bias(graph: Graph) -> Graph:
 
 def _fuse_conv_bias(g: Graph) -> None:
     users = g.users()
-    outputs = {id(v) for v in (*g.outputs.values(), *g.state_updates.values())}
+    outputs = g.kept_ids()
     fused: dict[int, Node | None] = {}
     for ba in g.nodes:
         y = ba.inputs[0]
@@ -174,7 +174,7 @@ def _fuse_gelu_epilogues(g: Graph) -> None:
 
 def _fuse_residuals(g: Graph) -> None:
     users = g.users()
-    outputs = {id(v) for v in (*g.outputs.values(), *g.state_updates.values())}
+    outputs = g.kept_ids()
     fused: dict[int, Node | None] = {}
     for add in g.nodes:
         if add.op != "add" or add.inputs[0].shape != add.inputs[1].shape:
@@ -259,7 +259,7 @@ def _merge_pair(g: Graph, p: Node, q: Node, node: Node, internal: Value | None =
 
 def _fuse_forward_bias(g: Graph) -> None:
     users = g.users()
-    outputs = {id(v) for v in (*g.outputs.values(), *g.state_updates.values())}
+    outputs = g.kept_ids()
     fused: dict[int, Node | None] = {}
     for ba in g.nodes:
         if ba.op != "bias_add" or ba.attrs["axis"] % ba.inputs[0].type.rank != ba.inputs[0].type.rank - 1:
@@ -306,7 +306,7 @@ def fold_matmul_scales(graph: Graph) -> Graph:
     g = graph.clone()
     only_reader = _only_reader(g)
     users = g.users()
-    kept = {id(v) for v in (*g.outputs.values(), *g.state_updates.values())}
+    kept = g.kept_ids()
     fused: dict[int, Node | None] = {}
     for s in [n for n in g.nodes if n.op == "scale"]:
         factor = float(s.attrs["factor"])
@@ -338,7 +338,7 @@ def _only_reader(g: Graph) -> Callable[[Value], Node | None]:
     """A lookup of a value's one reader: None when it has several or none, or is a graph
     output or state update (a fused node would stop defining it)."""
     users = g.users()
-    outputs = {id(v) for v in (*g.outputs.values(), *g.state_updates.values())}
+    outputs = g.kept_ids()
 
     def only_reader(v: Value) -> Node | None:
         readers = users.get(id(v), [])

@@ -60,7 +60,7 @@ class _Index:
 
     def __init__(self, g: Graph) -> None:
         self.users = g.users()
-        self.kept = {id(v) for v in (*g.outputs.values(), *g.state_updates.values())}
+        self.kept = g.kept_ids()
 
     def only_reader(self, v: Value) -> Node | None:
         """The single reader of ``v`` when it has one and is not kept, else None."""

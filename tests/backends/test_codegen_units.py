@@ -99,6 +99,8 @@ def test_hazard_tracker_coarse_tables_refine_to_the_granule():
     granule); one overlapping granule finds the writer; ``after`` drops what is ordered."""
     from satc.backends.sat.access import Access
     from satc.backends.sat.codegen.tokens import COARSE, GRANULE, HazardTracker
+    from satc.backends.sat.isa import ENGINES
+    load, vector, stce = (ENGINES.index(e) for e in ("load", "vector", "stce"))
     t = HazardTracker({"act": 4 * COARSE * GRANULE})
     f32 = np.dtype("<f4")
 
@@ -106,15 +108,15 @@ def test_hazard_tracker_coarse_tables_refine_to_the_granule():
         return [Access("x", "act", lo, (n,), (4,), f32, write)]
 
     none = [-1] * 6
-    t.record(0, "load", t.spans(acc(0, GRANULE // 4, True)))            # granule 0
-    t.record(1, "vector", t.spans(acc(3 * GRANULE, GRANULE // 4, False)))  # granule 3, a read
+    t.record(0, load, t.spans(acc(0, GRANULE // 4, True)))            # granule 0
+    t.record(1, vector, t.spans(acc(3 * GRANULE, GRANULE // 4, False)))  # granule 3, a read
     assert t.deps(t.spans(acc(GRANULE, GRANULE // 4, False)), none) == []   # same coarse entry
     assert t.deps(t.spans(acc(0, 2 * GRANULE // 4, False)), none) == [0]     # RAW
     assert t.deps(t.spans(acc(0, 4 * GRANULE // 4, True)), none) == [0, 1]   # WAW and WAR
     assert t.deps(t.spans(acc(0, 4 * GRANULE // 4, True)), [0] + [-1] * 5) == [1]
     span = t.spans(acc(COARSE * GRANULE - 4, 2, True))                    # across two entries
     assert span == [("act", COARSE - 1, COARSE + 1, True)]
-    t.record(2, "stce", span)
+    t.record(2, stce, span)
     assert t.deps(t.spans(acc(COARSE * GRANULE, 1, False)), none) == [2]
 
 

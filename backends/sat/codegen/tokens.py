@@ -95,9 +95,10 @@ class HazardTracker:
                     out.append(best)
         return out
 
-    def record(self, index: int, engine: str, spans: Sequence[tuple[str, int, int, bool]]) -> None:
-        """Note what instruction ``index`` (on ``engine``) reads and writes."""
-        e = _E[engine]
+    def record(self, index: int, engine: int, spans: Sequence[tuple[str, int, int, bool]]) -> None:
+        """Note what instruction ``index`` (on engine number ``engine``, its place in
+        ``ENGINES``) reads and writes."""
+        e = engine
         for s, g0, g1, w in spans:
             self.fine[s][0 if w else 1][e, g0:g1] = index
             self.coarse[s][0 if w else 1][e, g0 // COARSE:-(-g1 // COARSE)] = index
@@ -129,7 +130,7 @@ def insert_tokens(instrs: Sequence[Instruction], sizes: dict[str, int]) -> list[
         vc[e] = j
         clocks.append(vc)
         last_on[e] = j
-        tracker.record(j, ins.engine, spans)
+        tracker.record(j, e, spans)
     return [ins if not (waits[j] or signals[j]) else
             carry_accesses(ins, ins.with_tokens(waits[j], signals[j]))
             for j, ins in enumerate(instrs)]
@@ -175,5 +176,5 @@ def unordered_hazards(instrs: Sequence[Instruction], sizes: dict[str, int]) -> l
         for i in tracker.deps(spans, [-1] * len(ENGINES)):
             if clocks[j][_E[instrs[i].engine]] < i:
                 bad.append((i, j))
-        tracker.record(j, ins.engine, spans)
+        tracker.record(j, _E[ins.engine], spans)
     return bad
