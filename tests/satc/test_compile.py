@@ -135,8 +135,10 @@ def test_too_small_buffers_name_the_layer_and_the_fix(tmp_path):
     with pytest.raises(CompileError) as e:
         satc.compile(_module("mlp"), example_inputs=(x,), hw=str(toml))
     msg = str(e.value)
-    # the first layer's matmul + bias fits in small tiles; its relu's one-row tile does not
-    assert "layer 'features.1'" in msg and "relu" in msg and "fix: raise vec_buffer_bytes" in msg
+    # the first layer's matmul fits in small tiles; its bias row (128 fp32, added to each C
+    # tile on the vector unit) does not fit the 256-byte vec buffer
+    assert "layer 'features.0'" in msg and "matmul_bias" in msg and "bias row needs 512" in msg
+    assert "fix: raise vec_buffer_bytes" in msg
 
 
 def test_unsupported_op_is_a_compile_error(monkeypatch):

@@ -342,35 +342,31 @@ def _store_matrix(ctx: LowerCtx, out) -> Callable:
     return store
 
 
-def _bias_rows(ctx: LowerCtx, bias) -> Callable:
-    """C-tile initialiser of a ``matmul_bias``: bias[n0:n1] repeated over the tile's rows,
-    one DMA into the accumulators (DRAM row stride 0)."""
-    addr = ctx.dense(bias).region.addr
-
-    def init(m0, m1, n0, n1, c, c_stride):
-        ctx.b.load("acc", c, addr + n0 * 4, m1 - m0, n1 - n0, dram_row_stride=0,
-                   buf_row_stride=c_stride)
-    return init
-
-
-def _residual_rows(ctx: LowerCtx, bias, residual, store: Callable) -> tuple[Callable, Callable]:
-    """(C-tile initialiser, C-tile store) of a ``matmul_bias`` with a residual: each C tile
-    starts as the residual tile (one DMA) and the GEMMs accumulate onto it; before the store
-    the bias row (loaded once into the vector buffer) is added on the vector unit."""
-    raddr, cols, _ = _stacked(ctx, residual)
+def _bias_epilogue(ctx: LowerCtx, bias, store: Callable) -> Callable:
+    """C-tile store of a ``matmul_bias``: the bias row (loaded once into the vector buffer)
+    added to the tile in the accumulators (``row`` broadcast), then stored as before. A DMA
+    of the bias row repeated over the tile's rows (DRAM row stride 0) would move the whole
+    tile's bytes over the DRAM channel that the forward pass is short of."""
     n = bias.shape[0]
     row = ctx.alloc("vec", n * 4, "bias row")
     ctx.b.load("vec", row, ctx.dense(bias).region.addr, 1, n)
-
-    def init(m0, m1, n0, n1, c, c_stride):
-        ctx.b.load("acc", c, raddr + (m0 * cols + n0) * 4, m1 - m0, n1 - n0,
-                   dram_row_stride=cols, buf_row_stride=c_stride)
 
     def store_with_bias(t, m0, m1, n0, n1, c, c_stride):
         ctx.b.vec("add", m1 - m0, n1 - n0, s0_buf="acc", s0_addr=c, s0_stride=c_stride,
                   s1_addr=row + n0 * 4, bcast="row", d_buf="acc", d_addr=c, d_stride=c_stride)
         store(t, m0, m1, n0, n1, c, c_stride)
-    return init, store_with_bias
+    return store_with_bias
+
+
+def _residual_init(ctx: LowerCtx, residual) -> Callable:
+    """C-tile initialiser of a ``matmul_bias`` with a residual: each C tile starts as the
+    residual tile (one DMA) and the GEMMs accumulate onto it."""
+    raddr, cols, _ = _stacked(ctx, residual)
+
+    def init(m0, m1, n0, n1, c, c_stride):
+        ctx.b.load("acc", c, raddr + (m0 * cols + n0) * 4, m1 - m0, n1 - n0,
+                   dram_row_stride=cols, buf_row_stride=c_stride)
+    return init
 
 
 def _gelu_epilogue(ctx: LowerCtx, out, store: Callable) -> Callable:
@@ -474,8 +470,8 @@ def lower_matmul(ctx: LowerCtx, node: Node) -> None:
     """Matmul with transposes: 2-D, or [..., K] rows times a 2-D weight, where input 1 may
     be an N:M weight (FF: trans_b, BP: plain); or batched over equal leading axes (one GEMM
     problem per batch matrix, both operands dense activations: attention).
-    ``matmul_bias`` (2-D weight): each C tile starts as the bias rows (:func:`_bias_rows`), or
-    as the residual, the bias row added before the store (:func:`_residual_rows`); with a gelu
+    ``matmul_bias`` (2-D weight): the bias row is added to each C tile before its store
+    (:func:`_bias_epilogue`), a residual is the tile's initial value (:func:`_residual_init`); with a gelu
     epilogue its GELU is stored too (:func:`_gelu_epilogue`); a ``matmul`` with attr alpha
     scales each C tile before its store (:func:`_scaled_store`);
     ``matmul_bias_grad``: dW = dy^T x with db summed from its dy tiles (:class:`_ColumnSums`)."""
@@ -495,10 +491,10 @@ def lower_matmul(ctx: LowerCtx, node: Node) -> None:
         store = _scaled_store(ctx, float(node.attrs["alpha"]), store)
     if node.attrs.get("gelu"):
         store = _gelu_epilogue(ctx, node.outputs[1], store)
-    if node.op == "matmul_bias" and len(node.inputs) > 3:
-        init, store = _residual_rows(ctx, *node.inputs[2:], store)
-    elif node.op == "matmul_bias":
-        init = _bias_rows(ctx, node.inputs[2])
+    if node.op == "matmul_bias":
+        store = _bias_epilogue(ctx, node.inputs[2], store)
+        if len(node.inputs) > 3:
+            init = _residual_init(ctx, node.inputs[3])
     _tiled_gemm(ctx, p, tile, opa, opb, store, init_c=init, on_a=sums)
     if sums is not None:
         sums.store()

@@ -48,6 +48,7 @@ from satc.backends.sat.cost_model import gemm_cycles, transfer_cycles
 from satc.backends.sat.isa import DTYPE_BYTES, Instruction, field_max
 from satc.backends.sat.nmformat import groups, index_bits, row_bytes
 from satc.ir.graph import Graph, Node
+from satc.ir.types import Stage
 
 from satc.errors import CompileError
 
@@ -84,8 +85,8 @@ class GemmProblem:
     ``window`` = (kh, kw, wp, seg): B (a stride-1 conv input) may instead be loaded as kw
     column-shifted copies of each image's padded rows, ``seg`` elements per image and
     channel, that every kernel row reads at an offset of ``wp`` per row (:attr:`Tile.wide`).
-    ``bias_init``: each C tile starts as a bias row repeated over its rows, one DMA of
-    ``mt`` runs of ``nt`` elements (``matmul_bias``), and the GEMMs accumulate onto it.
+    ``m_tile_max``: the largest M tile the search may take (0: no bound; see
+    :func:`ff_row_tile_bound`).
     ``stores``: C tiles stored per tile (2: a matmul_bias with a gelu epilogue).
     ``c_loads``: tiles of the C tile's shape loaded per C tile (a relu_grad folded into an
     input gradient: y and the gradient sum's terms), through :data:`MASK_CHUNKS` vec-buffer
@@ -117,7 +118,7 @@ class GemmProblem:
     tap_sets: tuple[int, ...] = ()
     window: tuple[int, int, int, int] = ()
     row: int = 0
-    bias_init: bool = False
+    m_tile_max: int = 0
     stage: tuple[int, int, int, int, int] = ()
     stores: int = 1
     c_loads: int = 0
@@ -328,8 +329,8 @@ def stage_window(node: Node, cfg: HardwareConfig) -> tuple[int, int, int, int, i
 def _matmul_problem(node: Node, pat: tuple[int, int] | None, kq: int, wbytes: int) -> GemmProblem:
     """2-D matmul; a [..., K] activation times a 2-D weight (all leading axes are rows); or a
     batched matmul over equal leading axes, one C matrix per batch (``taps``, not in K).
-    ``matmul_bias`` / ``matmul_bias_grad`` are the same GEMM (the bias is loaded into C, not
-    an operand; the bias gradient is summed from A's tiles)."""
+    ``matmul_bias`` / ``matmul_bias_grad`` are the same GEMM (the bias is added to each C tile
+    on the vector unit, not an operand; the bias gradient is summed from A's tiles)."""
     a, b = node.inputs[:2]
     ta, tb = node.attrs.get("trans_a", False), node.attrs.get("trans_b", False)
     batched = b.type.rank > 2
@@ -345,7 +346,31 @@ def _matmul_problem(node: Node, pat: tuple[int, int] | None, kq: int, wbytes: in
     n = b.shape[-2] if tb else b.shape[-1]
     return GemmProblem(m, n, k, taps=int(math.prod(b.shape[:-2])), taps_in_k=not batched,
                        sparse="b" if pat else None, nm=pat, k_quantum=kq, b_bytes=wbytes,
-                       bias_init=node.op == "matmul_bias", stores=2 if node.attrs.get("gelu") else 1)
+                       m_tile_max=ff_row_tile_bound(node, m),
+                       stores=2 if node.attrs.get("gelu") else 1)
+
+
+#: Row tiles a forward matmul is cut into at least (its M tile at most M / this, never below
+#: :data:`FF_MIN_ROW_TILE` rows). ViT-Tiny b32 (list schedule, sat-vcu1525): M = 2080 token
+#: rows in 2 tiles of 1024 -> 5 of at most 512: dense 19.36 M -> 19.30 M cycles, bdwp:2:8
+#: 12.68 M -> 12.43 M (tiles of at most 256: 19.49 M / 12.41 M).
+FF_ROW_TILES = 4
+FF_MIN_ROW_TILE = 256
+
+
+def ff_row_tile_bound(node: Node, m: int) -> int:
+    """The largest M tile of a forward (FF) matmul: M / :data:`FF_ROW_TILES`, at least
+    :data:`FF_MIN_ROW_TILE` rows (0, no bound, for other nodes). In FF every layer is a link
+    of one chain with nothing beside it (a transformer block: layernorm, q/k/v, attention,
+    projection, layernorm, MLP): the next node's first tile waits until this node's first
+    tile is stored, and this node's last GEMM waits for its producer's last rows, so a
+    node cut into two row tiles leaves the STCE idle for half of each neighbour. BP and WU
+    have the WU GEMMs beside the BP chain and keep the search's free choice; conv layers
+    too (the same bound through a fill-time charge made ResNet-18 CIFAR and VGG-16-BN
+    slower: their windows reload with every extra row tile)."""
+    if node.stage != Stage.FF or m <= FF_MIN_ROW_TILE:
+        return 0
+    return max(m // FF_ROW_TILES, FF_MIN_ROW_TILE)
 
 
 def gemm_problem(node: Node, cfg: HardwareConfig) -> GemmProblem | None:
@@ -507,8 +532,6 @@ def _gemm_work(p: GemmProblem, mt: int, nt: int, kt: int, dataflow: str, cfg: Ha
         + a_staged + b_staged \
         + (p.stores + p.c_loads) * transfer_cycles(c_bytes, p.c_run(nt), cfg) \
         + transfers * cfg.issue_cycles
-    if p.bias_init:
-        dma += transfer_cycles(c_bytes, nt * 4, cfg) + outer * nm_ * nn_ * cfg.issue_cycles
     return compute, dma, crop
 
 
@@ -573,6 +596,8 @@ def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: boo
     best: Tile | None = None
     best_cost = 0.0
     for mt in _candidates(p.m, p.m_quantum):
+        if p.m_tile_max and mt > p.m_tile_max:
+            continue
         for nt in _candidates(p.n, p.n_quantum):
             for kt in _candidates(p.k, p.k_quantum):
                 work: dict[tuple, tuple[float, ...]] = {}    # the same for either slot count
