@@ -471,8 +471,8 @@ def lower_matmul(ctx: LowerCtx, node: Node) -> None:
     be an N:M weight (FF: trans_b, BP: plain); or batched over equal leading axes (one GEMM
     problem per batch matrix, both operands dense activations: attention).
     ``matmul_bias`` (2-D weight): the bias row is added to each C tile before its store
-    (:func:`_bias_epilogue`), a residual is the tile's initial value (:func:`_residual_init`); with a gelu
-    epilogue its GELU is stored too (:func:`_gelu_epilogue`); a ``matmul`` with attr alpha
+    (:func:`_bias_epilogue`), a residual is the tile's initial value (:func:`_residual_init`);
+    with a gelu epilogue its GELU is stored too (:func:`_gelu_epilogue`); a ``matmul`` with attr alpha
     scales each C tile before its store (:func:`_scaled_store`);
     ``matmul_bias_grad``: dW = dy^T x with db summed from its dy tiles (:class:`_ColumnSums`)."""
     p, tile = _problem(ctx, node)

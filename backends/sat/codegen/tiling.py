@@ -352,8 +352,9 @@ def _matmul_problem(node: Node, pat: tuple[int, int] | None, kq: int, wbytes: in
 
 #: Row tiles a forward matmul is cut into at least (its M tile at most M / this, never below
 #: :data:`FF_MIN_ROW_TILE` rows). ViT-Tiny b32 (list schedule, sat-vcu1525): M = 2080 token
-#: rows in 2 tiles of 1024 -> 5 of at most 512: dense 19.36 M -> 19.30 M cycles, bdwp:2:8
-#: 12.68 M -> 12.43 M (tiles of at most 256: 19.49 M / 12.41 M).
+#: rows in 2 tiles of 1024 -> 5 of at most 512, with the bias on the vector unit: dense
+#: 19.42 M -> 19.30 M cycles, bdwp:2:8 12.68 M -> 12.43 M (tiles of at most 256: 19.49 M /
+#: 12.41 M).
 FF_ROW_TILES = 4
 FF_MIN_ROW_TILE = 256
 
