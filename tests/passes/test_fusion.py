@@ -5,7 +5,10 @@ interpreted step is the same and the SAT program moves fewer bytes."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -198,14 +201,11 @@ def test_forward_matmul_row_tiles_are_bounded_to_a_quarter_of_m():
     forward node of at most 256 rows are not bounded."""
     from satc.backends.sat.codegen.tiling import FF_MIN_ROW_TILE, ff_row_tile_bound
     from satc.ir.types import Stage
-
-    class _N:
-        def __init__(self, stage):
-            self.stage = stage
-    assert ff_row_tile_bound(_N(Stage.FF), 2080) == 520
-    assert ff_row_tile_bound(_N(Stage.FF), 300) == FF_MIN_ROW_TILE == 256
-    assert ff_row_tile_bound(_N(Stage.FF), 256) == 0
-    assert ff_row_tile_bound(_N(Stage.BP), 2080) == 0 == ff_row_tile_bound(_N(Stage.WU), 2080)
+    ff, bp, wu = (SimpleNamespace(stage=s) for s in (Stage.FF, Stage.BP, Stage.WU))
+    assert ff_row_tile_bound(ff, 2080) == 520
+    assert ff_row_tile_bound(ff, 300) == FF_MIN_ROW_TILE == 256
+    assert ff_row_tile_bound(ff, 256) == 0
+    assert ff_row_tile_bound(bp, 2080) == 0 == ff_row_tile_bound(wu, 2080)
 
 
 @pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])

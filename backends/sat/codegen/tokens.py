@@ -98,10 +98,9 @@ class HazardTracker:
     def record(self, index: int, engine: int, spans: Sequence[tuple[str, int, int, bool]]) -> None:
         """Note what instruction ``index`` (on engine number ``engine``, its place in
         ``ENGINES``) reads and writes."""
-        e = engine
         for s, g0, g1, w in spans:
-            self.fine[s][0 if w else 1][e, g0:g1] = index
-            self.coarse[s][0 if w else 1][e, g0 // COARSE:-(-g1 // COARSE)] = index
+            self.fine[s][0 if w else 1][engine, g0:g1] = index
+            self.coarse[s][0 if w else 1][engine, g0 // COARSE:-(-g1 // COARSE)] = index
 
 
 def insert_tokens(instrs: Sequence[Instruction], sizes: dict[str, int]) -> list[Instruction]:
