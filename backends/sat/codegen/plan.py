@@ -375,9 +375,21 @@ def _zero_whole_planes(s: Dense, burst: int) -> bool:
     """Whether zeroing ``s``'s whole padded planes (one contiguous run, the data written over
     it after) moves fewer DRAM bursts than its halo runs (:func:`_halo_runs`): true for small
     maps, whose halo is mostly runs shorter than a burst."""
+    return _plane_halo_bytes(s, True, burst) < _plane_halo_bytes(s, False, burst)
+
+
+#: Burst bytes one halo-zeroing DMA moves at most: a halo store is many short runs that
+#: hold the shared DRAM channel, and a long one blocks the next layer's loads (the list
+#: scheduler does not preempt); split, the channel can serve urgent transfers between pieces.
+HALO_DMA_BYTES = 1 << 16
+
+
+def _plane_halo_bytes(s: Dense, whole: bool, burst: int) -> int:
+    """DRAM burst bytes zeroing one padded plane of ``s`` moves."""
     hp, wp = s.hw_padded
-    runs = sum(rows * -(-cols * 4 // burst) for _, rows, cols in _halo_runs(s)[1:] if rows and cols)
-    return -(-hp * wp * 4 // burst) < runs
+    if whole:
+        return -(-hp * wp * 4 // burst) * burst
+    return sum(rows * -(-cols * 4 // burst) * burst for _, rows, cols in _halo_runs(s)[1:] if rows and cols)
 
 
 def zero_halos(ctx: LowerCtx, tensors: list[Dense]) -> None:
@@ -394,8 +406,9 @@ def zero_halos(ctx: LowerCtx, tensors: list[Dense]) -> None:
     for s in tensors:
         n, c = s.shape[:2]
         hp, wp = s.hw_padded
-        for p0 in range(0, n * c, MAX_PLANES):
-            planes = min(MAX_PLANES, n * c - p0)
+        step = min(MAX_PLANES, max(1, HALO_DMA_BYTES // _plane_halo_bytes(s, whole[id(s)], burst)))
+        for p0 in range(0, n * c, step):
+            planes = min(step, n * c - p0)
             base = s.region.addr + p0 * hp * wp * 4
             if whole[id(s)]:
                 ctx.b.store("vec", z, base, planes, hp * wp, dram_row_stride=hp * wp,
