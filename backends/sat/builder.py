@@ -34,8 +34,9 @@ class ProgramBuilder:
 
     # ---- DRAM layout
     def alloc(self, name: str, shape: tuple[int, ...] | int, dtype: str = "fp32",
-              init: np.ndarray | None = None) -> Region:
-        """Place a region at the next aligned DRAM address; ``init`` is cast to ``dtype``."""
+              init: np.ndarray | None = None, zero: bool = False) -> Region:
+        """Place a region at the next aligned DRAM address; ``init`` is cast to ``dtype``;
+        ``zero``: the region starts all zero (nothing stored in the program file)."""
         shape = (shape,) if isinstance(shape, int) else tuple(int(d) for d in shape)
         data = None
         if init is not None:
@@ -44,7 +45,7 @@ class ProgramBuilder:
                 raise ISAError(f"region {name!r}: init shape {arr.shape} != {shape}")
             data = np.ascontiguousarray(arr, dtype=NP_DTYPES[dtype]).tobytes()
         addr = -(-self._top // self.dram_align) * self.dram_align
-        region = Region(name, addr, shape, dtype, data)
+        region = Region(name, addr, shape, dtype, data, zero)
         self._top = addr + region.nbytes
         self.regions.append(region)
         return region

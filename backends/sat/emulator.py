@@ -1,7 +1,7 @@
 """Functional emulator of SAT programs (the fsim layer).
 
 DRAM is a flat ``uint8`` array initialised from the program's region
-images; each on-chip buffer is a ``uint8`` array of its configured size.
+images (zero regions start, and stay wherever a run reads them first, zero); each on-chip buffer is a ``uint8`` array of its configured size.
 :class:`Emulator` prepares a program once -- the program checker
 (:func:`satc.backends.sat.checker.check_program`: fields, bounds, alignment,
 bounded work, token-ordered hazards between engines; it gives the issue
@@ -107,7 +107,7 @@ class Emulator:
         masks = {b: np.zeros(v.size, np.uint8) for b, v in self.buffers.items()}
         masks["dram"] = np.zeros(self.dram.size, np.uint8)
         for r in self.program.regions:
-            if r.init is not None:
+            if r.initialised:
                 masks["dram"][r.addr:r.addr + r.nbytes] = _PRODUCED
         for i in self.order:
             for a in acc[i]:
@@ -125,9 +125,12 @@ class Emulator:
                 if a.space == "dram":
                     view |= ((view & _WRITTEN) ^ _WRITTEN) << 1         # READ_INIT where not WRITTEN
         both = _WRITTEN | _READ_INIT
-        self.carried: tuple[str, ...] = tuple(
-            r.name for r in self.program.regions if r.init is not None
-            and np.any(masks["dram"][r.addr:r.addr + r.nbytes] & both == both))
+        overwritten = [r for r in self.program.regions if r.initialised
+                       and np.any(masks["dram"][r.addr:r.addr + r.nbytes] & both == both)]
+        self.carried: tuple[str, ...] = tuple(r.name for r in overwritten if r.init is not None)
+        # zero regions a run overwrites after reading their zeros: zeroed again before each run
+        # (the others hold zeros wherever a run reads them before writing)
+        self._rezero = [(r.addr, r.nbytes) for r in overwritten if r.zero]
 
     def _saved(self, name: str, contents: np.ndarray) -> np.ndarray:
         """A copy of region ``name``'s bytes in an array kept for it (no page faults per run)."""
@@ -188,7 +191,9 @@ class Emulator:
 
         Only regions with initial contents may be given or kept: preparation
         proved that every byte an instruction reads is produced, counting
-        those contents. Buffers and uninitialised DRAM keep stale bytes.
+        those contents. A zero region is zeroed again only if a run
+        overwrites bytes it read as zeros. Buffers and uninitialised DRAM
+        keep stale bytes.
         """
         given = dict(images or {})
         for name in set(given) | set(keep):
@@ -202,6 +207,8 @@ class Emulator:
         for name, addr, data in self._image:
             if name not in given and name not in keep:
                 self.dram[addr:addr + data.size] = data
+        for addr, nbytes in self._rezero:
+            self.dram[addr:addr + nbytes] = 0
         for name, arr in given.items():
             r = self.program.region(name)
             a = np.asarray(arr)

@@ -3,14 +3,14 @@
 Layout (all integers little-endian)::
 
     0   8  magic  b"SATPROG\\0"
-    8   4  format version (1)
+    8   4  format version (2)
     12  4  header length H (bytes of UTF-8 JSON)
     16  4  instruction count I
     20  4  reserved, zero
     24  8  data length D
     32  H  header JSON: {"config": {...}, "dram_size": int,
                          "regions": [{"name", "addr", "shape", "dtype",
-                                      "init_offset", "init_nbytes"}],
+                                      "init_offset", "init_nbytes", "zero"}],
                          "meta": {...}}   (tool notes: labels, I/O manifest)
     ..  32*I  instructions (backends/sat/isa.py encoding)
     ..  D  data: initial contents of regions, at their init_offset
@@ -18,7 +18,10 @@ Layout (all integers little-endian)::
 
 JSON is written with sorted keys, so the same program always gives the same
 bytes. A region with ``init_nbytes = 0`` has no initial contents (the
-emulator treats it as unwritten until an instruction stores to it).
+emulator treats it as unwritten until an instruction stores to it), unless
+``zero`` is true: then it starts all zero, and the zeros are not stored.
+Version 1 files (no ``zero`` field) are read as version 2 files without
+zero regions.
 """
 
 from __future__ import annotations
@@ -40,19 +43,28 @@ from satc.atomic import write_bytes
 from satc.errors import ConfigError, ISAError, ProgramFileError
 
 MAGIC = b"SATPROG\0"
-VERSION = 1
+VERSION = 2
+READS_VERSIONS = (1, 2)
 _PREAMBLE = struct.Struct("<8sIIIIQ")
 
 
 @dataclass(frozen=True)
 class Region:
-    """A named DRAM region: byte address, shape, dtype and optional initial contents."""
+    """A named DRAM region: byte address, shape, dtype and optional initial contents:
+    ``init`` bytes, or ``zero`` (all zero, nothing stored: a DRAM pool whose tensors read
+    zero halos they never write)."""
 
     name: str
     addr: int
     shape: tuple[int, ...]
     dtype: str
     init: bytes | None = None
+    zero: bool = False
+
+    @property
+    def initialised(self) -> bool:
+        """Whether the region has initial contents (``init`` bytes or all zero)."""
+        return self.init is not None or self.zero
 
     @property
     def nbytes(self) -> int:
@@ -61,6 +73,8 @@ class Region:
 
     def array(self) -> np.ndarray | None:
         """The initial contents as an ndarray of the region's shape, or None."""
+        if self.zero:
+            return np.zeros(self.shape, NP_DTYPES[self.dtype])
         if self.init is None:
             return None
         return np.frombuffer(self.init, dtype=NP_DTYPES[self.dtype]).reshape(self.shape)
@@ -108,7 +122,8 @@ class Program:
                 data += r.init
                 nbytes = len(r.init)
             meta.append({"name": r.name, "addr": r.addr, "shape": list(r.shape), "dtype": r.dtype,
-                         "init_offset": off if nbytes else 0, "init_nbytes": nbytes})
+                         "init_offset": off if nbytes else 0, "init_nbytes": nbytes,
+                         "zero": r.zero})
         header = json.dumps({"config": self.config.to_dict(), "dram_size": self.dram_size,
                              "regions": meta, "meta": self.meta},
                             sort_keys=True, separators=(",", ":")).encode()
@@ -165,6 +180,9 @@ def _check_layout(p: Program) -> None:
                                    f"DRAM of {p.dram_size} bytes")
         if r.init is not None and len(r.init) != r.nbytes:
             raise ProgramFileError(f"region {r.name!r}: {len(r.init)} init bytes for {r.nbytes} bytes")
+        if r.init is not None and r.zero:
+            raise ProgramFileError(f"region {r.name!r} has both init bytes and the zero flag; "
+                                   "give one or the other")
         spans.append((r.addr, r.addr + r.nbytes, r.name))
     names = [r.name for r in p.regions]
     if len(set(names)) != len(names):
@@ -201,8 +219,9 @@ def _region(r: Any, k: int, data: bytes) -> Region:
     if off < 0 or nb < 0 or off + nb > len(data):
         raise ProgramFileError(f"region {name!r}: init data [{off}, {off + nb}) outside the data "
                                f"section of {len(data)} bytes")
+    zero = _field(r, "zero", bool, where) if "zero" in r else False
     return Region(name, _field(r, "addr", int, where), tuple(shape), _field(r, "dtype", str, where),
-                  data[off:off + nb] if nb else None)
+                  data[off:off + nb] if nb else None, zero)
 
 
 def _parse(blob: bytes) -> Program:
@@ -211,8 +230,9 @@ def _parse(blob: bytes) -> Program:
     magic, version, hlen, ninstr, reserved, dlen = _PREAMBLE.unpack_from(blob)
     if magic != MAGIC:
         raise ProgramFileError("not a SAT program file (bad magic)")
-    if version != VERSION:
-        raise ProgramFileError(f"program file version {version}, this satc reads version {VERSION}")
+    if version not in READS_VERSIONS:
+        raise ProgramFileError(f"program file version {version}, this satc reads versions "
+                               f"{', '.join(map(str, READS_VERSIONS))}")
     if hlen > MAX_HEADER_BYTES or ninstr > MAX_INSTRUCTIONS:
         raise ProgramFileError(f"program file preamble claims a {hlen}-byte header and {ninstr} "
                                f"instructions; satc reads at most {MAX_HEADER_BYTES} and "

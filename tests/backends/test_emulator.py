@@ -9,9 +9,10 @@ import pytest
 
 from satc.backends.sat.builder import ProgramBuilder
 from satc.backends.sat.emulator import Emulator, run_program
+from satc.backends.sat.program import Program, Region
 from satc.backends.sat.nmformat import compress_rows, unpack_indices
 from satc.backends.sat.wuve import hp_record
-from satc.errors import EmulatorError
+from satc.errors import EmulatorError, ProgramFileError
 from satc.ir.nm import nm_compress, nm_mask
 
 RNG = np.random.default_rng(1234)
@@ -533,3 +534,40 @@ def test_work_arrays_are_bounded(small, asm_program, monkeypatch):
 def test_carried_regions_are_those_read_then_overwritten(small):
     prog, _, _ = _doubling_program(small)
     assert Emulator(prog).carried == ("x",)
+
+
+def _zero_region_program(cfg, overwrite: bool):
+    """y <- z + 1 with z a zero region (nothing stored); with ``overwrite``, z <- 5 after."""
+    b = ProgramBuilder(cfg)
+    rz = b.alloc("z", (2, 3), zero=True)
+    ry = b.alloc("y", (2, 3))
+    b.load_region(rz, "vec", 0, signal="vector")
+    b.vec("add_imm", 2, 3, s0_addr=0, d_addr=256, imm=1.0, wait="load", signal="store")
+    b.store("vec", 256, ry.addr, 2, 3, wait="vector", signal="vector" if overwrite else ())
+    if overwrite:
+        b.vec("mul_imm", 2, 3, s0_addr=256, d_addr=512, imm=5.0, wait="store", signal="store")
+        b.store("vec", 512, rz.addr, 2, 3, wait="vector")
+    return b.build()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_zero_region_reads_as_zero_every_run(small, overwrite):
+    """A zero region stores no bytes, counts as produced, is not carried state, and is zeroed
+    again before a run only when a run overwrites what it read as zeros."""
+    prog = _zero_region_program(small, overwrite)
+    assert prog.region("z").init is None and prog.region("z").zero
+    assert Program.from_bytes(prog.to_bytes()).region("z").zero
+    emu = Emulator(prog)
+    assert emu.carried == ()
+    for _ in range(2):
+        np.testing.assert_array_equal(emu.run().read("y"), np.ones((2, 3), np.float32))
+    assert emu._rezero == ([(prog.region("z").addr, 24)] if overwrite else [])
+
+
+def test_region_with_init_and_zero_is_refused(small):
+    b = ProgramBuilder(small)
+    b.alloc("z", (2, 3), zero=True)
+    prog = b.build()
+    bad = Region("z", prog.region("z").addr, (2, 3), "fp32", bytes(24), True)
+    with pytest.raises(ProgramFileError, match="'z' has both init bytes and the zero flag"):
+        prog.with_contents(regions=(bad,))

@@ -101,9 +101,25 @@ def test_flipped_bits_behind_a_valid_crc(blob, data, section):
 
 def test_wrong_version(blob):
     b = bytearray(blob[:-4])
-    b[8:12] = struct.pack("<I", 2)
-    with pytest.raises(ProgramFileError, match="version 2, this satc reads version 1"):
+    b[8:12] = struct.pack("<I", 3)
+    with pytest.raises(ProgramFileError, match="version 3, this satc reads versions 1, 2"):
         Program.from_bytes(_with_crc(bytes(b)))
+
+
+def test_version_1_files_are_read_without_zero_regions(blob):
+    """A version 1 file (its regions have no ``zero`` field) reads as the same program."""
+    _, _, hlen, ninstr, _, dlen = _PREAMBLE.unpack_from(blob)
+    h0 = _PREAMBLE.size
+    header = json.loads(blob[h0:h0 + hlen])
+    for r in header["regions"]:
+        del r["zero"]
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    old = _with_crc(_PREAMBLE.pack(b"SATPROG\0", 1, len(text), ninstr, 0, dlen) + text
+                    + blob[h0 + hlen:-4])
+    new, v1 = Program.from_bytes(blob), Program.from_bytes(old)
+    assert v1.instructions == new.instructions and not any(r.zero for r in v1.regions)
+    assert [(r.name, r.addr, r.shape, r.init) for r in v1.regions] == \
+        [(r.name, r.addr, r.shape, r.init) for r in new.regions]
 
 
 JSON_VALUES = st.recursive(

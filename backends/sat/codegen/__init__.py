@@ -19,7 +19,7 @@ from satc.backends.sat.builder import ProgramBuilder
 from satc.backends.sat.codegen import conv, loss, norm, optim, pool, sparse, tensor  # noqa: F401  (register lowerings)
 from satc.backends.sat.codegen.lowering import LOWERINGS, LowerCtx
 from satc.backends.sat.codegen.norm import conv_stats_values
-from satc.backends.sat.codegen.plan import MemoryPlan, plan_memory, zero_halos
+from satc.backends.sat.codegen.plan import MemoryPlan, plan_memory
 from satc.backends.sat.codegen.tiling import TilePlan, plan_tiles
 from satc.backends.sat.codegen.tokens import insert_tokens
 from satc.backends.sat.config import HardwareConfig
@@ -65,9 +65,6 @@ def generate(graph: Graph, cfg: HardwareConfig, state: Mapping[str, np.ndarray] 
     updates = {id(n) for n in graph.weight_update_nodes()}   # own buffer slice (partition.py)
     for i, node in enumerate(graph.nodes):
         start = len(b.instructions)
-        if i in plan.halos:
-            ctx.begin(node, i, id(node) in updates)
-            zero_halos(ctx, plan.halos[i])
         ctx.begin(node, i, id(node) in updates)
         LOWERINGS[node.op].emit(ctx, node)
         spans.append(NodeSpan(node, start, len(b.instructions)))

@@ -24,20 +24,20 @@ Decisions, in order:
    offset on ties, so the layout is deterministic); a block is released
    after the node of its last read, so a node's outputs never share bytes
    with its inputs. The token pass orders the new tenant's writes after the
-   old tenant's reads. A pooled tensor with a zero halo gets its halo
-   written by the node that makes it (:attr:`MemoryPlan.halos`), since the
-   pool has no initial image.
+   old tenant's reads. The pool is a zero region and no halo is ever
+   written: a padded tensor lies only where its halo is still zero
+   (:class:`_Pool`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from satc.backends.sat.builder import ProgramBuilder
-from satc.backends.sat.codegen.lowering import LOWERINGS, MAX_PLANES, LowerCtx
+from satc.backends.sat.codegen.lowering import LOWERINGS
 from satc.backends.sat.codegen.memory import (
     Compressed,
     Dense,
@@ -63,7 +63,6 @@ class MemoryPlan:
     state: dict[str, Storage]
     inputs: dict[str, Storage]
     outputs: dict[str, Storage]
-    halos: dict[int, list[Dense]] = field(default_factory=dict)
     pool_bytes: int = 0
 
     def table(self) -> str:
@@ -85,14 +84,51 @@ def _max_pads(a, b):
 
 
 class _Pool:
-    """Best-fit offsets in the intermediate pool (bytes, 64-byte aligned)."""
+    """Best-fit offsets in the intermediate pool (bytes, 64-byte aligned).
+
+    The pool starts all zero (a zero region) and the node that makes a padded tensor writes
+    only its interior, so a padded tensor's halo is zero wherever only tensors of its halo
+    layout (``halo``: its padded shape and pads) lay before it at its offset. A padded tensor
+    takes such a block where one is free, else fresh bytes at the top of the pool: no halo is
+    ever written. Other tensors take the best fit."""
 
     def __init__(self) -> None:
         self.free: list[tuple[int, int]] = []     # (offset, size), sorted by offset
         self.top = 0
+        self.tenants: list[tuple[int, int, object]] = []    # (offset, size, halo key) so far
+        self._by_halo: dict[object, list[int]] = {}          # halo key -> offsets it took
 
-    def alloc(self, size: int) -> int:
+    def alloc(self, size: int, halo: object = None) -> int:
+        """The offset of a block of ``size`` bytes; with ``halo``, one whose halo is zero."""
         size = align(size)
+        if halo is None:
+            off = self._best_fit(size)
+        else:
+            off = self._same_halo_block(size, halo)
+            if off is None:
+                off, self.top = self.top, self.top + size
+            else:
+                self._take(off, size)
+            self._by_halo.setdefault(halo, []).append(off)
+        self.tenants.append((off, size, halo))
+        return off
+
+    def _same_halo_block(self, size: int, halo: object) -> int | None:
+        """The lowest free offset where only tensors of ``halo``'s layout and size lay."""
+        for off in sorted(set(self._by_halo.get(halo, ()))):
+            if any(fo <= off and off + size <= fo + fs for fo, fs in self.free) and all(
+                    t == (off, size, halo) for t in self.tenants
+                    if t[0] < off + size and off < t[0] + t[1]):
+                return off
+        return None
+
+    def _take(self, off: int, size: int) -> None:
+        i = next(i for i, (fo, fs) in enumerate(self.free) if fo <= off and off + size <= fo + fs)
+        fo, fs = self.free.pop(i)
+        self.free[i:i] = [(o, sz) for o, sz in ((fo, off - fo), (off + size, fo + fs - off - size))
+                          if sz]
+
+    def _best_fit(self, size: int) -> int:
         fits = [(sz, off, i) for i, (off, sz) in enumerate(self.free) if sz >= size]
         if not fits:
             if self.free and self.free[-1][0] + self.free[-1][1] == self.top:
@@ -118,8 +154,6 @@ class _Pool:
             else:
                 merged.append((o, sz))
         self.free = merged
-
-
 
 
 def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray],
@@ -265,7 +299,7 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray],
             image = np.eye(classes[k], dtype=np.float32)[ids]
             storage[k] = OneHot(b.alloc(k, image.shape, init=image), classes[k])
     out_names = {v.name for v in graph.outputs.values()}
-    halo_owner: dict[str, int] = {}
+    padded: set[str] = set()                       # pooled tensors with a zero halo
     for i, node in enumerate(graph.nodes):
         low = LOWERINGS[node.op]
         for j, v in enumerate(node.outputs):
@@ -287,7 +321,7 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray],
                 storage[v.name] = make(v, weight_side, in_pool)
                 pooled[v.name] = [i, i]
                 if isinstance(storage[v.name], Dense) and storage[v.name].padded:
-                    halo_owner[v.name] = i
+                    padded.add(v.name)
     for node in graph.nodes:
         if node.op in ("batchnorm", "batchnorm_relu") and node.inputs[0].name in conv_stats:
             x = node.inputs[0]
@@ -304,7 +338,8 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray],
                 name = s.regions[0].name
                 if name in pooled:
                     pooled[name][1] = max(pooled[name][1], i)
-    base, size, offsets = _place(b, pooled, storage)
+    halo_keys = {name: (storage[name].region.shape, storage[name].pads) for name in padded}
+    base, size, offsets = _place(b, pooled, storage, halo_keys)
     unplaced = placeholders - set(offsets)
     if unplaced:
         raise CompileError(f"internal: pooled regions {sorted(unplaced)} got no pool offset")
@@ -315,11 +350,8 @@ def plan_memory(graph: Graph, b: ProgramBuilder, state: dict[str, np.ndarray],
                 s.region, addr=base + offsets[s.region.name]))
         return s
     storage = {k: rebase(s) for k, s in storage.items()}
-    halos: dict[int, list[Dense]] = {}
-    for name, i in halo_owner.items():
-        halos.setdefault(i, []).append(storage[name])
     outputs = {k: storage[v.name] for k, v in graph.outputs.items()}
-    return MemoryPlan(storage, states, inputs, outputs, halos, size)
+    return MemoryPlan(storage, states, inputs, outputs, size)
 
 
 def stats_key(name: str) -> str:
@@ -328,9 +360,10 @@ def stats_key(name: str) -> str:
     return f"{name}#stats"
 
 
-def _place(b: ProgramBuilder, pooled: dict[str, list[int]], storage: dict[str, Storage]
-           ) -> tuple[int, int, dict[str, int]]:
-    """Offsets of the pooled regions by liveness; allocates the pool region in ``b``.
+def _place(b: ProgramBuilder, pooled: dict[str, list[int]], storage: dict[str, Storage],
+           halo_keys: dict[str, object]) -> tuple[int, int, dict[str, int]]:
+    """Offsets of the pooled regions by liveness; allocates the zero pool region in ``b``.
+    ``halo_keys``: the padded regions, each with the key of its halo's layout.
 
     Returns (pool base address, pool bytes, region name -> offset)."""
     sizes = {name: storage[name].regions[0].nbytes for name in pooled}
@@ -343,12 +376,17 @@ def _place(b: ProgramBuilder, pooled: dict[str, list[int]], storage: dict[str, S
     offsets: dict[str, int] = {}
     for i in sorted(set(starts) | set(ends)):
         for name in starts.get(i, []):
-            offsets[name] = pool.alloc(sizes[name])
+            offsets[name] = pool.alloc(sizes[name], halo_keys.get(name))
         for name in ends.get(i, []):
             pool.release(offsets[name], sizes[name])
     if pool.top == 0:
         return 0, 0, offsets
-    region = b.alloc("#pool", (pool.top,), "u8")
+    region = b.alloc("#pool", (pool.top,), "u8", zero=True)
+    if region.addr + region.nbytes > b.config.dram_bytes:
+        raise CompileError(f"the training step needs {(region.addr + region.nbytes) / 2**20:.1f} "
+                           f"MiB of DRAM ({pool.top / 2**20:.1f} MiB of it intermediates), more "
+                           f"than dram_bytes = {b.config.dram_bytes / 2**20:.1f} MiB of "
+                           f"{b.config.name}; fix: a smaller batch, or a config with more dram_bytes")
     return region.addr, pool.top, offsets
 
 
@@ -356,66 +394,3 @@ def _set_init(b: ProgramBuilder, s: Storage, value: np.ndarray) -> None:
     """Replace the initial contents of ``s``'s regions in the builder with ``value`` encoded."""
     for region, arr in s.encode(value):
         b.set_init(region.name, arr)
-
-
-def _halo_runs(s: Dense) -> list[tuple[int, int, int]]:
-    """The zero halo of one padded plane as (offset, rows, cols) stores of contiguous runs,
-    first the widest run: the top rows with the first row's left pad, the last row's right
-    pad with the bottom rows, and between data rows the right pad of one row with the left
-    pad of the next (one run per row instead of two short ones)."""
-    h, w = s.shape[2:]
-    pt, pl, pb, pr = s.pads
-    wp = s.hw_padded[1]
-    runs = [(0, 1, pt * wp + pl), ((pt + h - 1) * wp + pl + w, 1, pr + pb * wp),
-            (pt * wp + pl + w, h - 1, pr + pl)]
-    return [(0, 0, max(r[2] for r in runs))] + runs
-
-
-def _zero_whole_planes(s: Dense, burst: int) -> bool:
-    """Whether zeroing ``s``'s whole padded planes (one contiguous run, the data written over
-    it after) moves fewer DRAM bursts than its halo runs (:func:`_halo_runs`): true for small
-    maps, whose halo is mostly runs shorter than a burst."""
-    return _plane_halo_bytes(s, True, burst) < _plane_halo_bytes(s, False, burst)
-
-
-#: Burst bytes one halo-zeroing DMA moves at most: a halo store is many short runs that
-#: hold the shared DRAM channel, and a long one blocks the next layer's loads (the list
-#: scheduler does not preempt); split, the channel can serve urgent transfers between pieces.
-HALO_DMA_BYTES = 1 << 16
-
-
-def _plane_halo_bytes(s: Dense, whole: bool, burst: int) -> int:
-    """DRAM burst bytes zeroing one padded plane of ``s`` moves."""
-    hp, wp = s.hw_padded
-    if whole:
-        return -(-hp * wp * 4 // burst) * burst
-    return sum(rows * -(-cols * 4 // burst) * burst for _, rows, cols in _halo_runs(s)[1:] if rows and cols)
-
-
-def zero_halos(ctx: LowerCtx, tensors: list[Dense]) -> None:
-    """Write the zero halo of pooled padded tensors (DMA stores from one zero row on chip,
-    buffer strides 0: the same zeros are stored to every row of every plane); small maps get
-    their whole planes zeroed instead (:func:`_zero_whole_planes`), the data stored over them."""
-    burst = ctx.cfg.dram_burst_bytes
-    whole = {id(s): _zero_whole_planes(s, burst) for s in tensors}
-    width = max(s.hw_padded[0] * s.hw_padded[1] if whole[id(s)] else _halo_runs(s)[0][2]
-                for s in tensors)
-    zeros = ctx.zeros(width)
-    z = ctx.alloc("vec", width * 4, "zero row")
-    ctx.b.load("vec", z, zeros.addr, 1, width)
-    for s in tensors:
-        n, c = s.shape[:2]
-        hp, wp = s.hw_padded
-        step = min(MAX_PLANES, max(1, HALO_DMA_BYTES // _plane_halo_bytes(s, whole[id(s)], burst)))
-        for p0 in range(0, n * c, step):
-            planes = min(step, n * c - p0)
-            base = s.region.addr + p0 * hp * wp * 4
-            if whole[id(s)]:
-                ctx.b.store("vec", z, base, planes, hp * wp, dram_row_stride=hp * wp,
-                            buf_row_stride=0)
-                continue
-            for off, rows, cols in _halo_runs(s)[1:]:
-                if rows and cols:
-                    ctx.b.store("vec", z, base + off * 4, rows, cols, planes=planes,
-                                dram_plane_stride=hp * wp, dram_row_stride=wp,
-                                buf_plane_stride=0, buf_row_stride=0)
