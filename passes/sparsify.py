@@ -177,7 +177,8 @@ def _sparsify_weight(g: Graph, spec: SparsitySpec, ff_node: Node, pregenerate: b
         attrs = {"n": spec.n, "m": spec.m, "axis": FF_AXIS, "lam": spec.srste_lambda}
         first = len(g.nodes)                   # the nodes added here move to just after dw's
         if ff_axis == FF_AXIS:
-            refined = g.add1("srste_grad", [dw, w], attrs, Stage.WU, layer,
+            # W_ff is nm_prune(w) along Ci: SR-STE reads it rather than pruning w again
+            refined = g.add1("srste_grad", [dw, w, w_ff], attrs, Stage.WU, layer,
                              name=f"{layer}.srste_grad")
         else:  # an [in, out] weight: SR-STE along Ci of the transposed weight, as SORE prunes
             t = {"perm": [1, 0]}

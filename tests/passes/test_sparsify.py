@@ -175,3 +175,29 @@ def test_without_pregeneration_same_numbers_sore_inside_the_step():
         assert a.loss == b.loss
     for k in s_late:
         np.testing.assert_array_equal(s_early[k], s_late[k], err_msg=k)
+
+
+@pytest.mark.parametrize("pregenerate", [True, False])
+def test_srste_reads_w_ff_instead_of_pruning_again(pregenerate):
+    """SR-STE names the step's W_ff (prune(w) along Ci) as w_pruned; its term lam * (w - w_ff)
+    is bit-identical to lam * (1 - mask(w)) * w, and on SAT no SORE runs for it."""
+    from satc.ir.nm import nm_mask
+    from satc.ir.ops.registry import get_op
+    model, x, y, _ = _graphs("cnn", {}, "dense")
+    tg = satc.sparsify(satc.build_training_graph(satc.import_torch(model, (x,))), "bdwp:2:8",
+                       pregenerate=pregenerate)
+    srste = [n for n in tg.nodes if n.op == "srste_grad"]
+    assert srste
+    for n in srste:
+        dw, w, w_ff = n.inputs
+        assert w_ff.name == f"{w.name}.ff" if pregenerate else w_ff.producer.op == "nm_prune"
+    rng = np.random.default_rng(0)
+    dw, w = rng.standard_normal((2, 16, 24, 3, 3), dtype=np.float32)
+    attrs = {"n": 2, "m": 8, "axis": 1, "lam": 2e-4}
+    pruned = np.where(nm_mask(w, 2, 8, 1), w, 0).astype(np.float32)
+    kernel = get_op("srste_grad").kernel
+    np.testing.assert_array_equal(kernel([dw, w, pruned], attrs)[0], kernel([dw, w], attrs)[0])
+    prog = satc.compile(model, example_inputs=(x,), sparsity="bdwp:2:8", hw="sat-small")
+    ops = {prog.program.instructions[i].op for sp in prog.spans if sp.node.op == "srste_grad"
+           for i in range(sp.start, sp.end)}
+    assert "sore" not in ops and "gemm" in ops
