@@ -1,6 +1,6 @@
 """Fusion on a training graph: fewer nodes, so fewer DRAM round trips.
 
-:func:`fuse_batchnorm` makes four rewrites, :func:`fuse_matmul_bias` five and
+:func:`fuse_batchnorm` makes five rewrites, :func:`fuse_matmul_bias` five and
 :func:`fuse_layernorm` two, all exact (the fused kernels compute what the nodes
 they replace did):
 
@@ -16,6 +16,10 @@ they replace did):
   separate nodes stored and reloaded the normalised and the summed tensors.
   The backward pass needs neither (``relu_grad`` reads the relu output,
   ``batchnorm_grad`` the batchnorm input).
+* a ``relu_grad(maxpool2d_grad(dz, y), y)`` (a ReLU before a max pool) becomes
+  ``maxpool2d_grad(relu_grad(dz, p), y)`` with ``p = maxpool2d(y)``: the mask runs on
+  the pooled gradient, which the next two rewrites can fold further (exact: the pool's
+  gradient lands on each window's maximum, where ``y`` equals ``p``).
 * a gradient ``sum`` read only by a ``relu_grad`` as its dy (the ResNet
   block's skip and main-path gradients meeting at the previous block's relu)
   becomes that ``relu_grad`` with the sum's terms as inputs after y: the SAT
@@ -84,6 +88,7 @@ def fuse_batchnorm(graph: Graph) -> Graph:
     g = graph.clone()
     _fuse_gradients(g)
     _fuse_relu_tails(g)
+    _mask_before_maxpool_grad(g)
     _fuse_gradient_sums(g)
     _fuse_relu_grad_epilogues(g)
     return g
@@ -370,6 +375,44 @@ def _fuse_relu_tails(g: Graph) -> None:
             fused[id(m)] = None
         fused[id(tail)] = node
     _replace(g, fused)
+
+
+def _mask_before_maxpool_grad(g: Graph) -> None:
+    """relu_grad(maxpool2d_grad(dz, y), y) -> maxpool2d_grad(relu_grad(dz, p), y), with p the
+    maxpool2d of y in the graph: the mask runs on the pooled gradient (a quarter of the
+    elements of a 2x2 pool), and the fusions after this one fold it into the conv that makes
+    dz. Exact: maxpool2d_grad puts each window's dz on the window's maximum, where y equals
+    p, so y > 0 there exactly when p > 0."""
+    only_reader = _only_reader(g)
+    pooled = {(id(n.inputs[0]), repr(sorted(n.attrs.items()))): n.outputs[0]
+              for n in g.nodes if n.op == "maxpool2d"}
+    moves: dict[int, tuple[Node, Node]] = {}
+    dropped: set[int] = set()
+    for rg in g.nodes:
+        mp = rg.inputs[0].producer if rg.op == "relu_grad" and len(rg.inputs) == 2 else None
+        if mp is None or mp.op != "maxpool2d_grad" or mp.inputs[1] is not rg.inputs[1] \
+                or mp.stage != rg.stage or only_reader(rg.inputs[0]) is not rg:
+            continue
+        p = pooled.get((id(rg.inputs[1]), repr(sorted(mp.attrs.items()))))
+        if p is None:
+            continue
+        dz = mp.inputs[0]
+        masked = Value(f"{rg.outputs[0].name}.pooled", dz.type)
+        mask = Node("relu_grad", (dz, p), (masked,), dict(rg.attrs), rg.stage, rg.layer, rg.name)
+        grad = Node("maxpool2d_grad", (masked, rg.inputs[1]), rg.outputs, dict(mp.attrs),
+                    mp.stage, mp.layer, mp.name)
+        moves[id(mp)] = (mask, grad)
+        dropped.add(id(rg))
+    nodes = []
+    for n in g.nodes:
+        if id(n) in moves:
+            for new in moves[id(n)]:
+                for v in new.outputs:
+                    v.producer = new
+                nodes.append(new)
+        elif id(n) not in dropped:
+            nodes.append(n)
+    g.nodes = nodes
 
 
 def _fuse_gradient_sums(g: Graph) -> None:

@@ -517,3 +517,40 @@ def test_folded_scales_train_like_the_interpreter(sparsity):
         assert len(scales) == sum(i.op == "store" for i in body)
     assert sorted(sp.node.attrs["factor"] for sp in prog.spans if sp.node.op == "scale") \
         == [1 / 6, 0.3, 0.3]
+
+
+class _Pooled(nn.Module):
+    """conv -> BN -> relu -> maxpool -> conv, with a 2x2 and an overlapping padded 3x3 pool."""
+
+    def __init__(self, kernel: int, stride: int, padding: int) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.pool = nn.MaxPool2d(kernel, stride, padding)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.c2(self.pool(torch.relu(self.b1(self.c1(x)))))).flatten(1))
+
+
+@pytest.mark.parametrize("pool", [(2, 2, 0), (3, 2, 1)])
+@pytest.mark.parametrize("sparsity", ["dense", "bdwp:2:8"])
+def test_relu_mask_moves_before_the_maxpool_gradient(pool, sparsity):
+    """relu_grad(maxpool2d_grad(dz, y), y) becomes maxpool2d_grad(relu_grad(dz, p), y) with
+    p = maxpool2d(y), and that relu_grad folds into c2's input gradient: bit-identical
+    steps (many relu outputs are 0, so pool windows tie), and the SAT step trains like the
+    interpreter."""
+    from tests.satc.test_compile import check_steps
+    torch.manual_seed(0)
+    x, y = torch.randn(4, 3, 8, 8) - 0.5, torch.randint(0, 10, (4,))
+    tg = satc.build_training_graph(satc.import_torch(_Pooled(*pool), (x,)))
+    fg = fuse_batchnorm(tg)
+    (mp,) = [n for n in fg.nodes if n.op == "maxpool2d_grad"]
+    conv = mp.inputs[0].producer
+    assert conv.op == "conv2d_grad_input" and conv.attrs.get("relu_grad") and conv.layer == "c2"
+    assert conv.inputs[2].producer.op == "maxpool2d"           # masked by the pooled map
+    assert mp.inputs[1].producer.op == "batchnorm_relu"
+    assert [n.op for n in fg.nodes].count("relu_grad") == 1      # c2's relu (fed by fc) only
+    assert_same_interpretation(tg, fg, {"x": x.numpy(), "y": y.numpy()})
+    prog = satc.compile(_Pooled(*pool), example_inputs=(x,), sparsity=sparsity, hw="sat-small")
+    check_steps(prog, x.numpy(), y.numpy(), 2)
