@@ -69,16 +69,22 @@ def test_batchnorm2d_residual_relu_in_few_passes(sparsity):
     prog = satc.compile(_ResidualBN(), example_inputs=(x,), sparsity=sparsity, hw="sat-small")
     plain, residual = _data_passes(prog, "batchnorm_relu")
     assert plain == ["affine_relu"] * 4, plain
-    # a wide-tiled conv (C tiles with padding columns) leaves the statistics to the batchnorm
+    assert residual == ["affine", "relu"] * 4, residual
     plan = plan_tiles(prog.graph, prog.config)
     wide = {n.layer: plan[n.name].tile.wide for n in prog.graph.nodes if n.op == "conv2d"}
     assert not wide["c1"]
-    own = ["reduce_sum", "reduce_sqdev"] * 4 if wide["c2"] else []
-    assert residual == own + ["affine", "relu"] * 4, residual
-    for conv in _data_passes(prog, "conv2d")[:1 if wide["c2"] else 2]:
-        # per C tile: the bias, then the sum and the sum of squares about the first tile's mean
-        assert conv[-3:] == ["add", "reduce_sum", "reduce_sqdev"], conv
-        assert len(conv) % 3 == 0 and conv == ["add", "reduce_sum", "reduce_sqdev"] * (len(conv) // 3)
+    convs = _data_passes(prog, "conv2d")[:2]
+    for layer, conv in zip(("c1", "c2"), convs):
+        if not wide[layer]:
+            # per C tile: the bias, then the sum and the sum of squares about the first tile's mean
+            assert len(conv) % 3 == 0 and conv == ["add", "reduce_sum", "reduce_sqdev"] * (len(conv) // 3)
+            continue
+        # a wide C tile (padding columns between output rows): the bias over its columns,
+        # then one sum and one sum of squares per image and output row, over 6 valid columns
+        ins = [i for i, lab in zip(prog.program.instructions, prog.labels)
+               if lab.endswith(f"{layer}/FF/conv2d") and i.op == "vec" and i.func.startswith("reduce")]
+        assert {(i.func, i.cols) for i in ins} == {("reduce_sum", 6), ("reduce_sqdev", 6)}
+        assert len(ins) == 2 * 4 * 6                # 4 images x 6 output rows, two reduces
     check_steps(prog, x.numpy(), y.numpy(), 2)
 
 

@@ -769,7 +769,7 @@ def _wide_offsets(node: Node, x: Dense, p: GemmProblem) -> tuple[list[int], list
 
 def _wide_gemm(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile, a, x: Dense,
                offsets: tuple[list[int], list[int]], bias: Callable | None = None,
-               mask: ReluMask | None = None) -> None:
+               mask: ReluMask | None = None, stats: "_ChannelStats | None" = None) -> None:
     """Stride-1 conv FF or input gradient with wide windows: per (M, N, K) tile, kw DMAs load
     every image's padded rows from the first row any tap reads on, copy ``v`` from column
     ``cols[v]`` (``offsets``, :func:`_wide_offsets`), laid out [v][channel][image][seg];
@@ -778,7 +778,8 @@ def _wide_gemm(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile, a, x: Dens
     output pixel (i, j). The columns j >= Wo and the rows between images are computed and
     dropped by the stores. Taps are tap-major in K as in :func:`_tiled_gemm`. ``bias``
     (:func:`_channel_bias`) is added to each C tile before its stores; a ``mask``
-    (:class:`ReluMask`) starts it and masks it."""
+    (:class:`ReluMask`) starts it and masks it; ``stats`` (:class:`_ChannelStats`) takes the
+    batchnorm statistics of its valid columns."""
     rows, cols = offsets
     row0 = min(rows)
     kh, kw, wp, seg = p.window
@@ -828,6 +829,8 @@ def _wide_gemm(ctx: LowerCtx, node: Node, p: GemmProblem, tile: Tile, a, x: Dens
                 bias(m0, m1, c_addr, p.wide_columns(imgs), span)
             if mask is not None:
                 mask.apply("acc", c_addr, where)
+            if stats is not None:
+                stats.wide(c_addr, where)
             where.dmas(ctx, "store", out, "acc", c_addr)
 
 
@@ -844,14 +847,17 @@ def lower_conv2d(ctx: LowerCtx, node: Node) -> None:
     opa = _weight(ctx, node, node.inputs[1], True, 1)
     x = _act(ctx, node.inputs[0])
     offsets = _wide_offsets(node, x, p) if tile.wide else None
+    y = node.outputs[0]
     if offsets is not None:
         ctx.fresh_arena()
         bias = _channel_bias(ctx, node.inputs[2]) if len(node.inputs) > 2 else None
-        _wide_gemm(ctx, node, p, tile, opa, x, offsets, bias)
+        stats = _ChannelStats(ctx, y) if y.name in ctx.conv_stats else None
+        _wide_gemm(ctx, node, p, tile, opa, x, offsets, bias, stats=stats)
+        if stats is not None:
+            stats.finish()
         return
     opb = _x_window(ctx, node, channels_are_k=True)
     ctx.fresh_arena()
-    y = node.outputs[0]
     store = _store_nchw(ctx, y, y.shape[2:])
     stats = _ChannelStats(ctx, y, store) if y.name in ctx.conv_stats else None
     store = stats or store
@@ -887,11 +893,31 @@ class _ChannelStats:
     before each tile is stored, its per-channel sum and sum of squares about k (the mean of
     the channel's first N tile, as the batchnorm's own statistics would take the first
     chunk's) accumulate on the vector unit; :meth:`finish` stores (sum, sumsq, k) into the
-    scratch the batchnorm reads."""
+    scratch the batchnorm reads. A wide C tile (:func:`_wide_gemm`) gives them by
+    :meth:`wide`, from its valid columns only."""
 
-    def __init__(self, ctx: LowerCtx, y, store: Callable) -> None:
+    def __init__(self, ctx: LowerCtx, y, store: Callable | None = None) -> None:
         self.ctx, self.y, self.store, self.c = ctx, y, store, y.shape[1]
         self.addr = ctx.alloc("vec", 3 * self.c * 4, "channel statistics")
+
+    def wide(self, c: int, at: ImageTile) -> None:
+        """Accumulate the statistics of a wide C tile: per image and output row, one reduce
+        over its channels' ``Wo`` valid columns (the columns past Wo and the rows between
+        images are the wide GEMM's dropped outputs)."""
+        b, m0, m1 = self.ctx.b, at.m0, at.m1
+        sx, q, k = (self.addr + (j * self.c + m0) * 4 for j in range(3))
+        ho, wo = at.hw
+        starts = [c + (j * at.img_step + i * at.row_stride) * 4
+                  for j in range(at.imgs) for i in range(ho)]
+        for r, s0 in enumerate(starts):
+            b.vec("reduce_sum", m1 - m0, wo, s0_buf="acc", s0_addr=s0, s0_stride=at.plane_stride,
+                  d_addr=sx, axis=1, accumulate=at.img0 > 0 or r > 0)
+        if at.img0 == 0:
+            b.vec("mul_imm", 1, m1 - m0, s0_addr=sx, d_addr=k, imm=1.0 / (at.imgs * ho * wo))
+        for r, s0 in enumerate(starts):
+            b.vec("reduce_sqdev", m1 - m0, wo, s0_buf="acc", s0_addr=s0,
+                  s0_stride=at.plane_stride, s1_addr=k, bcast="col", d_addr=q, axis=1,
+                  accumulate=at.img0 > 0 or r > 0)
 
     def __call__(self, t, m0, m1, n0, n1, c, c_stride) -> None:
         b, sx, k = self.ctx.b, self.addr + m0 * 4, self.addr + (2 * self.c + m0) * 4

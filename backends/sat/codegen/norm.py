@@ -207,13 +207,13 @@ def conv_stats_values(graph: Graph, tiles: TilePlan) -> frozenset[str]:
     """Conv outputs whose training-mode batchnorm statistics the conv computes from its C
     tiles before storing them (sum and shifted sum of squares per channel, the shift the mean
     of the channel's first N tile), so the batchnorm reads them instead of x: the FF
-    outputs of plain (not grouped, not wide-tiled) conv2d read by a batchnorm."""
+    outputs of plain (not grouped) conv2d read by a batchnorm."""
     out = set()
     for node in graph.nodes:
         conv = node.inputs[0].producer if node.inputs else None
         if node.op in ("batchnorm", "batchnorm_relu") and node.attrs.get("training") \
                 and conv is not None and conv.op == "conv2d" and conv.attrs["groups"] == 1 \
-                and conv.stage == node.stage and conv.name in tiles and not tiles[conv.name].tile.wide:
+                and conv.stage == node.stage and conv.name in tiles:
             out.add(node.inputs[0].name)
     return frozenset(out)
 
