@@ -384,16 +384,18 @@ def _mask_before_maxpool_grad(g: Graph) -> None:
     dz. Exact: maxpool2d_grad puts each window's dz on the window's maximum, where y equals
     p, so y > 0 there exactly when p > 0."""
     only_reader = _only_reader(g)
-    pooled = {(id(n.inputs[0]), repr(sorted(n.attrs.items()))): n.outputs[0]
-              for n in g.nodes if n.op == "maxpool2d"}
-    moves: dict[int, tuple[Node, Node]] = {}
-    dropped: set[int] = set()
+    pools: dict[int, list[Node]] = {}
+    for n in g.nodes:
+        if n.op == "maxpool2d":
+            pools.setdefault(id(n.inputs[0]), []).append(n)
+    fused: dict[int, tuple[Node, Node] | None] = {}
     for rg in g.nodes:
         mp = rg.inputs[0].producer if rg.op == "relu_grad" and len(rg.inputs) == 2 else None
         if mp is None or mp.op != "maxpool2d_grad" or mp.inputs[1] is not rg.inputs[1] \
                 or mp.stage != rg.stage or only_reader(rg.inputs[0]) is not rg:
             continue
-        p = pooled.get((id(rg.inputs[1]), repr(sorted(mp.attrs.items()))))
+        p = next((n.outputs[0] for n in pools.get(id(rg.inputs[1]), []) if n.attrs == mp.attrs),
+                 None)
         if p is None:
             continue
         dz = mp.inputs[0]
@@ -401,18 +403,8 @@ def _mask_before_maxpool_grad(g: Graph) -> None:
         mask = Node("relu_grad", (dz, p), (masked,), dict(rg.attrs), rg.stage, rg.layer, rg.name)
         grad = Node("maxpool2d_grad", (masked, rg.inputs[1]), rg.outputs, dict(mp.attrs),
                     mp.stage, mp.layer, mp.name)
-        moves[id(mp)] = (mask, grad)
-        dropped.add(id(rg))
-    nodes = []
-    for n in g.nodes:
-        if id(n) in moves:
-            for new in moves[id(n)]:
-                for v in new.outputs:
-                    v.producer = new
-                nodes.append(new)
-        elif id(n) not in dropped:
-            nodes.append(n)
-    g.nodes = nodes
+        fused[id(mp)], fused[id(rg)] = (mask, grad), None
+    _replace(g, fused)
 
 
 def _fuse_gradient_sums(g: Graph) -> None:
@@ -478,14 +470,18 @@ def _defined_in_time(g: Graph, chain: list[Node], users: dict[int, list[Node]]) 
     return True
 
 
-def _replace(g: Graph, fused: dict[int, Node | None]) -> None:
-    """Put each fused node in the place of the node it is mapped to; drop those mapped to None."""
+def _replace(g: Graph, fused: dict[int, Node | tuple[Node, ...] | None]) -> None:
+    """Put each fused node (or nodes, in order) in the place of the node it is mapped to;
+    drop those mapped to None."""
     nodes = []
     for n in g.nodes:
         if id(n) not in fused:
             nodes.append(n)
-        elif fused[id(n)] is not None:
-            node = fused[id(n)]
+            continue
+        new = fused[id(n)]
+        if new is None:
+            continue
+        for node in new if isinstance(new, tuple) else (new,):
             for v in node.outputs:
                 v.producer = node
             nodes.append(node)

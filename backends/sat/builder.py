@@ -17,7 +17,7 @@ from satc.backends.sat.isa import NP_DTYPES, Instruction
 from satc.backends.sat.nmformat import groups, row_bytes
 from satc.backends.sat.program import Program, Region
 from satc.backends.sat.vecfuncs import VEC_FUNC_BY_NAME, pooled_shape
-from satc.errors import ISAError
+from satc.errors import CompileError, ISAError
 
 Deps = Iterable[str] | str
 
@@ -68,8 +68,16 @@ class ProgramBuilder:
         return len(self.instructions) - 1
 
     def build(self) -> Program:
-        """The finished Program (DRAM sized to the last region, aligned)."""
+        """The finished Program (DRAM sized to the last region, aligned); CompileError when it
+        does not fit the config's ``dram_bytes``."""
         size = -(-self._top // self.dram_align) * self.dram_align
+        if size > self.config.dram_bytes:
+            big = max(self.regions, key=lambda r: r.nbytes)
+            raise CompileError(f"the program needs {size / 2**20:.1f} MiB of DRAM (the largest "
+                               f"region, {big.name!r}, {big.nbytes / 2**20:.1f} MiB), more than "
+                               f"dram_bytes = {self.config.dram_bytes / 2**20:.1f} MiB of "
+                               f"{self.config.name}; fix: a smaller batch, or a config with more "
+                               "dram_bytes")
         return Program(self.config, tuple(self.instructions), tuple(self.regions), size)
 
     # ---- DMA

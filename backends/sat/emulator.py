@@ -1,7 +1,8 @@
 """Functional emulator of SAT programs (the fsim layer).
 
 DRAM is a flat ``uint8`` array initialised from the program's region
-images (zero regions start, and stay wherever a run reads them first, zero); each on-chip buffer is a ``uint8`` array of its configured size.
+images (zero regions start, and stay wherever a run reads them first, zero);
+each on-chip buffer is a ``uint8`` array of its configured size.
 :class:`Emulator` prepares a program once -- the program checker
 (:func:`satc.backends.sat.checker.check_program`: fields, bounds, alignment,
 bounded work, token-ordered hazards between engines; it gives the issue

@@ -901,34 +901,33 @@ class _ChannelStats:
         self.addr = ctx.alloc("vec", 3 * self.c * 4, "channel statistics")
 
     def wide(self, c: int, at: ImageTile) -> None:
-        """Accumulate the statistics of a wide C tile: per image and output row, one reduce
-        over its channels' ``Wo`` valid columns (the columns past Wo and the rows between
-        images are the wide GEMM's dropped outputs)."""
-        b, m0, m1 = self.ctx.b, at.m0, at.m1
-        sx, q, k = (self.addr + (j * self.c + m0) * 4 for j in range(3))
+        """Accumulate the statistics of a wide C tile: per image and output row, one run over
+        its channels' ``Wo`` valid columns (the columns past Wo and the rows between images
+        are the wide GEMM's dropped outputs)."""
         ho, wo = at.hw
-        starts = [c + (j * at.img_step + i * at.row_stride) * 4
-                  for j in range(at.imgs) for i in range(ho)]
-        for r, s0 in enumerate(starts):
-            b.vec("reduce_sum", m1 - m0, wo, s0_buf="acc", s0_addr=s0, s0_stride=at.plane_stride,
-                  d_addr=sx, axis=1, accumulate=at.img0 > 0 or r > 0)
-        if at.img0 == 0:
-            b.vec("mul_imm", 1, m1 - m0, s0_addr=sx, d_addr=k, imm=1.0 / (at.imgs * ho * wo))
-        for r, s0 in enumerate(starts):
-            b.vec("reduce_sqdev", m1 - m0, wo, s0_buf="acc", s0_addr=s0,
-                  s0_stride=at.plane_stride, s1_addr=k, bcast="col", d_addr=q, axis=1,
-                  accumulate=at.img0 > 0 or r > 0)
+        self._accumulate(at.m0, at.m1, at.img0 == 0, wo, at.plane_stride,
+                         [c + (j * at.img_step + i * at.row_stride) * 4
+                          for j in range(at.imgs) for i in range(ho)])
 
     def __call__(self, t, m0, m1, n0, n1, c, c_stride) -> None:
-        b, sx, k = self.ctx.b, self.addr + m0 * 4, self.addr + (2 * self.c + m0) * 4
-        q = self.addr + (self.c + m0) * 4
-        b.vec("reduce_sum", m1 - m0, n1 - n0, s0_buf="acc", s0_addr=c, s0_stride=c_stride,
-              d_addr=sx, axis=1, accumulate=n0 > 0)
-        if n0 == 0:
-            b.vec("mul_imm", 1, m1 - m0, s0_addr=sx, d_addr=k, imm=1.0 / (n1 - n0))
-        b.vec("reduce_sqdev", m1 - m0, n1 - n0, s0_buf="acc", s0_addr=c, s0_stride=c_stride,
-              s1_addr=k, bcast="col", d_addr=q, axis=1, accumulate=n0 > 0)
+        self._accumulate(m0, m1, n0 == 0, n1 - n0, c_stride, [c])
         self.store(t, m0, m1, n0, n1, c, c_stride)
+
+    def _accumulate(self, m0: int, m1: int, first: bool, cols: int, stride: int,
+                    runs: list[int]) -> None:
+        """Channels m0:m1's sum over ``runs`` (acc addresses of [m1 - m0, cols] blocks, rows
+        ``stride`` apart), then their sum of squares about k; the channel's first tile
+        (``first``) starts both sums and sets k to its mean."""
+        b = self.ctx.b
+        sx, q, k = (self.addr + (j * self.c + m0) * 4 for j in range(3))
+        for r, s0 in enumerate(runs):
+            b.vec("reduce_sum", m1 - m0, cols, s0_buf="acc", s0_addr=s0, s0_stride=stride,
+                  d_addr=sx, axis=1, accumulate=not first or r > 0)
+        if first:
+            b.vec("mul_imm", 1, m1 - m0, s0_addr=sx, d_addr=k, imm=1.0 / (len(runs) * cols))
+        for r, s0 in enumerate(runs):
+            b.vec("reduce_sqdev", m1 - m0, cols, s0_buf="acc", s0_addr=s0, s0_stride=stride,
+                  s1_addr=k, bcast="col", d_addr=q, axis=1, accumulate=not first or r > 0)
 
     def finish(self) -> None:
         """DMA the [3, C] statistics to the batchnorm's scratch."""
