@@ -154,8 +154,10 @@ def _grouped(w: np.ndarray, m: int, axis: int) -> tuple[np.ndarray, np.ndarray |
     return x.reshape(x.shape[:-1] + (x.shape[-1] // m, m)), padding, length
 
 
-def _top_n_order(groups: np.ndarray, padding: np.ndarray | None, n: int) -> np.ndarray:
-    """Indices (..., G, N) of the N largest magnitudes per group, ascending.
+def _top_n_order(groups: np.ndarray, padding: np.ndarray | None, n: int,
+                 ascending: bool = True) -> np.ndarray:
+    """Indices (..., G, N) of the N largest magnitudes per group, ascending (else in rank
+    order: a mask needs no sort, which costs more than an argmax round).
 
     N rounds of argmax over the magnitudes (argmax takes the lowest index among
     ties), each taking the winner out of the race; a NaN element ranks below
@@ -164,16 +166,18 @@ def _top_n_order(groups: np.ndarray, padding: np.ndarray | None, n: int) -> np.n
     without a sort.
     """
     m = groups.shape[-1]
-    mag = np.abs(groups.reshape(-1, m))
+    mag = np.abs(groups.reshape(-1, m), order="C")     # flat below must be a view
     mag[np.isnan(mag)] = -1
     if padding is not None:
         mag.reshape(-1, padding.size)[:, padding] = -2
-    rows = np.arange(mag.shape[0])
+    first = np.arange(mag.shape[0]) * m                 # each group's first flat index
+    flat = mag.reshape(-1)
     order = np.empty((mag.shape[0], n), np.intp)
     for j in range(n):
         order[:, j] = np.argmax(mag, axis=1)
-        mag[rows, order[:, j]] = -3
-    order.sort(axis=1)
+        flat[first + order[:, j]] = -3
+    if ascending:
+        order.sort(axis=1)
     return order.reshape(groups.shape[:-1] + (n,))
 
 
@@ -184,7 +188,7 @@ def nm_mask(w: np.ndarray, n: int, m: int, axis: int) -> np.ndarray:
     axis = axis % w.ndim
     groups, padding, length = _grouped(w, m, axis)
     keep = np.zeros(groups.shape, dtype=bool)
-    np.put_along_axis(keep, _top_n_order(groups, padding, n), True, axis=-1)
+    np.put_along_axis(keep, _top_n_order(groups, padding, n, ascending=False), True, axis=-1)
     keep = keep.reshape(keep.shape[:-2] + (-1,))[..., :length]
     return np.moveaxis(keep, -1, axis)
 

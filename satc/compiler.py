@@ -28,7 +28,7 @@ from satc.backends.sat.cost_model import gemm_macs
 from satc.backends.sat.energy import EnergyReport, step_energy
 from satc.backends.sat.timing import TimingReport
 from satc.ir.graph import Graph
-from satc.pipeline import CompileOptions, codegen, load_model, run_passes
+from satc.pipeline import CompileOptions, codegen, cyclic_gc_paused, load_model, run_passes
 from satc.runtime import LiveState, Manifest, Session
 
 
@@ -195,8 +195,11 @@ def compile(model: Any, example_inputs: Sequence[Any] | None = None, sparsity: s
     if options is None:
         options = CompileOptions(sparsity=sparsity, optimizer=optimizer, exclude=tuple(exclude),
                                  interleave=interleave, hw=hw)
-    source = load_model(model, example_inputs, input_shapes)
-    graph = run_passes(source.graph, options)
-    init = dict(state) if state is not None else graph.initial_state()
-    code = codegen(graph, options, init)
-    return CompiledProgram(graph, code.program.config, code, init)
+    with cyclic_gc_paused():
+        source = load_model(model, example_inputs, input_shapes)
+        graph = run_passes(source.graph, options)
+        # the graph's own initial values, not copies: codegen only reads them and the
+        # session's live state copies them
+        init = dict(state) if state is not None else {k: graph.initializers[k] for k in graph.state}
+        code = codegen(graph, options, init)
+        return CompiledProgram(graph, code.program.config, code, init)

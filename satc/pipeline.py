@@ -159,7 +159,7 @@ def codegen(graph: Graph, options: CompileOptions, state: Mapping[str, np.ndarra
     from satc.backends.sat.codegen.tiling import format_tile_plan, plan_tiles
 
     cfg = options.hardware()
-    with _cyclic_gc_paused():
+    with cyclic_gc_paused():
         tiles = plan_tiles(graph, cfg, options.interleave)
         if options.print_after:
             print(f"// ----- tile plan -----\n{format_tile_plan(graph, tiles)}")
@@ -169,11 +169,12 @@ def codegen(graph: Graph, options: CompileOptions, state: Mapping[str, np.ndarra
 
 
 @contextlib.contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
+def cyclic_gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector (reference counting still frees everything
-    codegen drops): codegen allocates some 10^5 long-lived instructions and accesses, and the
-    collector's repeated scans of them took about a quarter of a ResNet-18 compile. The
-    previous state is restored on exit, where pending cycles are collected as usual."""
+    compilation drops): codegen allocates some 10^5 long-lived instructions and accesses, and
+    the collector's repeated scans of them (and of a previous program still alive) took about
+    a quarter of a ResNet-18 compile. The previous state is restored on exit, where pending
+    cycles are collected as usual; nested pauses restore only at the outermost."""
     enabled = gc.isenabled()
     gc.disable()
     try:

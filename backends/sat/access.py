@@ -9,7 +9,7 @@ returns the reason an instruction cannot run on a config, or None.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from operator import itemgetter
 
 import numpy as np
 
@@ -24,34 +24,45 @@ FP32 = NP_DTYPES["fp32"]
 U8 = NP_DTYPES["u8"]
 
 
-@dataclass(frozen=True)
-class Access:
-    """One strided tile an instruction touches: ``space`` is 'dram' or a buffer name."""
+class Access(tuple):
+    """One strided tile an instruction touches: ``space`` is 'dram' or a buffer name.
 
-    role: str
-    space: str
-    offset: int
-    shape: tuple[int, ...]
-    strides: tuple[int, ...]
-    dtype: np.dtype
-    write: bool
+    Immutable (a tuple of its fields and its extent); ``Access(role, space, offset, shape,
+    strides, dtype, write)`` with byte strides. The extent is computed once, when it is made
+    (every consumer reads it; a frozen dataclass with a cached extent took three times as
+    long to build, some 10^5 per compiled step).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, role: str, space: str, offset: int, shape: tuple[int, ...],
+                strides: tuple[int, ...], dtype: np.dtype, write: bool) -> "Access":
+        hi = offset + dtype.itemsize
+        for d, st in zip(shape, strides):
+            hi += (d - 1) * st
+        return tuple.__new__(cls, (role, space, offset, shape, strides, dtype, write, (offset, hi)))
+
+    def __getnewargs__(self) -> tuple:
+        return tuple(self[:7])
+
+    role = property(itemgetter(0), doc="What the tile is to its instruction ('a', 'dram', 'd', ...).")
+    space = property(itemgetter(1), doc="'dram' or a buffer name.")
+    offset = property(itemgetter(2), doc="Byte offset of the first element.")
+    shape = property(itemgetter(3), doc="Elements per dimension.")
+    strides = property(itemgetter(4), doc="Byte stride per dimension.")
+    dtype = property(itemgetter(5), doc="Element type (numpy).")
+    write = property(itemgetter(6), doc="Whether the instruction writes the tile.")
+    extent = property(itemgetter(7), doc="Half-open byte range [lo, hi) covering every element.")
 
     @property
     def bytes_key(self) -> tuple:
         """What identifies the bytes it touches: equal keys, equal bytes (dtype aside)."""
-        return self.space, self.offset, self.shape, self.strides, self.dtype.itemsize
+        return self[1], self[2], self[3], self[4], self[5].itemsize
 
-    @property
-    def extent(self) -> tuple[int, int]:
-        """Half-open byte range [lo, hi) covering every element (computed once; kept in the
-        instance dict by hand: functools.cached_property takes a lock per read on 3.11)."""
-        e = self.__dict__.get("_extent")
-        if e is None:
-            hi = self.offset + self.dtype.itemsize
-            for d, s in zip(self.shape, self.strides):
-                hi += (d - 1) * s
-            e = self.__dict__["_extent"] = (self.offset, hi)
-        return e
+    def __repr__(self) -> str:
+        return (f"Access(role={self.role!r}, space={self.space!r}, offset={self.offset}, "
+                f"shape={self.shape}, strides={self.strides}, dtype={self.dtype}, "
+                f"write={self.write})")
 
 
 def _tile(role: str, space: str, addr: int, shape: tuple[int, ...], row_stride: int, dtype: np.dtype,
@@ -126,14 +137,6 @@ def accesses(ins: Instruction) -> list[Access]:
     if known is None:
         known = ins.__dict__[_KNOWN] = tuple(_ACCESS[ins.op](ins))
     return list(known)
-
-
-def carry_accesses(src: Instruction, dst: Instruction) -> Instruction:
-    """``dst`` (``src`` with other dependency tokens: the same fields otherwise) reusing the
-    accesses already computed for ``src``; returns ``dst``."""
-    if _KNOWN in src.__dict__:
-        dst.__dict__[_KNOWN] = src.__dict__[_KNOWN]
-    return dst
 
 
 _KNOWN = "_accesses"       # where an instruction object keeps its accesses (fields never start with _)

@@ -13,7 +13,6 @@ functional emulator and the timing model.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Sequence
 
 from satc.backends.sat.isa import ENGINES, Instruction
@@ -26,40 +25,47 @@ def issue_order(instrs: Sequence[Instruction]) -> list[int]:
     Raises EmulatorError naming the instruction that can never start when the
     tokens deadlock (a wait that no remaining instruction will satisfy).
     """
-    queues: dict[str, list[int]] = {e: [] for e in ENGINES}
-    meta = []
-    for i, ins in enumerate(instrs):
-        queues[ins.engine].append(i)
-        meta.append((ins.engine, ins.wait, ins.signal))
-    heads = {e: 0 for e in ENGINES}
-    tokens: Counter[tuple[str, str]] = Counter()
+    n, ne = len(instrs), len(ENGINES)
+    engine = [_E[ins.engine] for ins in instrs]
+    waits = [_BITS[ins.raw["wait"]] for ins in instrs]
+    signals = [_BITS[ins.raw["signal"]] for ins in instrs]
+    queues: list[list[int]] = [[] for _ in ENGINES]
+    for i, e in enumerate(engine):
+        queues[e].append(i)
+    for q in queues:
+        q.append(n)                               # past the end: never the lowest ready head
+    heads = [0] * ne
+    tokens = [[0] * ne for _ in ENGINES]          # tokens[src][dst]: in the FIFO src -> dst
     order: list[int] = []
-    while len(order) < len(instrs):
-        best = None
-        for e in ENGINES:
-            q, h = queues[e], heads[e]
-            if h < len(q) and (best is None or q[h] < best):
-                eng, wait, _ = meta[q[h]]
-                if all(tokens[(s, eng)] > 0 for s in wait):
-                    best = q[h]
-        if best is None:
-            raise EmulatorError(_deadlock_message(queues, heads, meta, tokens))
-        eng, wait, signal = meta[best]
-        for s in wait:
-            tokens[(s, eng)] -= 1
-        for d in signal:
-            tokens[(eng, d)] += 1
-        heads[eng] += 1
+    while len(order) < n:
+        best = n
+        for e, q in enumerate(queues):
+            i = q[heads[e]]
+            if i < best and (not waits[i] or all(tokens[s][e] for s in waits[i])):
+                best = i
+        if best == n:
+            raise EmulatorError(_deadlock_message(queues, heads, engine, waits, tokens))
+        e = engine[best]
+        for s in waits[best]:
+            tokens[s][e] -= 1
+        for d in signals[best]:
+            tokens[e][d] += 1
+        heads[e] += 1
         order.append(best)
     return order
 
 
-def _deadlock_message(queues, heads, meta, tokens) -> str:
-    stuck = sorted(queues[e][heads[e]] for e in ENGINES if heads[e] < len(queues[e]))
+_E = {e: i for i, e in enumerate(ENGINES)}
+#: The engine numbers of every wait / signal mask.
+_BITS = tuple(tuple(k for k in range(len(ENGINES)) if m >> k & 1) for m in range(1 << len(ENGINES)))
+
+
+def _deadlock_message(queues, heads, engine, waits, tokens) -> str:
+    stuck = sorted(q[heads[e]] for e, q in enumerate(queues) if q[heads[e]] < len(engine))
     first = stuck[0]
-    eng, wait, _ = meta[first]
-    missing = [s for s in wait if tokens[(s, eng)] == 0]
-    others = ", ".join(f"instruction {i} ({meta[i][0]})" for i in stuck[1:]) or "none"
-    return (f"instruction {first}: deadlock: the {eng} queue waits for a token from "
+    e = engine[first]
+    missing = [ENGINES[s] for s in waits[first] if tokens[s][e] == 0]
+    others = ", ".join(f"instruction {i} ({ENGINES[engine[i]]})" for i in stuck[1:]) or "none"
+    return (f"instruction {first}: deadlock: the {ENGINES[e]} queue waits for a token from "
             f"{'/'.join(missing)} that no instruction can still push (other blocked queue heads: "
             f"{others}); add the matching signal or remove the wait")

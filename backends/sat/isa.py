@@ -232,22 +232,25 @@ class Instruction:
     of engine names, f32 fields as floats).
     """
 
-    __slots__ = ("op", "raw", "__dict__")     # __dict__: fields decoded so far (see __getattr__)
+    __slots__ = ("op", "raw", "__dict__")     # __dict__: decoded fields (see __getattr__)
 
     def __init__(self, op: str, **values: Any) -> None:
         spec = OP_BY_NAME.get(op)
         if spec is None:
             raise ISAError(f"unknown op {op!r}; use one of {list(OP_BY_NAME)}")
         raw: dict[str, int] = {}
-        for f, limit in _FIELDS_OF[op]:
-            if f.name in values:
-                v = values.pop(f.name)
-            elif f.default is not None:
-                v = f.default
-            else:
-                raise ISAError(f"{op}: missing field '{f.name}' ({f.doc})")
+        decoded = self.__dict__                 # filled here: every field is read soon after
+        pop = values.pop
+        for name, limit, default, f in _FIELDS_OF[op]:
+            v = pop(name, default)
+            if v is None:
+                raise ISAError(f"{op}: missing field '{name}' ({f.doc})")
             # fast path: a plain int in range of an unsigned field (everything else: _to_raw)
-            raw[f.name] = v if limit and type(v) is int and 0 <= v < limit else _to_raw(op, f, v)
+            if limit and type(v) is int and 0 <= v < limit:
+                raw[name] = decoded[name] = v
+            else:
+                r = raw[name] = _to_raw(op, f, v)
+                decoded[name] = _from_raw(f, r)
         if values:
             raise ISAError(f"{op}: unknown field '{next(iter(values))}'; fields are "
                            f"{[s.field.name for s in LAYOUT[op][1:]]}")
@@ -274,7 +277,9 @@ class Instruction:
 
     def with_tokens(self, wait: int, signal: int) -> "Instruction":
         """A copy with other ``wait`` / ``signal`` masks (engine bit masks, checked); every
-        other field as is (no re-check: they were checked when this one was built)."""
+        other field as is (no re-check: they were checked when this one was built). The copy
+        keeps the decoded fields and what was cached from them on the instance (its
+        :func:`~satc.backends.sat.access.accesses`): nothing cached may depend on the tokens."""
         for name, mask in (("wait", wait), ("signal", signal)):
             if not 0 <= mask < 1 << len(ENGINES):
                 raise ISAError(f"{self.op}.{name}: mask {mask} names no set of {ENGINES}")
@@ -282,6 +287,8 @@ class Instruction:
         ins.op = self.op
         ins.raw = {**self.raw, "wait": wait, "signal": signal}
         _check_deps(self.op, ins.raw, ins.engine)
+        if self.__dict__:                       # what was decoded or derived from the fields
+            ins.__dict__.update(self.__dict__, wait=_DEPS_BY_MASK[wait], signal=_DEPS_BY_MASK[signal])
         return ins
 
     @property
@@ -297,9 +304,10 @@ class Instruction:
         object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
-        """A field's readable value: on the first field read every field is decoded into the
-        instance ``__dict__`` (so later reads are plain attribute lookups; ``raw`` is not
-        changed after construction)."""
+        """A field's readable value, for an instruction made from raw values (:meth:`from_raw`,
+        the decoder): on the first field read every field is decoded into the instance
+        ``__dict__``, as the constructor does (later reads are plain attribute lookups; ``raw``
+        is not changed after construction)."""
         raw = object.__getattribute__(self, "raw")
         if name not in raw:
             raise AttributeError(name)
@@ -326,9 +334,10 @@ class Instruction:
 
 
 _FIELD_BY_NAME = {o.name: {f.name: f for f in HEADER + o.fields} for o in OPS}
-#: Per op, (field, 2**width for an unsigned field else 0) of every encoded field, in layout order.
-_FIELDS_OF = {o.name: tuple((s.field, 1 << s.field.width if s.field.kind == "uint" else 0)
-                            for s in LAYOUT[o.name][1:]) for o in OPS}
+#: Per op, (name, 2**width for an unsigned field else 0, default, field) of every encoded field,
+#: in layout order.
+_FIELDS_OF = {o.name: tuple((s.field.name, 1 << s.field.width if s.field.kind == "uint" else 0,
+                              s.field.default, s.field) for s in LAYOUT[o.name][1:]) for o in OPS}
 #: Per op, the fields whose readable value differs from the raw one (enums, deps, f32).
 _CODED_FIELDS = {o.name: tuple(s.field for s in LAYOUT[o.name][1:] if s.field.kind != "uint")
                  for o in OPS}

@@ -13,7 +13,7 @@ from satc.backends.sat.builder import ProgramBuilder
 from satc.backends.sat.config import load_hardware
 from satc.backends.sat.codegen.memory import Arena, Compressed, Dense, OneHot, TapMajor
 from satc.backends.sat.codegen.partition import buffer_windows, main_buffer_bytes
-from satc.backends.sat.codegen.tokens import happens_before, insert_tokens, unordered_hazards
+from satc.backends.sat.codegen.tokens import WINDOW, happens_before, insert_tokens, unordered_hazards
 from satc.backends.sat.dispatch import issue_order
 from satc.backends.sat.emulator import run_program
 from satc.backends.sat.program import Program
@@ -92,6 +92,26 @@ def test_insert_tokens_orders_raw_and_war(small):
                           [:, None].repeat(4, 1))
     assert len(issue_order(instrs)) == len(instrs)
     assert happens_before(instrs)[-1][2] == 2       # the last load follows the gemm
+
+
+@pytest.mark.parametrize("tail", [WINDOW - 1, WINDOW + 5, 3 * WINDOW])
+def test_insert_tokens_finds_a_hazard_behind_a_long_tail(small, tail):
+    """A load that overwrites what the first of ``tail`` + 1 unordered vector instructions read
+    waits on exactly that one, whether the scan reaches it (a short tail) or the granule
+    tables answer (a tail longer than WINDOW); a load beside them all waits on none."""
+    b = ProgramBuilder(small)
+    y = b.alloc("y", (1, 8))
+    b.vec("relu", 1, 8, s0_addr=0, d_addr=4096)                 # reads vec[0:32)
+    for k in range(tail):                                        # disjoint granules
+        b.vec("relu", 1, 8, s0_addr=8192 + 64 * k, d_addr=8192 + 64 * k + 32)
+    b.load_region(y, "vec", 0)                                   # WAR on vec[0:32)
+    b.load_region(y, "vec", 2048)                                # no conflict
+    raw = b.build()
+    sizes = {"dram": raw.dram_size, **small.buffer_bytes}
+    instrs = insert_tokens(raw.instructions, sizes)
+    assert instrs[0].signal == ("load",) and all(not i.signal for i in instrs[1:tail + 1])
+    assert instrs[tail + 1].wait == ("vector",) and instrs[tail + 2].wait == ()
+    assert unordered_hazards(instrs, sizes) == []
 
 
 def test_hazard_tracker_coarse_tables_refine_to_the_granule():

@@ -614,11 +614,12 @@ def choose_tile(node: Node, p: GemmProblem, cfg: HardwareConfig, interleave: boo
                                 else staged_work(p, mt, nt, kt, df, cfg, interleave, sa, taps) \
                                 if staged else gemm_work(p, mt, nt, kt, df, cfg, interleave, sa, taps)
                         compute, dma, *vector = work[key]
-                        t = Tile(mt, nt, kt, df, slots, _overlapped(compute, dma, slots, *vector),
-                                 interleave, sa, taps, wide, staged)
-                        cost = t.cycles + DMA_WEIGHT * dma
+                        cycles = _overlapped(compute, dma, slots, *vector)
+                        cost = cycles + DMA_WEIGHT * dma
                         if best is None or cost < best_cost:
-                            best, best_cost = t, cost
+                            best = Tile(mt, nt, kt, df, slots, cycles, interleave, sa, taps, wide,
+                                        staged)
+                            best_cost = cost
     if best is None:
         mt, nt, kt = min(_candidates(p.m, p.m_quantum)), min(_candidates(p.n, p.n_quantum)), \
             min(_candidates(p.k, p.k_quantum))

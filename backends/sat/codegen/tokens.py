@@ -7,17 +7,25 @@ must follow every earlier instruction on another engine that wrote bytes
 it reads (RAW), or read or wrote bytes it writes (WAR, WAW). Memory is
 tracked in granules of :data:`GRANULE` bytes, coarser in memories of more
 than :data:`MAX_GRANULES` of them (:func:`granule`: 512 B for a 335 MB
-DRAM image), per engine (a conservative over-approximation: sharing a
-granule counts as overlap), so only the latest conflicting instruction of
-each engine matters (queues are in order).
+DRAM image), a conservative over-approximation: sharing a granule counts
+as overlap. Queues are in order, so per engine only the latest conflicting
+instruction matters, and only if the new one does not already follow it
+transitively (vector clocks over the engines).
+
+Finding it: the instructions of engine ``o`` that the new one does not yet
+follow are the tail of ``o``'s queue after its clock entry -- a handful in
+compiled programs. :func:`insert_tokens` scans up to :data:`WINDOW` of them,
+newest first (page masks of every access reject most pairs before their
+granule spans are compared); a longer tail is answered by granule tables
+(:class:`HazardTracker`), filled with that engine's instructions only when
+such a query first needs them, so the cost per instruction stays bounded.
 
 Each needed edge ``i -> j`` becomes one token: ``signal`` bit of j's
-engine on i, ``wait`` bit of i's engine on j -- unless j already follows i
-transitively (vector clocks over the engines), which removes most edges.
-Pairing stays FIFO-consistent because a new edge always joins the newest
-waiter with a producer after every producer already paired on that engine
-pair (an older edge to a later producer would already cover it). Every
-wait refers to an earlier instruction, so the program cannot deadlock.
+engine on i, ``wait`` bit of i's engine on j. Pairing stays FIFO-consistent
+because a new edge always joins the newest waiter with a producer after
+every producer already paired on that engine pair (an older edge to a later
+producer would already cover it). Every wait refers to an earlier
+instruction, so the program cannot deadlock.
 """
 
 from __future__ import annotations
@@ -25,12 +33,14 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from satc.backends.sat.access import Access, accesses, carry_accesses
+from satc.backends.sat.access import Access, accesses
 from satc.backends.sat.isa import ENGINES, Instruction
 
 GRANULE = 32             # bytes per tracked granule (the smallest)
 MAX_GRANULES = 1 << 20   # per memory space: larger spaces (DRAM) get coarser granules
 COARSE = 256             # granules per entry of the coarse tables (HazardTracker)
+PAGES = 256              # bits per memory space in an access's page mask
+WINDOW = 32              # another engine's unordered instructions scanned one by one
 _MAX = np.maximum.reduce
 _E = {e: i for i, e in enumerate(ENGINES)}
 
@@ -49,8 +59,10 @@ class HazardTracker:
 
     Beside the granule tables, coarse tables keep the same per run of
     :data:`COARSE` granules (the latest of its granules: indices only grow, so
-    a record sets both); a query reads the coarse entries first and refines
-    only the engines they do not rule out (most are already ordered).
+    an engine's records arrive in its queue order, so a record sets both); a
+    query reads the coarse entries first and refines only where they are later
+    than what the instruction already follows. Page masks (:meth:`masks`) let
+    a pair of instructions be ruled out without either.
     """
 
     def __init__(self, sizes: dict[str, int]) -> None:
@@ -61,6 +73,8 @@ class HazardTracker:
                      for s, k in n.items()}                 # (last write, last read)
         self.coarse = {s: (np.full((e, -(-k // COARSE)), -1, np.int32),
                            np.full((e, -(-k // COARSE)), -1, np.int32)) for s, k in n.items()}
+        self.page = {s: -(-k // PAGES) for s, k in n.items()}        # granules per page bit
+        self.bit = {s: PAGES * i for i, s in enumerate(sorted(n))}   # the space's first bit
 
     def spans(self, acc: Sequence[Access]) -> list[tuple[str, int, int, bool]]:
         """(space, first granule, end granule, write) of each access."""
@@ -71,29 +85,45 @@ class HazardTracker:
             out.append((a.space, lo // g, -(-hi // g), a.write))
         return out
 
-    def deps(self, spans: Sequence[tuple[str, int, int, bool]], after: Sequence[int]) -> list[int]:
-        """Per engine, the latest earlier instruction that conflicts with ``spans`` (RAW, and
-        WAR / WAW for written spans), where it is later than that engine's ``after`` entry."""
-        coarse = None
+    def masks(self, spans: Sequence[tuple[str, int, int, bool]]) -> tuple[int, int]:
+        """(written, touched) page bit masks of ``spans``: two accesses can conflict only where
+        one's written mask meets the other's touched mask."""
+        written = touched = 0
+        for s, g0, g1, w in spans:
+            p, b = self.page[s], self.bit[s]
+            lo, hi = b + g0 // p, b + (g1 - 1) // p
+            m = ((1 << (hi - lo + 1)) - 1) << lo
+            touched |= m
+            if w:
+                written |= m
+        return written, touched
+
+    def latest(self, engine: int, spans: Sequence[tuple[str, int, int, bool]], after: int) -> int:
+        """The latest instruction recorded on engine number ``engine`` that conflicts with
+        ``spans`` (RAW, and WAR / WAW for written spans), or -1 when none is later than
+        ``after``: the coarse entries first, the granules only where those are later."""
+        c = -1
         for s, g0, g1, w in spans:
             writes, reads = self.coarse[s]
             c0, c1 = g0 // COARSE, -(-g1 // COARSE)
-            m = _MAX(writes[:, c0:c1], axis=1)
+            c = max(c, int(_MAX(writes[engine, c0:c1])))
             if w:
-                np.maximum(m, _MAX(reads[:, c0:c1], axis=1), out=m)
-            coarse = m if coarse is None else np.maximum(coarse, m, out=coarse)
-        out = []
-        for o, c in enumerate(coarse.tolist() if coarse is not None else ()):
-            if c > after[o]:
-                best = -1
-                for s, g0, g1, w in spans:
-                    writes, reads = self.fine[s]
-                    best = max(best, int(_MAX(writes[o, g0:g1])))
-                    if w:
-                        best = max(best, int(_MAX(reads[o, g0:g1])))
-                if best > after[o]:
-                    out.append(best)
-        return out
+                c = max(c, int(_MAX(reads[engine, c0:c1])))
+        if c <= after:
+            return -1
+        best = -1
+        for s, g0, g1, w in spans:
+            writes, reads = self.fine[s]
+            best = max(best, int(_MAX(writes[engine, g0:g1])))
+            if w:
+                best = max(best, int(_MAX(reads[engine, g0:g1])))
+        return best if best > after else -1
+
+    def deps(self, spans: Sequence[tuple[str, int, int, bool]], after: Sequence[int]) -> list[int]:
+        """Per engine, the latest earlier instruction that conflicts with ``spans``, where it is
+        later than that engine's ``after`` entry (:meth:`latest` of every engine)."""
+        found = (self.latest(o, spans, a) for o, a in enumerate(after))
+        return [i for i in found if i >= 0]
 
     def record(self, index: int, engine: int, spans: Sequence[tuple[str, int, int, bool]]) -> None:
         """Note what instruction ``index`` (on engine number ``engine``, its place in
@@ -109,17 +139,41 @@ def insert_tokens(instrs: Sequence[Instruction], sizes: dict[str, int]) -> list[
     ``sizes``: bytes of every memory space (``'dram'`` and the buffers).
     """
     tracker = HazardTracker(sizes)
+    n, ne = len(instrs), len(ENGINES)
     engines = [_E[ins.engine] for ins in instrs]
+    spans: list[list[tuple[str, int, int, bool]]] = [[]] * n
+    written, touched = [0] * n, [0] * n
+    queues: list[list[int]] = [[] for _ in ENGINES]
+    recorded = [0] * ne                        # per engine: its queue prefix in the tracker's tables
     clocks: list[list[int]] = []               # per instruction: latest index per engine it follows
-    last_on = [-1] * len(ENGINES)
-    waits = [0] * len(instrs)
-    signals = [0] * len(instrs)
+    waits, signals = [0] * n, [0] * n
     for j, ins in enumerate(instrs):
         e = engines[j]
-        spans = tracker.spans(accesses(ins))
-        prev = last_on[e]
-        vc = list(clocks[prev]) if prev >= 0 else [-1] * len(ENGINES)
-        for i in sorted(tracker.deps(spans, vc), reverse=True):   # own engine: i <= vc[e]
+        sp = spans[j] = tracker.spans(accesses(ins))
+        wm, am = written[j], touched[j] = tracker.masks(sp)
+        own = queues[e]
+        vc = list(clocks[own[-1]]) if own else [-1] * ne
+        found = []
+        for o, q in enumerate(queues):
+            after, k = vc[o], len(q) - 1
+            if o == e or k < 0 or q[k] <= after:
+                continue
+            stop = max(k - WINDOW, -1)
+            while k > stop and q[k] > after:
+                i = q[k]
+                if (wm & touched[i] or am & written[i]) and _conflict(sp, spans[i]):
+                    found.append(i)
+                    break
+                k -= 1
+            else:
+                if k >= 0 and q[k] > after:      # a long tail: the tables, filled up to now
+                    for i in q[recorded[o]:]:
+                        tracker.record(i, o, spans[i])
+                    recorded[o] = len(q)
+                    i = tracker.latest(o, sp, after)
+                    if i >= 0:
+                        found.append(i)
+        for i in sorted(found, reverse=True):
             src = engines[i]
             if vc[src] >= i:
                 continue
@@ -128,11 +182,18 @@ def insert_tokens(instrs: Sequence[Instruction], sizes: dict[str, int]) -> list[
             vc = list(map(max, vc, clocks[i]))
         vc[e] = j
         clocks.append(vc)
-        last_on[e] = j
-        tracker.record(j, e, spans)
-    return [ins if not (waits[j] or signals[j]) else
-            carry_accesses(ins, ins.with_tokens(waits[j], signals[j]))
+        own.append(j)
+    return [ins if not (waits[j] or signals[j]) else ins.with_tokens(waits[j], signals[j])
             for j, ins in enumerate(instrs)]
+
+
+def _conflict(a: Sequence[tuple[str, int, int, bool]], b: Sequence[tuple[str, int, int, bool]]) -> bool:
+    """Whether two instructions' granule spans overlap in one memory, one of the two writing."""
+    for s, g0, g1, w in a:
+        for t, h0, h1, v in b:
+            if (w or v) and g0 < h1 and h0 < g1 and s == t:
+                return True
+    return False
 
 
 def happens_before(instrs: Sequence[Instruction]) -> list[np.ndarray]:
