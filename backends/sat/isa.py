@@ -304,10 +304,11 @@ class Instruction:
         object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
-        """A field's readable value, for an instruction made from raw values (:meth:`from_raw`,
-        the decoder): on the first field read every field is decoded into the instance
-        ``__dict__``, as the constructor does (later reads are plain attribute lookups; ``raw``
-        is not changed after construction)."""
+        """A field's readable value, for an instruction whose fields are not decoded yet (made
+        by :meth:`from_raw` or the decoder, or parsed assembly with raw bit fields): on the
+        first field read every field is decoded into the instance ``__dict__``, as the
+        constructor does (later reads are plain attribute lookups; whatever changes ``raw``
+        after that clears ``__dict__``)."""
         raw = object.__getattribute__(self, "raw")
         if name not in raw:
             raise AttributeError(name)

@@ -58,11 +58,11 @@ class HazardTracker:
     """Latest reader / writer per engine of every memory granule.
 
     Beside the granule tables, coarse tables keep the same per run of
-    :data:`COARSE` granules (the latest of its granules: indices only grow, so
-    an engine's records arrive in its queue order, so a record sets both); a
-    query reads the coarse entries first and refines only where they are later
-    than what the instruction already follows. Page masks (:meth:`masks`) let
-    a pair of instructions be ruled out without either.
+    :data:`COARSE` granules (the latest of its granules: an engine's records
+    arrive in its queue order, so its indices only grow and a record sets
+    both); a query reads the coarse entries first and refines only where they
+    are later than what the instruction already follows. :meth:`masks` gives
+    page masks that rule out a pair of instructions without any table.
     """
 
     def __init__(self, sizes: dict[str, int]) -> None:
