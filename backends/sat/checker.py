@@ -40,7 +40,7 @@ from typing import Sequence
 import numpy as np
 from satc.backends.sat.access import Access, accesses, check
 from satc.backends.sat.dispatch import issue_order
-from satc.backends.sat.isa import ENGINES, Instruction
+from satc.backends.sat.isa import ENGINE_NUMBER, ENGINES, MASK_ENGINES, Instruction
 from satc.backends.sat.program import Program
 
 from satc.errors import EmulatorError, ProgramCheckError
@@ -56,8 +56,6 @@ _BLOCK = 1 << 17          # instruction pairs examined per vectorised block of t
 #: Most instruction pairs on different engines that no token orders (compiled ResNet-18: ~3e5),
 #: a bound on the race check's time (about a minute).
 MAX_UNORDERED = 2 * 10 ** 8
-
-_E = {e: i for i, e in enumerate(ENGINES)}
 
 
 @dataclass(frozen=True)
@@ -147,13 +145,12 @@ def _clocks(instrs: Sequence[Instruction], order: Sequence[int]) -> tuple[list[i
     """(queue position of each instruction (from 1), its vector clock): per engine, the
     position of the last instruction of that queue ordered before it (0: none)."""
     n, ne = len(instrs), len(ENGINES)
-    eng = [_E[ins.engine] for ins in instrs]
+    eng = [ENGINE_NUMBER[ins.engine] for ins in instrs]
     pos = [0] * n
     count = [0] * ne
     for i in range(n):
         count[eng[i]] += 1
         pos[i] = count[eng[i]]
-    bits = [[k for k in range(ne) if m >> k & 1] for m in range(1 << ne)]
     clocks: list[list[int]] = [[]] * n
     last = [-1] * ne
     fifo = [[[] for _ in range(ne)] for _ in range(ne)]        # fifo[src][dst]: pushers in order
@@ -162,14 +159,14 @@ def _clocks(instrs: Sequence[Instruction], order: Sequence[int]) -> tuple[list[i
         e = eng[i]
         vc = list(clocks[last[e]]) if last[e] >= 0 else [0] * ne
         raw = instrs[i].raw
-        for src in bits[raw["wait"]]:
+        for src in MASK_ENGINES[raw["wait"]]:
             h = head[src][e]
             head[src][e] = h + 1
             vc = list(map(max, vc, clocks[fifo[src][e][h]]))
         vc[e] = pos[i]
         clocks[i] = vc
         last[e] = i
-        for dst in bits[raw["signal"]]:
+        for dst in MASK_ENGINES[raw["signal"]]:
             fifo[e][dst].append(i)
     return pos, clocks
 
@@ -277,7 +274,7 @@ def _check_races(instrs: Sequence[Instruction], acc: Sequence[Sequence[Access]],
     """
     n, ne = len(instrs), len(ENGINES)
     pos, clocks = _clocks(instrs, order)
-    eng = np.array([_E[ins.engine] for ins in instrs], np.int64)
+    eng = np.array([ENGINE_NUMBER[ins.engine] for ins in instrs], np.int64)
     issued = np.zeros((n, ne), np.int64)         # per engine, its instructions issued before i
     rank = np.zeros(n, np.int64)
     count = [0] * ne

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from satc.backends.sat.isa import ENGINES, Instruction
+from satc.backends.sat.isa import ENGINE_NUMBER, ENGINES, MASK_ENGINES, Instruction
 from satc.errors import EmulatorError
 
 
@@ -26,9 +26,9 @@ def issue_order(instrs: Sequence[Instruction]) -> list[int]:
     tokens deadlock (a wait that no remaining instruction will satisfy).
     """
     n, ne = len(instrs), len(ENGINES)
-    engine = [_E[ins.engine] for ins in instrs]
-    waits = [_BITS[ins.raw["wait"]] for ins in instrs]
-    signals = [_BITS[ins.raw["signal"]] for ins in instrs]
+    engine = [ENGINE_NUMBER[ins.engine] for ins in instrs]
+    waits = [MASK_ENGINES[ins.raw["wait"]] for ins in instrs]
+    signals = [MASK_ENGINES[ins.raw["signal"]] for ins in instrs]
     queues: list[list[int]] = [[] for _ in ENGINES]
     for i, e in enumerate(engine):
         queues[e].append(i)
@@ -53,11 +53,6 @@ def issue_order(instrs: Sequence[Instruction]) -> list[int]:
         heads[e] += 1
         order.append(best)
     return order
-
-
-_E = {e: i for i, e in enumerate(ENGINES)}
-#: The engine numbers of every wait / signal mask.
-_BITS = tuple(tuple(k for k in range(len(ENGINES)) if m >> k & 1) for m in range(1 << len(ENGINES)))
 
 
 def _deadlock_message(queues, heads, engine, waits, tokens) -> str:

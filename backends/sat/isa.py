@@ -35,6 +35,11 @@ INSTR_BITS = 256
 INSTR_BYTES = INSTR_BITS // 8
 
 ENGINES: tuple[str, ...] = ("load", "store", "stce", "vector", "wuve", "sore")
+#: Each engine's number: its place in ENGINES and its bit in a wait / signal mask.
+ENGINE_NUMBER: dict[str, int] = {e: i for i, e in enumerate(ENGINES)}
+#: The engine numbers of every wait / signal mask, ascending.
+MASK_ENGINES: tuple[tuple[int, ...], ...] = tuple(
+    tuple(i for i in range(len(ENGINES)) if mask >> i & 1) for mask in range(1 << len(ENGINES)))
 BUFFERS: tuple[str, ...] = ("act", "wgt", "acc", "vec")
 DTYPES: tuple[str, ...] = ("fp32", "fp16", "u8")
 DTYPE_BYTES: dict[str, int] = {"fp32": 4, "fp16": 2, "u8": 1}
@@ -396,8 +401,7 @@ def _from_raw(f: Field, v: int) -> Any:
 
 
 #: The engine names of every wait / signal mask.
-_DEPS_BY_MASK = tuple(tuple(e for i, e in enumerate(ENGINES) if mask >> i & 1)
-                      for mask in range(1 << len(ENGINES)))
+_DEPS_BY_MASK = tuple(tuple(ENGINES[i] for i in nums) for nums in MASK_ENGINES)
 
 
 # ---------------------------------------------------------------- binary

@@ -34,7 +34,7 @@ from typing import Sequence
 
 import numpy as np
 from satc.backends.sat.access import Access, accesses
-from satc.backends.sat.isa import ENGINES, Instruction
+from satc.backends.sat.isa import ENGINE_NUMBER, ENGINES, Instruction
 
 GRANULE = 32             # bytes per tracked granule (the smallest)
 MAX_GRANULES = 1 << 20   # per memory space: larger spaces (DRAM) get coarser granules
@@ -42,7 +42,6 @@ COARSE = 256             # granules per entry of the coarse tables (HazardTracke
 PAGES = 256              # bits per memory space in an access's page mask
 WINDOW = 32              # another engine's unordered instructions scanned one by one
 _MAX = np.maximum.reduce
-_E = {e: i for i, e in enumerate(ENGINES)}
 
 
 def granule(nbytes: int) -> int:
@@ -140,7 +139,7 @@ def insert_tokens(instrs: Sequence[Instruction], sizes: dict[str, int]) -> list[
     """
     tracker = HazardTracker(sizes)
     n, ne = len(instrs), len(ENGINES)
-    engines = [_E[ins.engine] for ins in instrs]
+    engines = [ENGINE_NUMBER[ins.engine] for ins in instrs]
     spans: list[list[tuple[str, int, int, bool]]] = [[]] * n
     written, touched = [0] * n, [0] * n
     queues: list[list[int]] = [[] for _ in ENGINES]
@@ -218,7 +217,7 @@ def happens_before(instrs: Sequence[Instruction]) -> list[np.ndarray]:
                                  "instruction pushes")
             np.maximum(vc, clocks[q[h]], out=vc)
             heads[(src, e)] = h + 1
-        vc[_E[e]] = j
+        vc[ENGINE_NUMBER[e]] = j
         clocks.append(vc)
         for dst in ins.signal:
             fifo.setdefault((e, dst), []).append(j)
@@ -234,7 +233,7 @@ def unordered_hazards(instrs: Sequence[Instruction], sizes: dict[str, int]) -> l
     for j, ins in enumerate(instrs):
         spans = tracker.spans(accesses(ins))
         for i in tracker.deps(spans, [-1] * len(ENGINES)):
-            if clocks[j][_E[instrs[i].engine]] < i:
+            if clocks[j][ENGINE_NUMBER[instrs[i].engine]] < i:
                 bad.append((i, j))
-        tracker.record(j, _E[ins.engine], spans)
+        tracker.record(j, ENGINE_NUMBER[ins.engine], spans)
     return bad
